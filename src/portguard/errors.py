@@ -1,0 +1,37 @@
+"""Exit codes (sysexits.h) and the exceptions a user can cause."""
+
+from enum import IntEnum
+
+
+class Exit(IntEnum):
+    """Exit codes; systemd prints the sysexits ones by name in `systemctl status`."""
+
+    OK = 0
+    OCCUPIED = 1  # `why` found an occupant; `audit` found drift
+    USAGE = 64
+    NOHOST = 68
+    UNAVAILABLE = 69
+    SOFTWARE = 70
+    CANTCREAT = 73
+    TEMPFAIL = 75
+    NOPERM = 77
+    CONFIG = 78
+
+
+class PortguardError(Exception):
+    """An error the user can fix; shown as one line, never as a traceback."""
+
+    exit_code: Exit = Exit.SOFTWARE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(PortguardError):
+    exit_code = Exit.USAGE
+
+
+class ConfigError(PortguardError):
+    exit_code = Exit.CONFIG
