@@ -1,3 +1,3 @@
-"""portguard: prove a systemd unit's ports can be bound before it starts, and name who holds them."""
+"""portguard: prove a unit's ports can be bound before it starts, and name who holds them."""
 
 __version__ = "0.1.0"

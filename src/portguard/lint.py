@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from portguard.claims import Claim, overlaps
-from portguard.registry import Finding, Listen, LoadResult, Registry, Severity, UnitEntry
+from portguard.findings import Finding, Severity
+from portguard.registry import Listen, LoadResult, Registry, UnitEntry
 from portguard.sysctl import LocalPorts
 
 
@@ -28,8 +29,9 @@ def check_registry(loaded: LoadResult, local_ports: LocalPorts | None) -> tuple[
     if local_ports is not None:
         findings.extend(_ephemeral_findings(placed, local_ports))
     order = {path: index for index, path in enumerate(loaded.registry.files)}
-    findings.sort(key=lambda f: (order.get(f.location.path, -1), f.location.line,
-                                 f.location.column))
+    findings.sort(
+        key=lambda f: (order.get(f.location.path, -1), f.location.line, f.location.column)
+    )
     return tuple(findings)
 
 
@@ -48,8 +50,11 @@ def _overlapping_pairs(placed: list[_Placed]) -> Iterator[tuple[_Placed, _Placed
     ordered = sorted(placed, key=lambda p: (p.claim.proto, p.claim.first))
     active: list[_Placed] = []
     for current in ordered:
-        active = [a for a in active
-                  if a.claim.proto == current.claim.proto and a.claim.last >= current.claim.first]
+        active = [
+            a
+            for a in active
+            if a.claim.proto == current.claim.proto and a.claim.last >= current.claim.first
+        ]
         for earlier in active:
             if overlaps(earlier.claim, current.claim):
                 yield (earlier, current) if earlier.order < current.order else (current, earlier)
@@ -61,17 +66,21 @@ def _overlap_findings(placed: list[_Placed]) -> Iterator[Finding]:
         a, b = first.unit, second.unit
         if a.name == b.name:
             yield Finding(
-                Severity.WARNING, second.listen.location,
+                Severity.WARNING,
+                second.listen.location,
                 f"{second.claim} overlaps {a.name}'s own {first.claim} at {first.listen.location}:"
                 " the service's second bind would fail with EADDRINUSE",
-                "overlap-self")
+                "overlap-self",
+            )
         elif b.name not in a.via and a.name not in b.via:
             yield Finding(
-                Severity.ERROR, second.listen.location,
+                Severity.ERROR,
+                second.listen.location,
                 f"{b.name} claims {second.claim}, which overlaps {first.claim} claimed by "
                 f"{a.name} at {first.listen.location} (give one of them another port, or list "
                 "one in the other's 'via')",
-                "overlap")
+                "overlap",
+            )
 
 
 def _ephemeral_findings(placed: list[_Placed], local_ports: LocalPorts) -> Iterator[Finding]:
@@ -81,9 +90,11 @@ def _ephemeral_findings(placed: list[_Placed], local_ports: LocalPorts) -> Itera
         if not exposed.ranges:
             continue
         yield Finding(
-            Severity.WARNING, item.listen.location,
+            Severity.WARNING,
+            item.listen.location,
             f"{item.unit.name}: port {exposed} of {item.claim} is in the ephemeral range "
             f"{low}-{high} (net.ipv4.ip_local_port_range) but not in "
             "net.ipv4.ip_local_reserved_ports, so an outgoing connection can take it first "
             "(`portguard reserve --apply` reserves registered ports)",
-            "ephemeral")
+            "ephemeral",
+        )

@@ -5,8 +5,8 @@ loaded Python objects, so every value keeps its position and a port written as `
 is read from its source text, never through YAML 1.1's number rules.
 """
 
-import difflib
-from collections.abc import Iterator, Mapping, Sequence
+import contextlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -15,44 +15,19 @@ from typing import Any
 import yaml
 
 from portguard.claims import Claim, ClaimSyntaxError, ListenParts, make_claim, parse_listen
+from portguard.findings import Finding, Location, Severity
 from portguard.timespan import TimespanError, parse_timespan_ms
 from portguard.unitname import UnitNameKind, split_instance, unit_name_kind, unit_name_problem
+from portguard.yamlfile import Invalid, NodeReader
 
 REGISTRY_DIR = Path("/etc/portguard")
 VERSION = 1
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class Mode(StrEnum):
     ENFORCE = "enforce"  # the guard runs and its failure blocks the start
     WARN = "warn"  # the guard runs, its failure is logged and ignored
     AUDIT = "audit"  # no guard; the claim is only audited
-
-
-class Severity(StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-
-
-@dataclass(frozen=True, slots=True)
-class Location:
-    path: str
-    line: int = 0  # 1-based; 0 when the problem is the file as a whole
-    column: int = 0
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}:{self.column}" if self.line else self.path
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    severity: Severity
-    location: Location
-    message: str
-    rule: str
-
-    def __str__(self) -> str:
-        return f"{self.location}: {self.severity}: {self.message} [{self.rule}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +99,7 @@ class Registry:
 
 @dataclass(frozen=True, slots=True)
 class RegistrySource:
-    """The files of one registry: a main file whose `defaults` every file inherits, then drop-ins."""
+    """One registry's files: a main file whose `defaults` all files inherit, then drop-ins."""
 
     main: Path | None
     dropins: tuple[Path, ...] = ()
@@ -171,8 +146,13 @@ def load(source: RegistrySource) -> LoadResult:
         for entry in parsed.units:
             first = units.get(entry.name)
             if first is not None:
-                findings.append(_error(entry.location, "duplicate-unit",
-                                       f"{entry.name} is already defined at {first.location}"))
+                findings.append(
+                    _error(
+                        entry.location,
+                        "duplicate-unit",
+                        f"{entry.name} is already defined at {first.location}",
+                    )
+                )
                 continue
             units[entry.name] = entry
     registry = Registry(units, tuple(str(p) for p in source.files))
@@ -200,207 +180,81 @@ class _ParsedFile:
     findings: list[Finding] = field(default_factory=list)
 
 
-class _Invalid(Exception):
-    """A value that cannot be used; already reported as a finding."""
-
-
 class _FileParser:
+    """One registry file, read against the v1 schema."""
+
     def __init__(self, path: Path, inherited: Options) -> None:
-        self.path = path
+        self.nodes = NodeReader(path)
         self.result = _ParsedFile(inherited)
-        self.constructor = yaml.constructor.SafeConstructor()
 
     def parse(self) -> _ParsedFile:
-        root = self._compose()
+        root = self.nodes.compose()
         if root is not None:
             self._document(root)
-        self.result.findings.sort(key=lambda f: (f.location.line, f.location.column))
+        self.result.findings = sorted(
+            self.nodes.findings, key=lambda f: (f.location.line, f.location.column)
+        )
         return self.result
 
-    # Reporting.
-    def _at(self, node: yaml.Node, offset: int = 0) -> Location:
-        mark = node.start_mark
-        # A quoted scalar starts at its quote; point inside it.
-        quoted = isinstance(node, yaml.ScalarNode) and node.style in ("'", '"')
-        column = mark.column + 1 + offset + (1 if quoted and offset else 0)
-        return Location(str(self.path), mark.line + 1, column)
-
-    def _report(self, node: yaml.Node | None, rule: str, message: str,
-                severity: Severity = Severity.ERROR, offset: int = 0) -> None:
-        location = self._at(node, offset) if node is not None else Location(str(self.path))
-        self.result.findings.append(Finding(severity, location, message, rule))
-
-    # Reading and YAML.
-    def _compose(self) -> yaml.Node | None:
-        try:
-            data = self.path.read_bytes()
-        except OSError as exc:
-            self._report(None, "unreadable", f"cannot read: {exc.strerror or exc}")
-            return None
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = data.count(b"\n", 0, exc.start) + 1
-            column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-            self.result.findings.append(_error(
-                Location(str(self.path), line, column), "encoding",
-                f"byte 0x{data[exc.start]:02x} is not UTF-8 (a registry is UTF-8 text)"))
-            return None
-        try:
-            root: yaml.Node | None = yaml.compose(text, Loader=_Loader)
-        except yaml.MarkedYAMLError as exc:
-            self._yaml_error(exc)
-            return None
-        except yaml.YAMLError as exc:
-            self._reader_error(text, exc)
-            return None
-        if root is None or (isinstance(root, yaml.ScalarNode) and root.tag.endswith(":null")):
-            self._report(None, "empty", "the file is empty (expected a mapping with 'version: 1')")
-            return None
-        return root
-
-    def _yaml_error(self, exc: yaml.MarkedYAMLError) -> None:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "invalid YAML"
-        location = (Location(str(self.path), mark.line + 1, mark.column + 1) if mark
-                    else Location(str(self.path)))
-        self.result.findings.append(_error(location, "yaml", f"invalid YAML: {problem}"))
-
-    def _reader_error(self, text: str, exc: yaml.YAMLError) -> None:
-        position = getattr(exc, "position", None)
-        if isinstance(position, int) and 0 <= position <= len(text):
-            line = text.count("\n", 0, position) + 1
-            column = position - (text.rfind("\n", 0, position) + 1) + 1
-            location = Location(str(self.path), line, column)
-        else:
-            location = Location(str(self.path))
-        char = getattr(exc, "character", None)
-        what = f"character {char!r}" if isinstance(char, str) else "a character"
-        self.result.findings.append(_error(
-            location, "yaml", f"invalid YAML: {what} that YAML does not allow (binary data?)"))
-
-    def _pairs(self, node: yaml.Node, allowed: Sequence[str] | None,
-               where: str) -> Iterator[tuple[str, yaml.Node, yaml.Node]]:
-        """The key/value nodes of a mapping; reports non-text, duplicate and unknown keys."""
-        seen: dict[str, yaml.Node] = {}
-        assert isinstance(node, yaml.MappingNode)
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                self._report(key_node, "merge-key",
-                             "merge keys (<<) are not supported; use 'defaults:' instead")
-                continue
-            if not isinstance(key_node, yaml.ScalarNode):
-                self._report(key_node, "type", f"expected a key name in {where}")
-                continue
-            key = key_node.value
-            if key in seen:
-                self._report(key_node, "duplicate-key",
-                             f"'{key}' appears twice in {where} (first at line "
-                             f"{seen[key].start_mark.line + 1})")
-                continue
-            seen[key] = key_node
-            if allowed is not None and key not in allowed:
-                self._unknown_key(key_node, key, allowed, where)
-                continue
-            yield key, key_node, value_node
-
-    def _unknown_key(self, node: yaml.Node, key: str, allowed: Sequence[str], where: str) -> None:
-        near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-        hint = f" (did you mean '{near[0]}'?)" if near else f" (expected one of: {', '.join(allowed)})"
-        self._report(node, "unknown-key", f"unknown key '{key}' in {where}{hint}")
-
-    # Typed values.
-    def _expect_mapping(self, node: yaml.Node, what: str, *, null_ok: bool = False) -> bool:
-        if isinstance(node, yaml.MappingNode):
-            return True
-        if null_ok and node.tag.endswith(":null"):
-            return False
-        self._report(node, "type", f"{what} must be a mapping, got {self._describe(node)}")
-        raise _Invalid
-
-    def _scalar(self, node: yaml.Node) -> Any:
-        if not isinstance(node, yaml.ScalarNode):
-            return node
-        try:
-            return self.constructor.construct_object(node)
-        except yaml.YAMLError as exc:
-            problem = getattr(exc, "problem", None) or str(exc)
-            self._report(node, "type", f"cannot read this value: {problem}")
-            raise _Invalid from None
-
-    def _describe(self, node: yaml.Node) -> str:
-        if isinstance(node, yaml.MappingNode):
-            return "a mapping"
-        if isinstance(node, yaml.SequenceNode):
-            return "a list"
-        tag = node.tag.rpartition(":")[2]
-        names = {"null": "nothing (null)", "bool": f"the boolean {node.value}",
-                 "int": f"the number {node.value}", "float": f"the number {node.value}"}
-        return names.get(tag, f"'{node.value}'")
-
-    def _bool(self, node: yaml.Node, key: str) -> bool:
-        value = self._scalar(node)
-        if isinstance(value, bool):
-            return value
-        self._report(node, "type", f"'{key}' must be true or false, got {self._describe(node)}")
-        raise _Invalid
-
-    def _text(self, node: yaml.Node, key: str) -> str:
-        value = self._scalar(node)
-        if isinstance(value, str) and value.strip():
-            return value
-        self._report(node, "type", f"'{key}' must be non-empty text, got {self._describe(node)}")
-        raise _Invalid
-
     def _wait(self, node: yaml.Node) -> int:
-        value = self._scalar(node)
+        value = self.nodes.scalar(node)
         if isinstance(value, bool) or not isinstance(value, int | float | str):
-            self._report(node, "type",
-                         f"'wait' must be a time span such as 10s, got {self._describe(node)}")
-            raise _Invalid
+            self.nodes.report(
+                node,
+                "type",
+                f"'wait' must be a time span such as 10s, got {self.nodes.describe(node)}",
+            )
+            raise Invalid
         try:
             ms = parse_timespan_ms(str(value))
         except TimespanError as exc:
-            self._report(node, "timespan", str(exc))
-            raise _Invalid from None
+            self.nodes.report(node, "timespan", str(exc))
+            raise Invalid from None
         return ms
 
     def _mode(self, node: yaml.Node) -> Mode:
-        value = self._scalar(node)
+        value = self.nodes.scalar(node)
         try:
             return Mode(value)
         except ValueError:
-            self._report(node, "type", f"'mode' must be enforce, warn or audit, "
-                                       f"got {self._describe(node)}")
-            raise _Invalid from None
+            self.nodes.report(
+                node,
+                "type",
+                f"'mode' must be enforce, warn or audit, got {self.nodes.describe(node)}",
+            )
+            raise Invalid from None
 
-    def _options(self, node: yaml.Node, base: Options, allowed: Sequence[str],
-                 where: str) -> tuple[Options, dict[str, tuple[yaml.Node, yaml.Node]]]:
+    def _options(
+        self, node: yaml.Node, base: Options, allowed: Sequence[str], where: str
+    ) -> tuple[Options, dict[str, tuple[yaml.Node, yaml.Node]]]:
         """Options set in a mapping over BASE; returns the keys it did not handle."""
         changes: dict[str, Any] = {}
         rest: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-        readers = {"wait": ("wait_ms", self._wait), "mode": ("mode", self._mode),
-                   "owner": ("owner", lambda n: self._text(n, "owner"))}
-        for key, key_node, value_node in self._pairs(node, allowed, where):
+        readers = {
+            "wait": ("wait_ms", self._wait),
+            "mode": ("mode", self._mode),
+            "owner": ("owner", lambda n: self.nodes.text(n, "owner")),
+        }
+        for key, key_node, value_node in self.nodes.pairs(node, allowed, where):
             try:
                 if key in readers:
                     attr, read = readers[key]
                     changes[attr] = read(value_node)
                 elif key in ("reuseaddr", "reuseport", "v6only"):
-                    changes[key] = self._bool(value_node, key)
+                    changes[key] = self.nodes.bool(value_node, key)
                 else:
                     rest[key] = (key_node, value_node)
-            except _Invalid:
+            except Invalid:
                 continue
         return replace(base, **changes), rest
 
     # The document.
     def _document(self, root: yaml.Node) -> None:
         try:
-            self._expect_mapping(root, "the top level of a registry")
-        except _Invalid:
+            self.nodes.expect_mapping(root, "the top level of a registry")
+        except Invalid:
             return
-        top = {key: (k, v) for key, k, v in self._pairs(root, _TOP_KEYS, "the top level")}
+        top = {key: (k, v) for key, k, v in self.nodes.pairs(root, _TOP_KEYS, "the top level")}
         self._version(root, top.get("version"))
         if "defaults" in top:
             self._defaults(top["defaults"][1])
@@ -409,80 +263,96 @@ class _FileParser:
 
     def _version(self, root: yaml.Node, pair: tuple[yaml.Node, yaml.Node] | None) -> None:
         if pair is None:
-            self._report(root, "version", "missing 'version: 1' at the top level")
+            self.nodes.report(root, "version", "missing 'version: 1' at the top level")
             return
         node = pair[1]
         if node.tag.endswith(":int") and node.value.strip() == str(VERSION):
             return
-        shown = node.value if isinstance(node, yaml.ScalarNode) else self._describe(node)
-        self._report(node, "version", f"unsupported version '{shown}' "
-                                      f"(expected 'version: {VERSION}')")
+        shown = node.value if isinstance(node, yaml.ScalarNode) else self.nodes.describe(node)
+        self.nodes.report(
+            node, "version", f"unsupported version '{shown}' (expected 'version: {VERSION}')"
+        )
 
     def _defaults(self, node: yaml.Node) -> None:
         try:
-            if not self._expect_mapping(node, "'defaults'", null_ok=True):
+            if not self.nodes.expect_mapping(node, "'defaults'", null_ok=True):
                 return
-        except _Invalid:
+        except Invalid:
             return
-        self.result.defaults, _ = self._options(node, self.result.defaults, _DEFAULT_KEYS,
-                                                "'defaults'")
+        self.result.defaults, _ = self._options(
+            node, self.result.defaults, _DEFAULT_KEYS, "'defaults'"
+        )
 
     def _units(self, node: yaml.Node) -> None:
         try:
-            if not self._expect_mapping(node, "'units'", null_ok=True):
+            if not self.nodes.expect_mapping(node, "'units'", null_ok=True):
                 return
-        except _Invalid:
+        except Invalid:
             return
-        for name, key_node, value_node in self._pairs(node, None, "'units'"):
+        for name, key_node, value_node in self.nodes.pairs(node, None, "'units'"):
             try:
                 self.result.units.append(self._unit(name, key_node, value_node))
-            except _Invalid:
+            except Invalid:
                 continue
 
     def _unit_name(self, name: str, node: yaml.Node) -> None:
         problem = unit_name_problem(name)
         if problem is None and name.rpartition(".")[2] not in _GUARDABLE_TYPES:
-            problem = (f"'{name}' cannot be guarded: expected a .service or .socket unit "
-                       "(the guard runs from ExecStartPre=)")
+            problem = (
+                f"'{name}' cannot be guarded: expected a .service or .socket unit "
+                "(the guard runs from ExecStartPre=)"
+            )
         elif problem is not None:
             problem = f"'{name}' is not a valid unit name: {problem}"
         if problem is not None:
-            self._report(node, "unit-name", problem)
-            raise _Invalid
+            self.nodes.report(node, "unit-name", problem)
+            raise Invalid
 
     def _unit(self, name: str, key_node: yaml.Node, node: yaml.Node) -> UnitEntry:
         self._unit_name(name, key_node)
-        self._expect_mapping(node, f"unit {name}")
+        self.nodes.expect_mapping(node, f"unit {name}")
         options, rest = self._options(node, self.result.defaults, _UNIT_KEYS, f"unit {name}")
         template = unit_name_kind(name) is UnitNameKind.TEMPLATE
         listen: tuple[Listen, ...] = ()
         if "listen" not in rest:
-            self._report(key_node, "missing-key", f"unit {name} needs 'listen' (its ports)")
+            self.nodes.report(key_node, "missing-key", f"unit {name} needs 'listen' (its ports)")
         else:
             listen = self._listen_list(rest["listen"][1], options, template)
         via = self._via(rest["via"][1]) if "via" in rest else ()
         description = None
         if "description" in rest:
-            try:
-                description = self._text(rest["description"][1], "description")
-            except _Invalid:
-                pass
-        return UnitEntry(name, self._at(key_node), listen, options.wait_ms, options.mode,
-                         options.owner, description, via)
+            with contextlib.suppress(Invalid):
+                description = self.nodes.text(rest["description"][1], "description")
+        return UnitEntry(
+            name,
+            self.nodes.at(key_node),
+            listen,
+            options.wait_ms,
+            options.mode,
+            options.owner,
+            description,
+            via,
+        )
 
     def _via(self, node: yaml.Node) -> tuple[str, ...]:
         if not isinstance(node, yaml.SequenceNode):
-            self._report(node, "type", f"'via' must be a list of unit names, e.g. [nginx.socket], "
-                                       f"got {self._describe(node)}")
+            self.nodes.report(
+                node,
+                "type",
+                f"'via' must be a list of unit names, e.g. [nginx.socket], "
+                f"got {self.nodes.describe(node)}",
+            )
             return ()
         names = []
         for item in node.value:
-            value = self._scalar(item) if isinstance(item, yaml.ScalarNode) else None
-            problem = (unit_name_problem(value) if isinstance(value, str)
-                       else "expected a unit name")
+            value = self.nodes.scalar(item) if isinstance(item, yaml.ScalarNode) else None
+            problem = unit_name_problem(value) if isinstance(value, str) else "expected a unit name"
             if problem is not None:
-                self._report(item, "unit-name", f"'via' entry {self._describe(item)} is not a "
-                                                f"valid unit name: {problem}")
+                self.nodes.report(
+                    item,
+                    "unit-name",
+                    f"'via' entry {self.nodes.describe(item)} is not a valid unit name: {problem}",
+                )
                 continue
             assert isinstance(value, str)
             names.append(value)
@@ -490,16 +360,19 @@ class _FileParser:
 
     def _listen_list(self, node: yaml.Node, options: Options, template: bool) -> tuple[Listen, ...]:
         if not isinstance(node, yaml.SequenceNode):
-            self._report(node, "type", f"'listen' must be a list such as [8080/tcp], "
-                                       f"got {self._describe(node)}")
+            self.nodes.report(
+                node,
+                "type",
+                f"'listen' must be a list such as [8080/tcp], got {self.nodes.describe(node)}",
+            )
             return ()
         if not node.value:
-            self._report(node, "type", "'listen' is empty (expected at least one port)")
+            self.nodes.report(node, "type", "'listen' is empty (expected at least one port)")
         listens = []
         for item in node.value:
             try:
                 listens.append(self._listen(item, options, template))
-            except _Invalid:
+            except Invalid:
                 continue
         return tuple(listens)
 
@@ -508,25 +381,38 @@ class _FileParser:
         if isinstance(node, yaml.MappingNode):
             options, rest = self._options(node, options, _LISTEN_KEYS, "a listen entry")
             if "port" not in rest:
-                self._report(node, "missing-key", "a listen entry mapping needs 'port'")
-                raise _Invalid
+                self.nodes.report(node, "missing-key", "a listen entry mapping needs 'port'")
+                raise Invalid
             text_node = rest["port"][1]
         if not isinstance(text_node, yaml.ScalarNode) or text_node.tag.rpartition(":")[2] not in (
-            "str", "int"
+            "str",
+            "int",
         ):
-            self._report(text_node, "type",
-                         f"expected a port such as 8080/tcp, got {self._describe(text_node)}")
-            raise _Invalid
+            self.nodes.report(
+                text_node,
+                "type",
+                f"expected a port such as 8080/tcp, got {self.nodes.describe(text_node)}",
+            )
+            raise Invalid
         # The source text, not YAML's reading of it: `1:80` must not become sexagesimal 140.
         text = text_node.value
         try:
             parts = parse_listen(text)
         except ClaimSyntaxError as exc:
-            self._report(text_node, "listen", f"'{text}': {exc.message}", offset=exc.offset)
-            raise _Invalid from None
+            self.nodes.report(text_node, "listen", f"'{text}': {exc.message}", offset=exc.offset)
+            raise Invalid from None
         if parts.first is None and not template:
-            self._report(text_node, "listen",
-                         f"'{text}': %i is only allowed in a template unit (name@.service)")
-            raise _Invalid
-        return Listen(text, self._at(text_node), parts, options.v6only, options.reuseaddr,
-                      options.reuseport)
+            self.nodes.report(
+                text_node,
+                "listen",
+                f"'{text}': %i is only allowed in a template unit (name@.service)",
+            )
+            raise Invalid
+        return Listen(
+            text,
+            self.nodes.at(text_node),
+            parts,
+            options.v6only,
+            options.reuseaddr,
+            options.reuseport,
+        )

@@ -31,8 +31,8 @@ class PortSet:
     def parse(cls, text: str) -> "PortSet":
         """The kernel's list syntax: `8080,9000-9010` (empty for none)."""
         ranges = []
-        for item in text.replace("\n", ",").split(","):
-            item = item.strip()
+        for raw in text.replace("\n", ",").split(","):
+            item = raw.strip()
             if not item:
                 continue
             first, _, last = item.partition("-")

@@ -6,8 +6,19 @@ from enum import StrEnum
 # systemd's UNIT_NAME_MAX is 256 including the terminating NUL.
 UNIT_NAME_MAX = 255
 UNIT_TYPES = frozenset(
-    {"service", "socket", "target", "device", "mount", "automount", "swap", "timer", "path",
-     "slice", "scope"}
+    {
+        "service",
+        "socket",
+        "target",
+        "device",
+        "mount",
+        "automount",
+        "swap",
+        "timer",
+        "path",
+        "slice",
+        "scope",
+    }
 )
 # VALID_CHARS in unit-name.c, plus '@' which separates prefix and instance.
 _VALID_CHARS = re.compile(r"[0-9A-Za-z:_.\\@-]*")

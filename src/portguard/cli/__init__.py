@@ -23,8 +23,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--registry", type=Path, metavar="PATH",
-                        help="registry root directory or file (default: /etc/portguard)")
+    common.add_argument(
+        "--registry",
+        type=Path,
+        metavar="PATH",
+        help="registry root directory or file (default: /etc/portguard)",
+    )
     common.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     return common
 
@@ -57,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Output piped into `head`: not an error; keep Python from complaining at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return int(Exit.OK)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+    except Exception as exc:  # the last line of defence against tracebacks
         if debug:
             traceback.print_exc()
         _say(f"portguard: internal error: {type(exc).__name__}: {exc} (a bug; rerun with --debug)")

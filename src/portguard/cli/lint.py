@@ -7,19 +7,28 @@ from pathlib import Path
 from typing import Any
 
 from portguard.errors import Exit
+from portguard.findings import Finding, Severity
 from portguard.lint import check_registry
-from portguard.registry import REGISTRY_DIR, Finding, RegistrySource, Severity, load
+from portguard.registry import REGISTRY_DIR, RegistrySource, load
 from portguard.sysctl import read_local_ports
 
 
 def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.ArgumentParser) -> None:
     parser = verbs.add_parser(
-        "lint", parents=[common], help="validate registry files",
+        "lint",
+        parents=[common],
+        help="validate registry files",
         description="Validate registry files: schema, overlapping claims, ephemeral-range "
-                    "clashes. Exit 0 when valid, 78 when not.")
-    parser.add_argument("files", nargs="*", type=Path, metavar="FILE",
-                        help="registry files (the first is the main one) or one registry "
-                             "directory; default: the installed registry")
+        "clashes. Exit 0 when valid, 78 when not.",
+    )
+    parser.add_argument(
+        "files",
+        nargs="*",
+        type=Path,
+        metavar="FILE",
+        help="registry files (the first is the main one) or one registry "
+        "directory; default: the installed registry",
+    )
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
     parser.set_defaults(handler=run)
 
@@ -47,9 +56,11 @@ def _summary(source: RegistrySource, units: int, findings: tuple[Finding, ...]) 
         print("portguard: no registry files given or found", file=sys.stderr)
         return
     verdict = "invalid" if errors else "valid"
-    print(f"{verdict}: {units} unit{'s' * (units != 1)} in {files} file{'s' * (files != 1)}, "
-          f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}",
-          file=sys.stderr)
+    print(
+        f"{verdict}: {units} unit{'s' * (units != 1)} in {files} file{'s' * (files != 1)}, "
+        f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}",
+        file=sys.stderr,
+    )
 
 
 def _as_data(source: RegistrySource, units: int, findings: tuple[Finding, ...]) -> dict[str, Any]:
@@ -58,8 +69,14 @@ def _as_data(source: RegistrySource, units: int, findings: tuple[Finding, ...]) 
         "files": [str(p) for p in source.files],
         "units": units,
         "findings": [
-            {"severity": str(f.severity), "file": f.location.path, "line": f.location.line,
-             "column": f.location.column, "rule": f.rule, "message": f.message}
+            {
+                "severity": str(f.severity),
+                "file": f.location.path,
+                "line": f.location.line,
+                "column": f.location.column,
+                "rule": f.rule,
+                "message": f.message,
+            }
             for f in findings
         ],
     }

@@ -1,0 +1,30 @@
+"""A problem found in a registry, and where: file:line:col."""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    path: str
+    line: int = 0  # 1-based; 0 when the problem is the file as a whole
+    column: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}" if self.line else self.path
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    severity: Severity
+    location: Location
+    message: str
+    rule: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.severity}: {self.message} [{self.rule}]"
