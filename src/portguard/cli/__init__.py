@@ -34,12 +34,13 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from portguard.cli import lint  # noqa: PLC0415 - each verb loads only its own modules
+    from portguard.cli import check, lint  # noqa: PLC0415 - each verb loads only its own modules
 
     parser = _Parser(prog="portguard", description="Guard systemd units' ports.")
     parser.add_argument("--version", action="version", version=f"portguard {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
     verbs.required = True
+    check.register(verbs, _common())
     lint.register(verbs, _common())
     return parser
 

@@ -1,0 +1,70 @@
+"""Which container publishes a port, from the Docker engine's API on its unix socket.
+
+A published port is held by docker-proxy (or dockerd itself without the userland proxy)
+in docker.service's cgroup; only the engine knows which container it is for.
+"""
+
+import http.client
+import json
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+DOCKER_SOCKET = "/run/docker.sock"
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    id: str
+    name: str | None
+    image: str | None
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.socket_path)
+        self.sock = sock
+
+
+def containers(*, timeout: float, path: str = DOCKER_SOCKET) -> list[dict[str, Any]]:
+    """The engine's running containers (GET /containers/json); raises OSError when it cannot."""
+    connection = _UnixConnection(path, timeout)
+    try:
+        connection.request("GET", "/containers/json")
+        response = connection.getresponse()
+        if response.status != 200:
+            raise OSError(f"docker API answered {response.status} {response.reason}")
+        data = json.loads(response.read())
+    except (http.client.HTTPException, ValueError) as exc:
+        raise OSError(f"docker API: {exc}") from exc
+    finally:
+        connection.close()
+    return data if isinstance(data, list) else []
+
+
+def publishing(port: int, proto: str, listing: list[dict[str, Any]]) -> Container | None:
+    """The container that publishes PORT/PROTO on the host, from a `containers()` listing."""
+    for item in listing:
+        for published in item.get("Ports") or []:
+            if published.get("PublicPort") == port and published.get("Type") == proto:
+                return from_listing(item)
+    return None
+
+
+def by_id(container_id: str, listing: list[dict[str, Any]]) -> Container | None:
+    for item in listing:
+        if str(item.get("Id", "")).startswith(container_id):
+            return from_listing(item)
+    return None
+
+
+def from_listing(item: dict[str, Any]) -> Container:
+    names = item.get("Names") or []
+    name = names[0].lstrip("/") if names else None
+    return Container(str(item.get("Id", "")), name, item.get("Image"))

@@ -1,0 +1,77 @@
+"""What /proc tells of a few known PIDs. Never a scan of every process."""
+
+import os
+import select
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    pid: int
+    comm: str | None
+    uid: int | None
+    cmdline: tuple[str, ...]
+
+
+def process(pid: int) -> Process:
+    """What /proc says of one PID; fields it will not tell us are None or empty."""
+    comm = _read(f"/proc/{pid}/comm").strip() or None
+    uid = None
+    for line in _read(f"/proc/{pid}/status").splitlines():
+        if line.startswith("Uid:"):
+            uid = int(line.split()[1])
+            break
+    cmdline = tuple(a for a in _read(f"/proc/{pid}/cmdline").split("\0") if a)
+    return Process(pid, comm, uid, cmdline)
+
+
+def holders_of(inode: int, candidates: Iterable[int]) -> list[int]:
+    """Which of CANDIDATES has the socket INODE open (only fds we may read are looked at)."""
+    target = f"socket:[{inode}]"
+    holding = []
+    for pid in candidates:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                    holding.append(pid)
+                    break
+            except OSError:
+                continue
+    return holding
+
+
+def wait_for_exit(pids: Iterable[int], seconds: float) -> None:
+    """Return when one of PIDS exits or SECONDS pass: a pidfd each, woken by the kernel."""
+    descriptors: list[int] = []
+    try:
+        for pid in pids:
+            try:
+                descriptors.append(os.pidfd_open(pid))
+            except ProcessLookupError:
+                return  # already gone: the caller looks again at once
+            except OSError:
+                continue
+        if not descriptors:
+            time.sleep(max(0.0, seconds))
+            return
+        poller = select.poll()
+        for fd in descriptors:
+            poller.register(fd, select.POLLIN)
+        poller.poll(max(0, int(seconds * 1000)))
+    finally:
+        for fd in descriptors:
+            os.close(fd)

@@ -1,0 +1,175 @@
+"""Unit facts from systemd over D-Bus. The only pystemd import; every call is bounded.
+
+pystemd blocks without a timeout, and a bus that accepts but never answers holds the GIL
+for 90 s, so no thread can bound it. The queries therefore run in a forked child that
+answers through a pipe; when the deadline passes the child is killed (it is ours) and
+the caller learns why the facts are missing.
+"""
+
+import json
+import os
+import select
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+PRIVATE_BUS = "/run/systemd/private"
+_DEST = b"org.freedesktop.systemd1"
+_MANAGER_PATH = b"/org/freedesktop/systemd1"
+_IFACE = "org.freedesktop.systemd1."
+
+
+class FactsUnavailable(Exception):
+    """systemd could not be asked; the message says why, for the report."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnitFacts:
+    name: str
+    active_state: str
+    sub_state: str
+    main_pid: int | None = None
+    triggers: tuple[str, ...] = ()
+    triggered_by: tuple[str, ...] = ()
+    listen: tuple[str, ...] = ()  # a socket unit's Listen=, e.g. "Stream 0.0.0.0:80"
+    timeout_start_ms: int | None = None
+    fragment: str | None = None
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> "UnitFacts":
+        return cls(
+            name=data["name"],
+            active_state=data["active_state"],
+            sub_state=data["sub_state"],
+            main_pid=data.get("main_pid") or None,
+            triggers=tuple(data.get("triggers", ())),
+            triggered_by=tuple(data.get("triggered_by", ())),
+            listen=tuple(data.get("listen", ())),
+            timeout_start_ms=data.get("timeout_start_ms"),
+            fragment=data.get("fragment") or None,
+        )
+
+
+def unit_facts(names: Sequence[str], *, timeout: float) -> dict[str, UnitFacts]:
+    """Facts for each of NAMES that systemd knows; raises FactsUnavailable within TIMEOUT."""
+    if not names:
+        return {}
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child; covered by the system tests
+        os.close(read_end)
+        _answer(write_end, names)
+    os.close(write_end)
+    try:
+        payload = _read_until(read_end, time.monotonic() + timeout)
+    finally:
+        os.close(read_end)
+        _reap(child)
+    if payload is None:
+        raise FactsUnavailable(f"systemd did not answer over D-Bus within {timeout:g}s")
+    answer = json.loads(payload)
+    if "error" in answer:
+        raise FactsUnavailable(answer["error"])
+    return {name: UnitFacts.from_data(data) for name, data in answer["units"].items()}
+
+
+def _read_until(fd: int, deadline: float) -> bytes | None:
+    chunks: list[bytes] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _reap(child: int) -> None:
+    pid, _ = os.waitpid(child, os.WNOHANG)
+    if pid == 0:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+
+
+def _answer(fd: int, names: Sequence[str]) -> None:  # pragma: no cover - child process
+    try:
+        result: dict[str, Any] = {"units": _query(names)}
+    except Exception as exc:  # any failure becomes the reason in the report
+        result = {"error": f"D-Bus: {type(exc).__name__}: {exc}"}
+    try:
+        os.write(fd, json.dumps(result).encode())
+    finally:
+        os._exit(0)
+
+
+def _open_bus() -> Any:  # pragma: no cover - child process
+    from pystemd.dbuslib import DBus, DBusAddress  # noqa: PLC0415 - only ever in the child
+
+    # systemd's private socket works for root before dbus-daemon runs (early boot); an
+    # explicit DBUS_SYSTEM_BUS_ADDRESS is the operator's choice and wins.
+    explicit = "DBUS_SYSTEM_BUS_ADDRESS" in os.environ
+    if os.geteuid() == 0 and not explicit and os.path.exists(PRIVATE_BUS):
+        return DBusAddress(f"unix:path={PRIVATE_BUS}".encode(), peer_to_peer=True)
+    return DBus()
+
+
+def _query(names: Sequence[str]) -> dict[str, dict[str, Any]]:  # pragma: no cover - child
+    from pystemd.dbusexc import DBusBaseError  # noqa: PLC0415
+    from pystemd.dbuslib import apply_signature  # noqa: PLC0415
+
+    bus = _open_bus()
+    bus.open()
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        for name in names:
+            try:
+                path = bus.call_method(
+                    _DEST, _MANAGER_PATH, b"org.freedesktop.systemd1.Manager", b"GetUnit",
+                    apply_signature(b"s", [name.encode()]),
+                ).body  # fmt: skip
+            except DBusBaseError:
+                continue  # not loaded: nothing to say about it
+            found[name] = _facts(bus, path, name, apply_signature)
+    finally:
+        bus.close()
+    return found
+
+
+def _facts(bus: Any, path: bytes, name: str, sign: Any) -> dict[str, Any]:  # pragma: no cover
+    def get_all(interface: str) -> dict[str, Any]:
+        body = bus.call_method(
+            _DEST, path, b"org.freedesktop.DBus.Properties", b"GetAll",
+            sign(b"s", [(_IFACE + interface).encode()]),
+        ).body  # fmt: skip
+        return {_text(k): v for k, v in body.items()}
+
+    unit = get_all("Unit")
+    data: dict[str, Any] = {
+        "name": name,
+        "active_state": _text(unit.get("ActiveState", b"")),
+        "sub_state": _text(unit.get("SubState", b"")),
+        "triggers": [_text(t) for t in unit.get("Triggers", [])],
+        "triggered_by": [_text(t) for t in unit.get("TriggeredBy", [])],
+        "fragment": _text(unit.get("FragmentPath", b"")),
+    }
+    kind = name.rpartition(".")[2]
+    if kind == "service":
+        service = get_all("Service")
+        data["main_pid"] = int(service.get("MainPID", 0))
+        usec = int(service.get("TimeoutStartUSec", 0))
+        # UINT64_MAX is "infinity"; 0 means none was set (also infinite).
+        data["timeout_start_ms"] = usec // 1000 if 0 < usec < 2**63 else None
+    elif kind == "socket":
+        socket_unit = get_all("Socket")
+        data["listen"] = [f"{_text(t)} {_text(a)}" for t, a in socket_unit.get("Listen", [])]
+    return data
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
