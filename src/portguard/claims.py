@@ -132,9 +132,11 @@ def _parse_ports(text: str, offset: int) -> tuple[int, int]:
 def _parse_port(text: str, offset: int) -> int:
     if not text.isascii() or not text.isdigit():
         raise ClaimSyntaxError(f"'{text}' is not a port (expected a number 1-65535)", offset)
-    port = int(text)
-    if not 1 <= port <= 65535:
-        raise ClaimSyntaxError(f"port {port} is out of range (expected 1-65535)", offset)
+    # Bounded before int(): a 5,000-digit string exceeds int()'s conversion limit.
+    port = int(text) if len(text) <= 10 else None
+    if port is None or not 1 <= port <= 65535:
+        shown = port if port is not None else f"{text[:10]}..."
+        raise ClaimSyntaxError(f"port {shown} is out of range (expected 1-65535)", offset)
     return port
 
 
@@ -180,8 +182,8 @@ def reach(claim: Claim) -> tuple[Reach, ...]:
     if address.is_unspecified:
         return ((6, None),) if claim.v6only else ((6, None), (4, None))
     mapped = address.ipv4_mapped
-    if mapped is not None and not claim.v6only:
-        return ((4, mapped),)
+    if mapped is not None and not claim.v6only:  # ::ffff:0.0.0.0 binds IPv4's wildcard
+        return ((4, None if mapped.is_unspecified else mapped),)
     return ((6, address),)
 
 

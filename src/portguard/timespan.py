@@ -30,7 +30,10 @@ _USEC = {
     "week": 604_800_000_000,
     "w": 604_800_000_000,
 }
-_COMPONENT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-zμµ]*)")
+# ASCII digits only, as systemd: `\d` alone would take '٣' for a 3.
+_COMPONENT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-zμµ]*)", re.ASCII)
+# systemd's USEC_INFINITY: longer spans are out of range (parse_time() gives -ERANGE).
+_USEC_MAX = 2**64 - 1
 
 
 class TimespanError(ValueError):
@@ -60,6 +63,8 @@ def parse_timespan_ms(text: str) -> int:
         except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
             raise TimespanError(f"'{text}' is not a time span") from exc
         pos = match.end()
+    if usec >= _USEC_MAX:
+        raise TimespanError(f"'{text}' is too long (a time span is below 584,000 years)")
     return -(-usec // 1_000)
 
 

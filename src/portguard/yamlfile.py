@@ -14,6 +14,9 @@ from portguard.findings import Finding, Location, Severity
 
 # libyaml's C loader when the system has it: a large registry parses several times faster.
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# A registry nests five levels deep; the composers recurse per level (libyaml's overflows the
+# C stack and crashes the process near 30,000), so deeper input is refused before composing.
+MAX_DEPTH = 64
 
 
 class Invalid(Exception):
@@ -34,9 +37,9 @@ class NodeReader:
 
     def at(self, node: yaml.Node, offset: int = 0) -> Location:
         mark = node.start_mark
-        # A quoted scalar starts at its quote; point inside it.
+        # A quoted scalar starts at its quote; point inside it, at character OFFSET of its text.
         quoted = isinstance(node, yaml.ScalarNode) and node.style in ("'", '"')
-        column = mark.column + 1 + offset + (1 if quoted and offset else 0)
+        column = mark.column + 1 + offset + (1 if quoted else 0)
         return Location(str(self.path), mark.line + 1, column)
 
     def report(
@@ -71,6 +74,8 @@ class NodeReader:
             )
             return None
         try:
+            if not self._shallow(text):
+                return None
             root: yaml.Node | None = yaml.compose(text, Loader=_Loader)
         except yaml.MarkedYAMLError as exc:
             self._yaml_error(exc)
@@ -83,9 +88,30 @@ class NodeReader:
             return None
         return root
 
+    def _shallow(self, text: str) -> bool:
+        """Whether TEXT nests at most MAX_DEPTH levels (the parser is iterative, not recursive)."""
+        depth = 0
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    location = (
+                        Location(str(self.path), mark.line + 1, mark.column + 1)
+                        if mark
+                        else Location(str(self.path))
+                    )
+                    message = f"invalid YAML: nested deeper than {MAX_DEPTH} levels"
+                    self.findings.append(_error(location, "yaml", message))
+                    return False
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        return True
+
     def _yaml_error(self, exc: yaml.MarkedYAMLError) -> None:
         mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "invalid YAML"
+        # As PyYAML words it: "expected a single document in the stream, but found another".
+        problem = ", ".join(part for part in (exc.context, exc.problem) if part) or "invalid YAML"
         location = (
             Location(str(self.path), mark.line + 1, mark.column + 1)
             if mark
@@ -163,8 +189,13 @@ class NodeReader:
             return self.constructor.construct_object(node)
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or str(exc)
-            self.report(node, "type", f"cannot read this value: {problem}")
-            raise Invalid from None
+        # `!!int abc`, `!!bool maybe`, `2001-13-45` or a 5,000-digit number fail inside the
+        # constructor with ValueError, KeyError or AttributeError rather than a YAMLError.
+        except Exception:
+            shown = node.value if len(node.value) <= 40 else f"{node.value[:40]}..."
+            problem = f"'{shown}' is not a valid {node.tag.rpartition(':')[2]}"
+        self.report(node, "type", f"cannot read this value: {problem}")
+        raise Invalid
 
     def describe(self, node: yaml.Node) -> str:
         if isinstance(node, yaml.MappingNode):

@@ -1,0 +1,127 @@
+"""Shared helpers for the registry and lint tests: registry files in tmp_path, findings."""
+
+import re
+import textwrap
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from portguard.findings import Finding, Severity
+from portguard.lint import check_registry
+from portguard.registry import LoadResult, RegistrySource, load
+from portguard.sysctl import LocalPorts, PortSet
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+DATA = Path(__file__).parent / "data"
+RULES = DATA / "rules"
+DESIGN_EXAMPLE = DATA / "design-example.yaml"
+
+# Linux's default ephemeral range with nothing reserved; the tests' ports stay below it
+# unless a test is about the ephemeral range.
+DEFAULT_LOCAL_PORTS = LocalPorts((32768, 60999), PortSet())
+
+
+def position(text: str, needle: str, nth: int = 0) -> tuple[int, int]:
+    """1-based (line, column) of the NTH occurrence of NEEDLE in TEXT: an oracle for locations."""
+    index = -1
+    for _ in range(nth + 1):
+        index = text.index(needle, index + 1)
+    line = text.count("\n", 0, index) + 1
+    column = index - (text.rfind("\n", 0, index) + 1) + 1
+    return line, column
+
+
+def only(findings: Iterable[Finding], rule: str | None = None) -> Finding:
+    """The single finding (of RULE, when given); fails the test when there is not exactly one."""
+    chosen = [f for f in findings if rule is None or f.rule == rule]
+    assert len(chosen) == 1, "\n".join(str(f) for f in findings) or "no findings"
+    return chosen[0]
+
+
+def describe(findings: Iterable[Finding]) -> str:
+    return "\n".join(str(f) for f in findings) or "no findings"
+
+
+@dataclass
+class Registry:
+    """Registry files written into one directory, with their text kept for location oracles."""
+
+    root: Path
+
+    def write(self, name: str, text: str | bytes) -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return path
+
+    def at(self, name: str, needle: str, nth: int = 0) -> tuple[int, int]:
+        return position((self.root / name).read_text(encoding="utf-8"), needle, nth)
+
+    def where(self, name: str, needle: str, nth: int = 0) -> str:
+        """`path:line:col` of NEEDLE, as messages name a place."""
+        line, column = self.at(name, needle, nth)
+        return f"{self.root / name}:{line}:{column}"
+
+    def load(self, *names: str) -> LoadResult:
+        paths = [self.root / n for n in names]
+        return load(RegistrySource(paths[0], tuple(paths[1:])))
+
+    def lint(
+        self, *names: str, local_ports: LocalPorts | None = DEFAULT_LOCAL_PORTS
+    ) -> tuple[Finding, ...]:
+        return check_registry(self.load(*names), local_ports)
+
+    def lint_text(
+        self, text: str, local_ports: LocalPorts | None = DEFAULT_LOCAL_PORTS
+    ) -> tuple[Finding, ...]:
+        self.write("registry.yaml", text)
+        return self.lint("registry.yaml", local_ports=local_ports)
+
+
+@pytest.fixture
+def reg(tmp_path: Path) -> Registry:
+    return Registry(tmp_path)
+
+
+# --- the rule catalogue in tests/data/rules: each bad file says what lint must report --------
+
+_EXPECT = re.compile(r"^# expect: (error|warning) (\S+) (\d+):(\d+) (.+)$")
+
+
+@dataclass(frozen=True)
+class Expected:
+    severity: Severity
+    rule: str
+    line: int
+    column: int
+    message: str  # a part of the message; `{dir}` stands for the file's directory
+
+    def matches(self, finding: Finding, path: Path) -> bool:
+        return (
+            finding.severity is self.severity
+            and finding.rule == self.rule
+            and finding.location.path == str(path)
+            and (finding.location.line, finding.location.column) == (self.line, self.column)
+            and self.message.format(dir=path.parent) in finding.message
+        )
+
+
+def expectations(path: Path) -> list[Expected]:
+    """The `# expect: SEVERITY RULE LINE:COL MESSAGE-PART` lines at the top of a rule file."""
+    expected = []
+    for raw in path.read_bytes().splitlines():
+        match = _EXPECT.match(raw.decode("utf-8", "replace"))
+        if match is None:
+            break
+        severity, rule, line, column, message = match.groups()
+        expected.append(Expected(Severity(severity), rule, int(line), int(column), message))
+    return expected
+
+
+BAD_RULE_FILES = sorted(p for p in RULES.glob("*.yaml") if not p.name.startswith("good-"))
+GOOD_RULE_FILES = [DESIGN_EXAMPLE, *sorted(RULES.glob("good-*.yaml"))]
