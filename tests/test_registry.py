@@ -573,3 +573,21 @@ def test_load_result_errors_excludes_warnings(reg: Files) -> None:
     reg.write("registry.yaml", "version: 2\n")
     loaded = reg.load("registry.yaml")
     assert [f.severity for f in loaded.errors] == [Severity.ERROR]
+
+
+def test_quoted_version_says_to_remove_the_quotes(tmp_path: Path) -> None:
+    path = tmp_path / "registry.yaml"
+    path.write_text('version: "1"\nunits: {}\n')
+    findings = load(RegistrySource(path)).findings
+    assert [(f.rule, f.location.line, f.location.column) for f in findings] == [("version", 1, 11)]
+    assert "remove the quotes" in findings[0].message
+
+
+def test_hidden_files_in_registry_d_are_not_read(tmp_path: Path) -> None:
+    (tmp_path / "registry.d").mkdir()
+    (tmp_path / "registry.d" / "10-a.yaml").write_text("version: 1\nunits: {}\n")
+    (tmp_path / "registry.d" / ".#10-a.yaml").write_text("garbage: [")
+    source = RegistrySource.installed(tmp_path)
+    assert source.main is None
+    assert source.dropins == (tmp_path / "registry.d" / "10-a.yaml",)
+    assert load(source).findings == ()

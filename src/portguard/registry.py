@@ -16,6 +16,7 @@ import yaml
 
 from portguard.claims import Claim, ClaimSyntaxError, ListenParts, make_claim, parse_listen
 from portguard.findings import Finding, Location, Severity
+from portguard.hotpath import registry_files
 from portguard.timespan import TimespanError, parse_timespan_ms
 from portguard.unitname import UnitNameKind, split_instance, unit_name_kind, unit_name_problem
 from portguard.yamlfile import Invalid, NodeReader
@@ -106,10 +107,13 @@ class RegistrySource:
 
     @classmethod
     def installed(cls, root: Path = REGISTRY_DIR) -> "RegistrySource":
+        # The same listing as the hot path's, so both always read the same files (editors'
+        # hidden lock and backup files such as .#x.yaml are not part of a registry).
+        files = [Path(f) for f in registry_files(str(root))]
         main = root / "registry.yaml"
-        dropin_dir = root / "registry.d"
-        dropins = sorted(dropin_dir.glob("*.yaml")) if dropin_dir.is_dir() else []
-        return cls(main if main.exists() or not dropins else None, tuple(dropins))
+        if files and files[0] == main:
+            return cls(main, tuple(files[1:]))
+        return cls(None if files else main, tuple(files))
 
     @classmethod
     def from_paths(cls, paths: Sequence[Path]) -> "RegistrySource":
@@ -267,6 +271,10 @@ class _FileParser:
             return
         node = pair[1]
         if node.tag.endswith(":int") and node.value.strip() == str(VERSION):
+            return
+        if node.tag.endswith(":str") and node.value.strip() == str(VERSION):
+            message = f"'version' must be the number {VERSION}, not the text '{node.value}'"
+            self.nodes.report(node, "version", f"{message} (remove the quotes)")
             return
         shown = node.value if isinstance(node, yaml.ScalarNode) else self.nodes.describe(node)
         self.nodes.report(

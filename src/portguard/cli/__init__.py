@@ -56,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.hint:
             _say(f"portguard: hint: {exc.hint}")
         return int(exc.exit_code)
+    except SystemExit as exc:  # --help and --version end through argparse's exit()
+        return exc.code if isinstance(exc.code, int) else int(Exit.OK)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -1,0 +1,105 @@
+"""Helpers for tests of the guard inside a sandbox: registries, guarded units, the guard's entry."""
+
+from __future__ import annotations
+
+import shlex
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.system.sandbox import JournalEntry, Sandbox, UnitResult, wait_for
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+PYTHON = "/usr/bin/python3"
+GUARD = f"{PYTHON} -m portguard check"
+
+
+def listener(host: str, port: int, *, proto: str = "tcp", v6only: bool | None = None,
+             reuseaddr: bool = True) -> str:  # fmt: skip
+    """An ExecStart= command line: a Python process that binds (and for TCP listens) forever."""
+    family = "socket.AF_INET6" if ":" in host else "socket.AF_INET"
+    kind = "socket.SOCK_STREAM" if proto == "tcp" else "socket.SOCK_DGRAM"
+    lines = [f"import socket, time; s = socket.socket({family}, {kind})"]
+    if reuseaddr:
+        lines.append("s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)")
+    if v6only is not None:
+        lines.append(f"s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, {int(v6only)})")
+    lines.append(f"s.bind(({host!r}, {port}))")
+    if proto == "tcp":
+        lines.append("s.listen()")
+    lines.append("time.sleep(10**6)")
+    return f"{PYTHON} -c {shlex.quote('; '.join(lines))}"
+
+
+def write_registry(sandbox: Sandbox, text: str) -> None:
+    sandbox.write_file("/etc/portguard/registry.yaml", textwrap.dedent(text).lstrip())
+
+
+def guarded_unit(
+    sandbox: Sandbox,
+    name: str,
+    *,
+    exec_start: str,
+    extra: str = "",
+    guard: str = GUARD,
+) -> None:
+    """A service with the guard in ExecStartPre=, as the drop-in will write it."""
+    sandbox.write_unit(
+        name,
+        textwrap.dedent(
+            f"""\
+            [Service]
+            Environment=PYTHONPATH={SRC}
+            ExecStartPre={guard}
+            ExecStart={exec_start}
+            """
+        )
+        + textwrap.dedent(extra),
+    )
+
+
+def plain_unit(sandbox: Sandbox, name: str, text: str) -> None:
+    sandbox.write_unit(name, textwrap.dedent(text))
+
+
+@dataclass(frozen=True)
+class Guarded:
+    result: UnitResult
+    entries: list[JournalEntry]
+
+    @property
+    def entry(self) -> JournalEntry:
+        """The one guard entry this start produced."""
+        assert len(self.entries) == 1, self.entries
+        return self.entries[0]
+
+
+def start_guarded(sandbox: Sandbox, unit: str, *, timeout: float = 60) -> Guarded:
+    """Start UNIT and collect the guard's journal entries for this start only."""
+    cursor = sandbox.journal_cursor()
+    result = sandbox.start(unit, timeout=timeout)
+    entries = [e for e in sandbox.journal(unit, since_cursor=cursor) if "PORTGUARD_VERDICT" in e]
+    return Guarded(result, entries)
+
+
+def wait_active(sandbox: Sandbox, unit: str, timeout: float = 10) -> None:
+    wait_for(
+        lambda: sandbox.unit_properties(unit, "ActiveState")["ActiveState"] == "active" or None,
+        timeout=timeout,
+        what=f"{unit} active",
+    )
+
+
+def wait_listening(sandbox: Sandbox, port: int, proto: str = "tcp", timeout: float = 10) -> None:
+    flag = "-ltn" if proto == "tcp" else "-lun"
+
+    def up() -> bool | None:
+        out = sandbox.run("ss", "-H", flag, f"sport = :{port}").stdout
+        return bool(out.strip()) or None
+
+    wait_for(up, timeout=timeout, what=f"a listener on {port}/{proto}")
+
+
+def elapsed(start: float) -> float:
+    return time.monotonic() - start
