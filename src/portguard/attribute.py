@@ -141,7 +141,9 @@ class _Finder:
         return docker.by_id(container_id, self._docker())
 
     def _published(self, occupant: Occupant, base: Owner) -> Owner:
-        found = docker.publishing(occupant.port, str(occupant.proto), self._docker())
+        found = docker.publishing(
+            occupant.port, str(occupant.proto), self._docker(), str(occupant.address)
+        )
         if found is None:
             return _with(base, kind=OwnerKind.CONTAINER)
         return _with(base, kind=OwnerKind.CONTAINER, container=found.id,

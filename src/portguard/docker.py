@@ -48,11 +48,19 @@ def containers(*, timeout: float, path: str = DOCKER_SOCKET) -> list[dict[str, A
     return data if isinstance(data, list) else []
 
 
-def publishing(port: int, proto: str, listing: list[dict[str, Any]]) -> Container | None:
-    """The container that publishes PORT/PROTO on the host, from a `containers()` listing."""
+_ANY = ("", "0.0.0.0", "::")
+
+
+def publishing(
+    port: int, proto: str, listing: list[dict[str, Any]], address: str | None = None
+) -> Container | None:
+    """The container that publishes PORT/PROTO on ADDRESS (or any), from `containers()`."""
     for item in listing:
         for published in item.get("Ports") or []:
-            if published.get("PublicPort") == port and published.get("Type") == proto:
+            if published.get("PublicPort") != port or published.get("Type") != proto:
+                continue
+            host_ip = str(published.get("IP", ""))
+            if address is None or host_ip in _ANY or host_ip == address:
                 return from_listing(item)
     return None
 

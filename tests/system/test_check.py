@@ -33,7 +33,7 @@ def registry_for(unit: str, listen: str, **options: str) -> str:
 
 
 def squat(
-    sandbox: Sandbox, name: str, command: str, port: int, proto: str = "tcp", extra: str = ""
+    sandbox: Sandbox, name: str, command: str, port: int, proto: str = "tcp", *, extra: str = ""
 ) -> int:
     """Start a plain service that holds PORT; returns its MainPID."""
     plain_unit(sandbox, name, f"[Service]\nExecStart={command}\n{extra}")
