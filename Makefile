@@ -9,4 +9,4 @@ test: setup
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(PYTHON) -m tests.system.demo
+	$(PYTHON) tools/demo.py

@@ -43,11 +43,14 @@ def guarded_unit(
     exec_start: str,
     extra: str = "",
     guard: str = GUARD,
+    description: str | None = None,
 ) -> None:
     """A service with the guard in ExecStartPre=, as the drop-in will write it."""
+    head = f"[Unit]\nDescription={description}\n\n" if description else ""
     sandbox.write_unit(
         name,
-        textwrap.dedent(
+        head
+        + textwrap.dedent(
             f"""\
             [Service]
             Environment=PYTHONPATH={SRC}
