@@ -260,6 +260,17 @@ def _run_bounded(
     return subprocess.CompletedProcess(list(argv), process.returncode, stdout, stderr)
 
 
+def _matches(entry: JournalEntry, unit: str | None, match: Mapping[str, str]) -> bool:
+    """`journalctl -u UNIT FIELD=VALUE...` for one entry: the unit's own and systemd's about it."""
+    if unit is not None and unit not in (
+        entry.get("_SYSTEMD_UNIT"),
+        entry.get("UNIT"),
+        entry.get("OBJECT_SYSTEMD_UNIT"),
+    ):
+        return False
+    return all(entry.get(field) == value for field, value in match.items())
+
+
 def _decode_journal_value(value: object) -> JournalValue:
     # journalctl -o json writes values that are not valid UTF-8 or contain control characters
     # as arrays of byte values, and fields that occur more than once as arrays of values.
@@ -397,17 +408,24 @@ class Sandbox:
         """
         self.run("journalctl", "--sync")
         argv = ["journalctl", "-o", "json", "--no-pager", "--quiet"]
-        if unit is not None:
-            argv += ["-u", unit]
         if since_cursor is not None:
+            # systemd 252's journalctl, given both a match and --after-cursor whose entry does
+            # not itself match, can skip the first matching entry after it. With a cursor,
+            # the matches are therefore applied here instead.
             argv += ["--after-cursor", since_cursor]
-        argv += [f"{field}={value}" for field, value in (match or {}).items()]
+        else:
+            if unit is not None:
+                argv += ["-u", unit]
+            argv += [f"{field}={value}" for field, value in (match or {}).items()]
         output = self.run(*argv).stdout
-        return [
+        entries = [
             {key: _decode_journal_value(value) for key, value in json.loads(line).items()}
             for line in output.splitlines()
             if line.strip()
         ]
+        if since_cursor is None:
+            return entries
+        return [e for e in entries if _matches(e, unit, match or {})]
 
     def journal_cursor(self) -> str:
         """A cursor for "entries after this point", for `journal(since_cursor=...)`."""
