@@ -11,6 +11,7 @@ import struct
 from collections.abc import Mapping
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
+SEND_TIMEOUT = 1.0
 
 
 def encode(fields: Mapping[str, str]) -> bytes:
@@ -30,6 +31,8 @@ def send(fields: Mapping[str, str], path: str = JOURNAL_SOCKET) -> bool:
     payload = encode(fields)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            # A journald that stopped reading must not hold the unit's start.
+            sock.settimeout(SEND_TIMEOUT)
             try:
                 sock.sendto(payload, path)
             except OSError as exc:

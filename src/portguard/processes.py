@@ -6,6 +6,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+BLIND_RETRY_SECONDS = 0.2
+
 
 def _read(path: str) -> str:
     try:
@@ -66,7 +68,8 @@ def wait_for_exit(pids: Iterable[int], seconds: float) -> None:
             except OSError:
                 continue
         if not descriptors:
-            time.sleep(max(0.0, seconds))
+            # No pidfd to wait on (not ours to open): look again soon rather than at the end.
+            time.sleep(max(0.0, min(seconds, BLIND_RETRY_SECONDS)))
             return
         poller = select.poll()
         for fd in descriptors:

@@ -1,0 +1,476 @@
+#!/usr/bin/python3
+"""Benchmark of `portguard check`: the free path against a bare interpreter, and release latency.
+
+Run by hand, as root, with the system interpreter (stdlib only; not a test):
+
+    sudo /usr/bin/python3 bench/bench.py [--runs N] [--release-runs N]
+
+1. The free path as ExecStartPre= runs it: `python3 -m portguard check --registry DIR UNIT`
+   with a warm cache, beside `python3 -I -c pass`; a 3-unit and a 1,000-unit registry;
+   wall time and peak RSS (os.wait4's ru_maxrss) of each child, runs interleaved.
+2. Release latency: the unit's own leftover listener exits; how long until
+   `portguard.guard.check()` (with the real effects) returns `released`.
+
+Registries live in a root-owned temporary directory (hotpath trusts only root's files);
+the compiled cache goes to the real /run/portguard and the bench removes what it wrote.
+"""
+
+import argparse
+import os
+import random
+import select
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SRC = REPO / "src"
+PYTHON = "/usr/bin/python3"
+TARGET_RATIO = 2.5
+TARGET_RSS_KIB = 20 * 1024
+TARGET_RELEASE_MS = 50.0
+SMALL_UNITS = 3
+LARGE_UNITS = 1000
+CACHE_DIR_TEXT = "/run/portguard"
+FIRST_PORT = 20000  # below the default ephemeral range, so lint has nothing to warn of
+
+sys.path.insert(0, str(SRC))
+
+
+# --- registries -------------------------------------------------------------------------------
+
+
+def free_tcp_block(count: int, start: int, below: int = 32768) -> int:
+    """The first port of COUNT consecutive ports, from START on, that nothing binds now."""
+    port = start
+    while port + count < below:
+        if all(_tcp_free(p) for p in range(port, port + count)):
+            return port
+        port += count
+    raise SystemExit(f"bench: no {count} free consecutive TCP ports below {below}")
+
+
+def _tcp_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def registry_text(units: int, first_port: int) -> str:
+    """A valid registry of UNITS units, each on its own ports: wildcard TCP, and every fifth
+    unit also a loopback-only port, so the compiled binds are not all alike."""
+    lines = ["version: 1", "defaults:", "  wait: 10s", "units:"]
+    for i in range(units):
+        port = first_port + i
+        listen = [f"{port}/tcp"]
+        if i % 5 == 0:
+            listen.append(f"127.0.0.1:{first_port + units + i}/tcp")
+        lines += [
+            f"  bench{i:04d}.service:",
+            f"    listen: [{', '.join(listen)}]",
+            "    owner: bench-team",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_registry(parent: Path, name: str, text: str) -> Path:
+    root = parent / name
+    root.mkdir(mode=0o755)
+    os.chmod(root, 0o755)  # the umask must not decide what hotpath trusts
+    path = root / "registry.yaml"
+    path.write_text(text, encoding="utf-8")
+    os.chmod(path, 0o644)
+    return root
+
+
+def lint(root: Path, env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [PYTHON, "-m", "portguard", "lint", str(root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SystemExit(
+            f"bench: the generated registry {root} is not valid:\n{result.stdout}{result.stderr}"
+        )
+
+
+# --- timing children --------------------------------------------------------------------------
+
+
+# Peak RSS comes from os.wait4's ru_maxrss, which on Linux is the larger of the child's own
+# peak and the RSS of the memory it had before exec(): a child spawned by this bench
+# (vfork or fork) would report the bench's own RSS, ~15 MiB, whatever it ran. So children
+# are forked by a minimal launcher instead (python -I -S, nothing imported), whose small
+# anonymous RSS is the floor of what can be measured; `/bin/true` through it shows that floor.
+LAUNCHER = r"""
+import os, sys, time
+null = os.open("/dev/null", os.O_RDWR)
+for line in sys.stdin.buffer:
+    argv = line.rstrip(b"\n").split(b"\0")
+    start = time.perf_counter_ns()
+    pid = os.fork()
+    if pid == 0:
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        try:
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(127)
+    _, status, usage = os.wait4(pid, 0)
+    wall = time.perf_counter_ns() - start
+    code = os.waitstatus_to_exitcode(status)
+    sys.stdout.buffer.write(b"%d %d %d\n" % (wall, usage.ru_maxrss, code))
+    sys.stdout.buffer.flush()
+"""
+
+
+CONSOLE_SCRIPT = """# -*- coding: utf-8 -*-
+import re
+import sys
+from portguard.__main__ import main
+if __name__ == "__main__":
+    sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
+    sys.exit(main())
+"""
+
+
+class Launcher:
+    """Runs one child at a time: wall ms, peak RSS (KiB) and exit code, output discarded."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [PYTHON, "-I", "-S", "-c", LAUNCHER],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+
+    def timed(self, argv: Sequence[str]) -> tuple[float, int, int]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(b"\0".join(a.encode() for a in argv) + b"\n")
+        self.process.stdin.flush()
+        wall_ns, rss, code = (int(f) for f in self.process.stdout.readline().split())
+        return wall_ns / 1e6, rss, code
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait()
+
+
+class Series:
+    def __init__(self, label: str, argv: Sequence[str], launcher: Launcher) -> None:
+        self.label = label
+        self.argv = list(argv)
+        self.launcher = launcher
+        self.wall: list[float] = []
+        self.rss: list[int] = []
+
+    def run(self) -> None:
+        wall, rss, code = self.launcher.timed(self.argv)
+        if code != 0:
+            raise SystemExit(f"bench: {' '.join(self.argv)} exited {code}, expected 0 (free)")
+        self.wall.append(wall)
+        self.rss.append(rss)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.wall)
+
+
+def cache_file(root: Path) -> Path:
+    from portguard import hotpath  # noqa: PLC0415
+
+    return Path(hotpath.cache_path(str(root)))
+
+
+def hot_path_answers(root: Path, unit: str) -> None:
+    """Proof that the timed command takes the free path: hotpath.run itself says 0."""
+    from portguard import hotpath  # noqa: PLC0415
+
+    if hotpath.run(["check", "--registry", str(root), unit]) != 0:
+        raise SystemExit(
+            f"bench: the cache for {root} is not warm: the timed runs would not "
+            "measure the free path"
+        )
+
+
+# --- part 1 -----------------------------------------------------------------------------------
+
+
+def free_path(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(SRC)}
+    first = free_tcp_block(2 * LARGE_UNITS, FIRST_PORT)
+    small = write_registry(workdir, "small", registry_text(SMALL_UNITS, first))
+    large = write_registry(workdir, "large", registry_text(LARGE_UNITS, first))
+    for root in (small, large):
+        lint(root, env)
+    written = [cache_file(small), cache_file(large)]
+    unit = "bench0000.service"  # a wildcard TCP port and a loopback one
+    check = [PYTHON, "-m", "portguard", "check", "--registry"]
+
+    # What pip and `installer` (pybuild's pyproject plugin) write as bin/portguard.
+    script = workdir / "portguard-script"
+    script.write_text(CONSOLE_SCRIPT, encoding="utf-8")
+    launcher = Launcher(env)
+    floor = max(launcher.timed(["/bin/true"])[1] for _ in range(5))
+    timed = launcher.timed
+    # Cold: the first run after a registry change parses the YAML and writes the cache.
+    cold: list[float] = []
+    for _ in range(5):
+        cache_file(large).unlink(missing_ok=True)
+        wall, _, code = timed([*check, str(large), unit])
+        if code != 0:
+            raise SystemExit(f"bench: cold check exited {code}")
+        cold.append(wall)
+    timed([*check, str(small), unit])  # warm the small registry's cache too
+    for root in (small, large):
+        hot_path_answers(root, unit)
+
+    series = [
+        Series("`python3 -I -c pass`", [PYTHON, "-I", "-c", "pass"], launcher),
+        Series(f"check, {SMALL_UNITS}-unit registry", [*check, str(small), unit], launcher),
+        Series(f"check, {LARGE_UNITS:,}-unit registry", [*check, str(large), unit], launcher),
+        Series(
+            f"check, {SMALL_UNITS}-unit, via a console script (pip/installer's template)",
+            [PYTHON, str(script), "check", "--registry", str(small), unit],
+            launcher,
+        ),
+    ]
+    for s in series:  # one untimed run each: page cache and pyc files
+        timed(s.argv)
+    for _ in range(runs):
+        order = list(series)
+        random.shuffle(order)
+        for s in order:
+            s.run()
+
+    bare = series[0]
+    rows = [
+        "| command | runs | median ms | p90 ms | min ms | x bare | peak RSS MiB (max) | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for s in series:
+        ratio = s.median / bare.median
+        rss_max = max(s.rss) / 1024
+        if s is bare:
+            target = "—"
+        else:
+            ok = ratio <= TARGET_RATIO and max(s.rss) <= TARGET_RSS_KIB
+            target = f"{'met' if ok else 'MISSED'} (≤ {TARGET_RATIO}x, ≤ 20 MiB)"
+        p90 = statistics.quantiles(s.wall, n=10)[-1]
+        rows.append(
+            f"| {s.label} | {len(s.wall)} | {s.median:.1f} | {p90:.1f} | "
+            f"{min(s.wall):.1f} | {ratio:.2f} | {rss_max:.1f} | {target} |"
+        )
+    rows.append(
+        f"| check, {LARGE_UNITS:,}-unit registry, **cold** (cache miss) | first run | "
+        f"{cold[0]:.1f} | — | — | {cold[0] / bare.median:.2f} | — | median of 5 cold: "
+        f"{statistics.median(cold):.1f} ms |"
+    )
+    launcher.close()
+    for path in written:
+        path.unlink(missing_ok=True)
+    notes = [
+        f"peak RSS floor of the launcher (`/bin/true` through it): {floor / 1024:.1f} MiB; "
+        "a reading at the floor means the child's own peak is at most that",
+        f"timed command: `{PYTHON} -m portguard check --registry DIR {unit}` with "
+        f"PYTHONPATH={SRC}; the cache in {CACHE_DIR_TEXT} was warm (hotpath.run answered 0)",
+    ]
+    return rows, notes
+
+
+# --- part 2 -----------------------------------------------------------------------------------
+
+HOLDER = r"""
+import os, socket, sys, time
+port, delay, out = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind(("0.0.0.0", port))
+sock.listen()
+os.write(out, b"ready\n")
+time.sleep(delay)
+os.write(out, repr(time.monotonic()).encode() + b"\n")
+os._exit(0)
+"""
+
+
+class BenchCgroup:
+    """A cgroup of the bench's own, so its child's socket is attributed to the checked unit.
+
+    Inside a unit (run from a service or a session) that unit's cgroup is used as it is;
+    at the root of the hierarchy (a host or container without systemd) a child cgroup is
+    made and the bench moves into it, then back out and the cgroup removed.
+    """
+
+    def __init__(self) -> None:
+        from portguard import cgroups  # noqa: PLC0415
+
+        self.mount = cgroups.cgroup2_mount()
+        self.original = cgroups.own_cgroup()
+        self.made: Path | None = None
+        if self.mount is None or self.original is None:
+            raise SystemExit("bench: no cgroup2 hierarchy: release latency cannot be measured")
+
+    def __enter__(self) -> str:
+        from portguard import cgroups  # noqa: PLC0415
+
+        assert self.mount is not None and self.original is not None
+        if self.original != "/" and cgroups.unit_of(self.original):
+            return self.original
+        name = f"portguard-bench-{os.getpid()}.scope"
+        self.made = self.mount / self.original.lstrip("/") / name
+        self.made.mkdir()
+        (self.made / "cgroup.procs").write_text(str(os.getpid()))
+        own = cgroups.own_cgroup()
+        assert own is not None and own.endswith(name), own
+        return own
+
+    def __exit__(self, *_: object) -> None:
+        if self.made is None:
+            return
+        assert self.mount is not None and self.original is not None
+        (self.mount / self.original.lstrip("/") / "cgroup.procs").write_text(str(os.getpid()))
+        self.made.rmdir()
+
+
+def release_latency(runs: int) -> tuple[list[str], list[str]]:
+    from portguard.check import real_effects  # noqa: PLC0415
+    from portguard.claims import Claim, Proto  # noqa: PLC0415
+    from portguard.guard import Guarded, check  # noqa: PLC0415
+    from portguard.report import Verdict  # noqa: PLC0415
+
+    notes: list[str] = []
+    latencies: list[float] = []
+    woken = 0
+    with BenchCgroup() as own:
+        from portguard import cgroups  # noqa: PLC0415
+
+        unit = cgroups.unit_of(own) or "portguard-bench.service"
+        base = real_effects(self_cgroup=own)
+        for i in range(runs + 1):  # the first run is a warm-up (pyroute2's import, ...)
+            waits: list[tuple[tuple[int, ...], float, float, float]] = []
+
+            def wait(
+                pids: Sequence[int],
+                seconds: float,
+                inner: Callable[[Sequence[int], float], None] = base.wait,
+                log: list[tuple[tuple[int, ...], float, float, float]] = waits,
+            ) -> None:
+                began = time.monotonic()
+                inner(pids, seconds)
+                log.append((tuple(pids), seconds, began, time.monotonic()))
+
+            effects = type(base)(base.probe, base.census, base.attribute, wait, base.clock)
+            port = free_tcp_block(1, 40000 + random.randrange(2000), below=65536)
+            guarded = Guarded(unit, (Claim(Proto.TCP, port, port),), wait_ms=10_000)
+            read_end, write_end = os.pipe()
+            delay = random.uniform(0.2, 0.5)
+            holder = subprocess.Popen(
+                [PYTHON, "-I", "-c", HOLDER, str(port), f"{delay}", str(write_end)],
+                pass_fds=[write_end],
+            )
+            os.close(write_end)
+            lines = _lines(read_end, 1)
+            if lines[:1] != ["ready"]:
+                raise SystemExit(f"bench: the holder did not start: {lines}")
+            report = check(guarded, effects)
+            t_return = time.monotonic()
+            lines += _lines(read_end, 1)
+            os.close(read_end)
+            holder.wait()
+            t_exit = float(lines[1])
+            if report.verdict is not Verdict.RELEASED:
+                raise SystemExit(f"bench: expected 'released', got {report.line()}")
+            pidfd = [w for w in waits if holder.pid in w[0]]
+            if not pidfd:
+                raise SystemExit(f"bench: check never waited on the holder's pid: {waits}")
+            _, seconds, began, ended = pidfd[-1]
+            if ended - began >= seconds - 0.05:
+                raise SystemExit(
+                    f"bench: the wait ran to its timeout ({seconds:.2f}s), "
+                    "so this is not the pidfd wake-up"
+                )
+            if i == 0:
+                notes.append(f"warm-up run: {report.line()} (gaps: {len(report.gaps)})")
+                continue
+            woken += began < t_exit
+            latencies.append((t_return - t_exit) * 1000)
+    row_ok = "met" if max(latencies) <= TARGET_RELEASE_MS else "MISSED"
+    rows = [
+        "| release latency (holder exits → `check` returns) | runs | median ms | max ms | "
+        "min ms | target |",
+        "|---|---:|---:|---:|---:|---|",
+        f"| own leftover listener, pidfd wake-up | {len(latencies)} | "
+        f"{statistics.median(latencies):.2f} | {max(latencies):.2f} | {min(latencies):.2f} | "
+        f"{row_ok} (≤ {TARGET_RELEASE_MS:g} ms) |",
+    ]
+    notes.append(
+        f"{woken} of {len(latencies)} runs were already blocked in the pidfd wait when "
+        "the holder exited; every wait returned before its timeout"
+    )
+    return rows, notes
+
+
+def _lines(fd: int, count: int, timeout: float = 5.0) -> list[str]:
+    got = b""
+    deadline = time.monotonic() + timeout
+    while got.count(b"\n") < count:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(fd, 4096) if ready else b""
+        if not chunk:
+            break
+        got += chunk
+    return got.decode().splitlines()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=50, help="timed runs per command (≥ 30)")
+    parser.add_argument("--release-runs", type=int, default=25, help="release runs (≥ 20)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print(
+            "bench: run as root (the cache in /run/portguard and the cgroup need it)",
+            file=sys.stderr,
+        )
+        return 1
+    workdir = Path(tempfile.mkdtemp(prefix="portguard-bench-"))
+    os.chmod(workdir, 0o755)
+    try:
+        rows, notes = free_path(workdir, max(30, args.runs))
+        release_rows, release_notes = release_latency(max(20, args.release_runs))
+    finally:
+        # Also after a failure: the compiled caches this bench wrote to the real /run/portguard.
+        for name in ("small", "large"):
+            cache_file(workdir / name).unlink(missing_ok=True)
+        shutil.rmtree(workdir)
+    print(
+        f"portguard bench — {os.uname().release}, Python {sys.version.split()[0]} "
+        f"({PYTHON}), {os.cpu_count()} CPUs\n"
+    )
+    print("\n".join(rows))
+    print()
+    print("\n".join(release_rows))
+    print()
+    for note in notes + release_notes:
+        print(f"- {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
