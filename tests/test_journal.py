@@ -122,9 +122,14 @@ def test_send_gives_up_when_journald_stops_reading(
     path = str(tmp_path / "stuck.socket")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
         receiver.bind(path)  # bound, never read: its queue fills up
-        began = time.monotonic()
-        results = [journal.send({"MESSAGE": "x" * 1000}, path) for _ in range(200)]
-        took = time.monotonic() - began
-    assert results[0] is True
-    assert results[-1] is False
-    assert took < 5
+        sent = 0
+        while True:
+            began = time.monotonic()
+            delivered = journal.send({"MESSAGE": "x" * 1000}, path)
+            took = time.monotonic() - began
+            if not delivered:
+                break
+            sent += 1
+            assert sent < 10_000, "the queue never filled"
+    assert sent > 0
+    assert took < 1.0  # the refused send gave up after SEND_TIMEOUT, it did not block
