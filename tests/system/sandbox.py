@@ -45,6 +45,8 @@ __all__ = [
 
 CGROUP_PREFIX = "portguard-sandbox-"
 SANDBOX_INIT = Path(__file__).with_name("sandbox-init")
+# The checkout, shown read-only at the same path inside, wherever it was cloned.
+PROJECT = Path(__file__).resolve().parents[2]
 
 # Commands inside get this environment rather than the test runner's, so that results do not
 # depend on who runs the tests.
@@ -570,6 +572,7 @@ def boot(
                 "unshare", "--pid", "--fork", "--kill-child=SIGKILL",
                 "--mount", "--uts", "--ipc", "--net", "--cgroup",
                 str(SANDBOX_INIT), str(lowerdir), *(["--docker"] if docker else []),
+                "--bind", str(PROJECT),
             ]  # fmt: skip
             join_cgroup = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(cgroup / "cgroup.procs")]
             launcher = subprocess.Popen(
