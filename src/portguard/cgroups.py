@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from portguard.processes import read_text
 from portguard.unitname import unit_name_problem
 
 _UNIT_SUFFIXES = (".service", ".socket", ".scope")
@@ -16,7 +17,7 @@ _UNIT_SUFFIXES = (".service", ".socket", ".scope")
 
 def cgroup2_mount(mountinfo: str | None = None) -> Path | None:
     """Where the unified (v2) hierarchy is mounted: /sys/fs/cgroup, or .../unified on hybrid."""
-    text = mountinfo if mountinfo is not None else _read("/proc/self/mountinfo")
+    text = mountinfo if mountinfo is not None else read_text("/proc/self/mountinfo")
     found: list[Path] = []
     for line in text.splitlines():
         head, _, tail = line.partition(" - ")
@@ -29,7 +30,7 @@ def cgroup2_mount(mountinfo: str | None = None) -> Path | None:
 
 def own_cgroup(proc_self_cgroup: str | None = None) -> str | None:
     """This process's cgroup v2 path (`0::/system.slice/x.service`), relative to its namespace."""
-    text = proc_self_cgroup if proc_self_cgroup is not None else _read("/proc/self/cgroup")
+    text = proc_self_cgroup if proc_self_cgroup is not None else read_text("/proc/self/cgroup")
     for line in text.splitlines():
         if line.startswith("0::"):
             return line[3:] or "/"
@@ -84,14 +85,6 @@ def pids(path: str, mount: Path) -> list[int]:
     result: list[int] = []
     top = mount / path.lstrip("/")
     for directory, _, _ in os.walk(top):
-        text = _read(os.path.join(directory, "cgroup.procs"))
+        text = read_text(os.path.join(directory, "cgroup.procs"))
         result.extend(int(p) for p in text.split())
     return result
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except OSError:
-        return ""

@@ -59,25 +59,29 @@ def digest(root: str) -> tuple[bytes, list[str]] | None:
         except OSError:
             return None
     for path in files:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+        data = _read_trusted(path)
+        if data is None:
             return None
-        try:
-            if not is_safe(os.fstat(fd)):
-                return None
-            data = _read_all(fd)
-        finally:
-            os.close(fd)
         hashed.update(path.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
     return hashed.digest(), files
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _read_trusted(path: str) -> bytes | None:
+    """The file's bytes if it is root's and writable by root alone, else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        # fstat of the opened file: no window for a swap between the check and the read.
+        if not is_safe(os.fstat(fd)):
+            return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def cache_path(root: str) -> str:
@@ -87,16 +91,9 @@ def cache_path(root: str) -> str:
 
 def load_cache(root: str, key: bytes) -> dict[str, tuple[BindSpec, ...]] | None:
     """The compiled units for KEY, or None; only a root-owned cache is believed."""
-    try:
-        fd = os.open(cache_path(root), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+    data = _read_trusted(cache_path(root))
+    if data is None:
         return None
-    try:
-        if not is_safe(os.fstat(fd)):
-            return None
-        data = _read_all(fd)
-    finally:
-        os.close(fd)
     try:
         cache = marshal.loads(data)
     except (EOFError, ValueError, TypeError):

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 BLIND_RETRY_SECONDS = 0.2
 
 
-def _read(path: str) -> str:
+def read_text(path: str) -> str:
+    """A small kernel file's text; empty when it cannot be read (gone, or not ours to read)."""
     try:
         with open(path) as handle:
             return handle.read()
@@ -27,13 +28,13 @@ class Process:
 
 def process(pid: int) -> Process:
     """What /proc says of one PID; fields it will not tell us are None or empty."""
-    comm = _read(f"/proc/{pid}/comm").strip() or None
+    comm = read_text(f"/proc/{pid}/comm").strip() or None
     uid = None
-    for line in _read(f"/proc/{pid}/status").splitlines():
+    for line in read_text(f"/proc/{pid}/status").splitlines():
         if line.startswith("Uid:"):
             uid = int(line.split()[1])
             break
-    cmdline = tuple(a for a in _read(f"/proc/{pid}/cmdline").split("\0") if a)
+    cmdline = tuple(a for a in read_text(f"/proc/{pid}/cmdline").split("\0") if a)
     return Process(pid, comm, uid, cmdline)
 
 

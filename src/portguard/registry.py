@@ -281,21 +281,22 @@ class _FileParser:
             node, "version", f"unsupported version '{shown}' (expected 'version: {VERSION}')"
         )
 
-    def _defaults(self, node: yaml.Node) -> None:
+    def _mapping_or_empty(self, node: yaml.Node, what: str) -> bool:
+        """Whether NODE is a mapping to read; `key:` left empty (null) means none."""
         try:
-            if not self.nodes.expect_mapping(node, "'defaults'", null_ok=True):
-                return
+            return self.nodes.expect_mapping(node, what, null_ok=True)
         except Invalid:
+            return False
+
+    def _defaults(self, node: yaml.Node) -> None:
+        if not self._mapping_or_empty(node, "'defaults'"):
             return
         self.result.defaults, _ = self._options(
             node, self.result.defaults, _DEFAULT_KEYS, "'defaults'"
         )
 
     def _units(self, node: yaml.Node) -> None:
-        try:
-            if not self.nodes.expect_mapping(node, "'units'", null_ok=True):
-                return
-        except Invalid:
+        if not self._mapping_or_empty(node, "'units'"):
             return
         for name, key_node, value_node in self.nodes.pairs(node, None, "'units'"):
             try:

@@ -5,6 +5,7 @@ Each test asserts the unit's start result and the guard's journal entry field by
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 
@@ -43,6 +44,15 @@ def squat(
     return int(sandbox.unit_properties(name, "MainPID")["MainPID"])
 
 
+def guard_status(sandbox: Sandbox, unit: str) -> int:
+    """The exit status of the unit's last ExecStartPre= (the guard), as systemd recorded it."""
+    # e.g. "{ path=/usr/bin/python3 ; argv[]=... ; pid=131 ; code=exited ; status=69 }"
+    line = sandbox.unit_properties(unit, "ExecStartPre")["ExecStartPre"]
+    found = re.search(r"\bstatus=(\d+)", line)
+    assert found, line
+    return int(found.group(1))
+
+
 def test_free_port_starts_and_logs_nothing(sandbox: Sandbox) -> None:
     write_registry(sandbox, registry_for("myapp.service", "8080/tcp"))
     guarded_unit(sandbox, "myapp.service", exec_start=listener("0.0.0.0", 8080))
@@ -62,8 +72,7 @@ def test_another_service_fails_the_start_at_once_and_is_named(sandbox: Sandbox) 
 
     assert started.result.elapsed < 1.0
     assert started.result.active_state == "failed"
-    control = sandbox.unit_properties("myapp.service", "ExecStartPre")["ExecStartPre"]
-    assert "status=69" in control
+    assert guard_status(sandbox, "myapp.service") == 69
     entry = started.entry
     assert entry["PORTGUARD_VERDICT"] == "held"
     assert entry["MESSAGE_ID"] == "d12e92fae08c4a5791aebc7c159078ed"
@@ -252,9 +261,7 @@ def test_own_leftover_process_is_waited_for(
         assert 700 <= waited <= 3000, waited  # it lingered ~1 s after its parent died
     else:
         assert started.result.active_state == "failed"
-        assert (
-            "status=75" in sandbox.unit_properties("myapp.service", "ExecStartPre")["ExecStartPre"]
-        )
+        assert guard_status(sandbox, "myapp.service") == 75
         assert 1900 <= waited <= 3500, waited
         assert took < 2 + 2.5
 
@@ -353,7 +360,7 @@ def test_broken_registry_fails_with_its_location(sandbox: Sandbox) -> None:
     sandbox.daemon_reload()
     started = start_guarded(sandbox, "myapp.service")
     assert started.result.active_state == "failed"
-    assert "status=78" in sandbox.unit_properties("myapp.service", "ExecStartPre")["ExecStartPre"]
+    assert guard_status(sandbox, "myapp.service") == 78
     entry = started.entry
     assert entry["PORTGUARD_VERDICT"] == "config-error"
     assert "/etc/portguard/registry.yaml:4:14" in str(entry["MESSAGE"])
@@ -377,7 +384,7 @@ def test_address_not_on_this_host_is_unassignable(sandbox: Sandbox) -> None:
     sandbox.daemon_reload()
     started = start_guarded(sandbox, "myapp.service")
     assert started.result.active_state == "failed"
-    assert "status=68" in sandbox.unit_properties("myapp.service", "ExecStartPre")["ExecStartPre"]
+    assert guard_status(sandbox, "myapp.service") == 68
     entry = started.entry
     assert entry["PORTGUARD_VERDICT"] == "unassignable"
     assert entry["PORTGUARD_ADDRESS"] == "192.0.2.1"
@@ -390,7 +397,7 @@ def test_privileged_port_as_nobody_is_denied_not_held(sandbox: Sandbox) -> None:
     sandbox.daemon_reload()
     started = start_guarded(sandbox, "myapp.service")
     assert started.result.active_state == "failed"
-    assert "status=77" in sandbox.unit_properties("myapp.service", "ExecStartPre")["ExecStartPre"]
+    assert guard_status(sandbox, "myapp.service") == 77
     entry = started.entry
     assert entry["PORTGUARD_VERDICT"] == "denied"
     assert "CAP_NET_BIND_SERVICE" in str(entry["PORTGUARD_REMEDY"])
