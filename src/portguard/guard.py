@@ -70,16 +70,8 @@ def check(guarded: Guarded, effects: Effects) -> Report:
         if early is not None:
             return early
         busy = [a for a in attempts if a.outcome is Outcome.IN_USE]
-        try:
-            occupants = effects.census({(a.bind.claim.proto, a.bind.port) for a in busy})
-            census_gap: tuple[str, ...] = ()
-        except (OSError, ImportError) as exc:
-            # The probe's verdict stands; the report says what could not be found out.
-            occupants, census_gap = [], (f"the kernel's socket table could not be read: {exc}",)
-        facts_timeout = max(0.2, min(1.0, (deadline_ms - elapsed_ms()) / 1000))
-        attribution = effects.attribute(occupants, (guarded.unit,), facts_timeout)
-        if census_gap:
-            attribution = replace(attribution, gaps=(*census_gap, *attribution.gaps))
+        budget_s = (deadline_ms - elapsed_ms()) / 1000
+        attribution, census_failed = _look(guarded, busy, effects, budget_s)
         own = attribution.facts.get(guarded.unit)
         if own is not None and own.timeout_start_ms:
             deadline_ms = min(deadline_ms, _below_start_timeout(own.timeout_start_ms))
@@ -89,13 +81,28 @@ def check(guarded: Guarded, effects: Effects) -> Report:
         )  # fmt: skip
         if isinstance(decision, Report):
             unexplained = decision.verdict is Verdict.HELD and decision.owner is None
-            if unexplained and unexplained_retry and not census_gap:
+            if unexplained and unexplained_retry and not census_failed:
                 # Nothing holds it in the census: the holder left between probe and census.
                 unexplained_retry = False
                 continue
             return decision
         waited_for = decision.blocker
         effects.wait(decision.pids, max(0, decision.until_ms - elapsed_ms()) / 1000)
+
+
+def _look(
+    guarded: Guarded, busy: list[Attempt], effects: Effects, budget_s: float
+) -> tuple[Attribution, bool]:
+    """Who holds the busy binds; the bool says the socket table itself could not be read."""
+    facts_timeout = max(0.2, min(1.0, budget_s))  # a silent bus costs at most this
+    try:
+        occupants = effects.census({(a.bind.claim.proto, a.bind.port) for a in busy})
+    except (OSError, ImportError) as exc:
+        # The probe's verdict stands; the report says what could not be found out.
+        attribution = effects.attribute([], (guarded.unit,), facts_timeout)
+        gap = f"the kernel's socket table could not be read: {exc}"
+        return replace(attribution, gaps=(gap, *attribution.gaps)), True
+    return effects.attribute(occupants, (guarded.unit,), facts_timeout), False
 
 
 def _below_start_timeout(timeout_start_ms: int) -> int:
