@@ -105,7 +105,7 @@ class _Finder:
                          activates=facts.triggers if facts else ())  # fmt: skip
         container = _CONTAINER_SCOPE.match(unit)
         if container:
-            found = self._container_by_id(container.group(1))
+            found = docker.by_id(container.group(1), self._docker())
             return _with(base, kind=OwnerKind.CONTAINER, container=container.group(1),
                          container_name=found.name if found else None)  # fmt: skip
         if _SESSION_SCOPE.match(unit):
@@ -137,9 +137,6 @@ class _Finder:
                 self._listing = []
         return self._listing
 
-    def _container_by_id(self, container_id: str) -> docker.Container | None:
-        return docker.by_id(container_id, self._docker())
-
     def _published(self, occupant: Occupant, base: Owner) -> Owner:
         found = docker.publishing(
             occupant.port, str(occupant.proto), self._docker(), str(occupant.address)
@@ -151,7 +148,7 @@ class _Finder:
 
 
 def _comm(pid: int | None) -> str | None:
-    return processes.process(pid).comm if pid else None
+    return processes.comm(pid) if pid else None
 
 
 def _with(owner: Owner, **changes: Any) -> Owner:

@@ -17,9 +17,6 @@ from _blake2 import blake2b
 REGISTRY_DIR = "/etc/portguard"
 CACHE_DIR = "/run/portguard"
 FORMAT = 1
-_SOL_IPV6 = 41  # IPPROTO_IPV6
-_IPV6_V6ONLY = 26
-_SO_REUSEPORT = 15
 
 # One bind as compiled: family, socket type, host, port (None: the template instance),
 # SO_REUSEADDR, SO_REUSEPORT, IPV6_V6ONLY.
@@ -134,9 +131,9 @@ def bind_errno(spec: BindSpec, port: int) -> int:
         if reuseaddr:
             sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
         if reuseport:
-            sock.setsockopt(_socket.SOL_SOCKET, _SO_REUSEPORT, 1)
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
         if family == _socket.AF_INET6:
-            sock.setsockopt(_SOL_IPV6, _IPV6_V6ONLY, int(v6only))
+            sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, int(v6only))
         sock.bind((host, port))
     except OSError as exc:
         return exc.errno or -1

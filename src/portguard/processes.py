@@ -4,7 +4,6 @@ import os
 import select
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 BLIND_RETRY_SECONDS = 0.2
 
@@ -18,24 +17,9 @@ def read_text(path: str) -> str:
         return ""
 
 
-@dataclass(frozen=True, slots=True)
-class Process:
-    pid: int
-    comm: str | None
-    uid: int | None
-    cmdline: tuple[str, ...]
-
-
-def process(pid: int) -> Process:
-    """What /proc says of one PID; fields it will not tell us are None or empty."""
-    comm = read_text(f"/proc/{pid}/comm").strip() or None
-    uid = None
-    for line in read_text(f"/proc/{pid}/status").splitlines():
-        if line.startswith("Uid:"):
-            uid = int(line.split()[1])
-            break
-    cmdline = tuple(a for a in read_text(f"/proc/{pid}/cmdline").split("\0") if a)
-    return Process(pid, comm, uid, cmdline)
+def comm(pid: int) -> str | None:
+    """The process's name (/proc/PID/comm), or None when it is gone."""
+    return read_text(f"/proc/{pid}/comm").strip() or None
 
 
 def holders_of(inode: int, candidates: Iterable[int]) -> list[int]:

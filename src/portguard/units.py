@@ -31,11 +31,8 @@ class UnitFacts:
     active_state: str
     sub_state: str
     main_pid: int | None = None
-    triggers: tuple[str, ...] = ()
-    triggered_by: tuple[str, ...] = ()
-    listen: tuple[str, ...] = ()  # a socket unit's Listen=, e.g. "Stream 0.0.0.0:80"
+    triggers: tuple[str, ...] = ()  # a socket unit's service
     timeout_start_ms: int | None = None
-    fragment: str | None = None
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> "UnitFacts":
@@ -45,10 +42,7 @@ class UnitFacts:
             sub_state=data["sub_state"],
             main_pid=data.get("main_pid") or None,
             triggers=tuple(data.get("triggers", ())),
-            triggered_by=tuple(data.get("triggered_by", ())),
-            listen=tuple(data.get("listen", ())),
             timeout_start_ms=data.get("timeout_start_ms"),
-            fragment=data.get("fragment") or None,
         )
 
 
@@ -155,19 +149,13 @@ def _facts(bus: Any, path: bytes, name: str, sign: Any) -> dict[str, Any]:  # pr
         "active_state": _text(unit.get("ActiveState", b"")),
         "sub_state": _text(unit.get("SubState", b"")),
         "triggers": [_text(t) for t in unit.get("Triggers", [])],
-        "triggered_by": [_text(t) for t in unit.get("TriggeredBy", [])],
-        "fragment": _text(unit.get("FragmentPath", b"")),
     }
-    kind = name.rpartition(".")[2]
-    if kind == "service":
+    if name.endswith(".service"):
         service = get_all("Service")
         data["main_pid"] = int(service.get("MainPID", 0))
         usec = int(service.get("TimeoutStartUSec", 0))
         # UINT64_MAX is "infinity"; 0 means none was set (also infinite).
         data["timeout_start_ms"] = usec // 1000 if 0 < usec < 2**63 else None
-    elif kind == "socket":
-        socket_unit = get_all("Socket")
-        data["listen"] = [f"{_text(t)} {_text(a)}" for t, a in socket_unit.get("Listen", [])]
     return data
 
 
