@@ -86,6 +86,23 @@ def start_guarded(sandbox: Sandbox, unit: str, *, timeout: float = 60) -> Guarde
     return Guarded(result, entries)
 
 
+def guard_start(
+    sandbox: Sandbox,
+    registry: str,
+    unit: str = "myapp.service",
+    *,
+    exec_start: str = "/bin/sleep infinity",
+    extra: str = "",
+    guard: str = GUARD,
+    timeout: float = 60,
+) -> Guarded:
+    """Install REGISTRY and a guarded UNIT, then start it: the usual shape of a guard test."""
+    write_registry(sandbox, registry)
+    guarded_unit(sandbox, unit, exec_start=exec_start, extra=extra, guard=guard)
+    sandbox.daemon_reload()
+    return start_guarded(sandbox, unit, timeout=timeout)
+
+
 def wait_active(sandbox: Sandbox, unit: str, timeout: float = 10) -> None:
     wait_for(
         lambda: sandbox.unit_properties(unit, "ActiveState")["ActiveState"] == "active" or None,

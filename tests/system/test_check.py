@@ -13,6 +13,7 @@ import pytest
 
 from tests.system.guarded import (
     PYTHON,
+    guard_start,
     guarded_unit,
     listener,
     plain_unit,
@@ -54,10 +55,9 @@ def guard_status(sandbox: Sandbox, unit: str) -> int:
 
 
 def test_free_port_starts_and_logs_nothing(sandbox: Sandbox) -> None:
-    write_registry(sandbox, registry_for("myapp.service", "8080/tcp"))
-    guarded_unit(sandbox, "myapp.service", exec_start=listener("0.0.0.0", 8080))
-    sandbox.daemon_reload()
-    started = start_guarded(sandbox, "myapp.service")
+    started = guard_start(
+        sandbox, registry_for("myapp.service", "8080/tcp"), exec_start=listener("0.0.0.0", 8080)
+    )
     assert started.result.active, started.result.status
     assert started.entries == []
 
@@ -143,11 +143,7 @@ def test_address_overlap_follows_the_kernel(
     sandbox: Sandbox, host: str, v6only: bool | None, claim: str, starts: bool
 ) -> None:
     squat(sandbox, "squatter.service", listener(host, 8080, v6only=v6only), 8080)
-    write_registry(sandbox, registry_for("myapp.service", f'"{claim}"'))
-    guarded_unit(sandbox, "myapp.service", exec_start=SLEEPER)
-    sandbox.daemon_reload()
-
-    started = start_guarded(sandbox, "myapp.service")
+    started = guard_start(sandbox, registry_for("myapp.service", f'"{claim}"'))
 
     if starts:
         assert started.result.active, started.result.status
@@ -161,11 +157,7 @@ def test_address_overlap_follows_the_kernel(
 @pytest.mark.parametrize(("claim", "starts"), [("5353/udp", False), ("5353/tcp", True)])
 def test_udp_holder_blocks_udp_only(sandbox: Sandbox, claim: str, starts: bool) -> None:
     squat(sandbox, "mdns.service", listener("0.0.0.0", 5353, proto="udp"), 5353, "udp")
-    write_registry(sandbox, registry_for("myapp.service", claim))
-    guarded_unit(sandbox, "myapp.service", exec_start=SLEEPER)
-    sandbox.daemon_reload()
-
-    started = start_guarded(sandbox, "myapp.service")
+    started = guard_start(sandbox, registry_for("myapp.service", claim))
 
     if starts:
         assert started.result.active, started.result.status
@@ -199,11 +191,7 @@ def test_login_session_process_names_the_user(sandbox: Sandbox) -> None:
         f"nohup {PYTHON} -c {program} >/dev/null 2>&1 &",
     )  # fmt: skip
     wait_listening(sandbox, 8080)
-    write_registry(sandbox, registry_for("myapp.service", "8080/tcp"))
-    guarded_unit(sandbox, "myapp.service", exec_start=SLEEPER)
-    sandbox.daemon_reload()
-
-    started = start_guarded(sandbox, "myapp.service")
+    started = guard_start(sandbox, registry_for("myapp.service", "8080/tcp"))
 
     assert started.result.active_state == "failed"
     entry = started.entry
@@ -282,10 +270,7 @@ def make_time_wait(sandbox: Sandbox, port: int) -> None:
 
 def test_time_wait_does_not_block_reuseaddr(sandbox: Sandbox) -> None:
     make_time_wait(sandbox, 8080)
-    write_registry(sandbox, registry_for("myapp.service", "8080/tcp", reuseaddr="true"))
-    guarded_unit(sandbox, "myapp.service", exec_start=SLEEPER)
-    sandbox.daemon_reload()
-    started = start_guarded(sandbox, "myapp.service")
+    started = guard_start(sandbox, registry_for("myapp.service", "8080/tcp", reuseaddr="true"))
     assert started.result.active, started.result.status
     assert started.result.elapsed < 1.0
     assert started.entries == []
@@ -293,11 +278,9 @@ def test_time_wait_does_not_block_reuseaddr(sandbox: Sandbox) -> None:
 
 def test_time_wait_longer_than_the_budget_fails_at_once(sandbox: Sandbox) -> None:
     make_time_wait(sandbox, 8080)
-    write_registry(sandbox, registry_for("myapp.service", "8080/tcp", reuseaddr="false", wait="5s"))
-    guarded_unit(sandbox, "myapp.service", exec_start=SLEEPER)
-    sandbox.daemon_reload()
-
-    started = start_guarded(sandbox, "myapp.service")
+    started = guard_start(
+        sandbox, registry_for("myapp.service", "8080/tcp", reuseaddr="false", wait="5s")
+    )
 
     assert started.result.active_state == "failed"
     assert started.result.elapsed < 1.5
@@ -313,13 +296,8 @@ def test_time_wait_longer_than_the_budget_fails_at_once(sandbox: Sandbox) -> Non
 
 def test_time_wait_within_the_budget_is_waited_out(sandbox: Sandbox) -> None:
     make_time_wait(sandbox, 8080)
-    write_registry(
-        sandbox, registry_for("myapp.service", "8080/tcp", reuseaddr="false", wait="75s")
-    )
-    guarded_unit(sandbox, "myapp.service", exec_start=SLEEPER)
-    sandbox.daemon_reload()
-
-    started = start_guarded(sandbox, "myapp.service", timeout=100)
+    registry = registry_for("myapp.service", "8080/tcp", reuseaddr="false", wait="75s")
+    started = guard_start(sandbox, registry, timeout=100)
 
     assert started.result.active, started.result.status
     entry = started.entry
@@ -342,10 +320,7 @@ def test_via_socket_unit_holding_the_port_lets_the_service_start(sandbox: Sandbo
 
 
 def test_unregistered_unit_starts_with_a_notice(sandbox: Sandbox) -> None:
-    write_registry(sandbox, registry_for("other.service", "8080/tcp"))
-    guarded_unit(sandbox, "myapp.service", exec_start=SLEEPER)
-    sandbox.daemon_reload()
-    started = start_guarded(sandbox, "myapp.service")
+    started = guard_start(sandbox, registry_for("other.service", "8080/tcp"))
     assert started.result.active, started.result.status
     assert started.entry["PORTGUARD_VERDICT"] == "unregistered"
     assert started.entry["PRIORITY"] == "5"
@@ -379,10 +354,7 @@ def test_registry_writable_by_others_is_refused(sandbox: Sandbox) -> None:
 
 def test_address_not_on_this_host_is_unassignable(sandbox: Sandbox) -> None:
     # 192.0.2.1 is TEST-NET-1: never configured here, and binding sends nothing anywhere.
-    write_registry(sandbox, registry_for("myapp.service", '"192.0.2.1:8080/tcp"'))
-    guarded_unit(sandbox, "myapp.service", exec_start=SLEEPER)
-    sandbox.daemon_reload()
-    started = start_guarded(sandbox, "myapp.service")
+    started = guard_start(sandbox, registry_for("myapp.service", '"192.0.2.1:8080/tcp"'))
     assert started.result.active_state == "failed"
     assert guard_status(sandbox, "myapp.service") == 68
     entry = started.entry
@@ -392,10 +364,7 @@ def test_address_not_on_this_host_is_unassignable(sandbox: Sandbox) -> None:
 
 def test_privileged_port_as_nobody_is_denied_not_held(sandbox: Sandbox) -> None:
     squat(sandbox, "squatter.service", listener("0.0.0.0", 80), 80)
-    write_registry(sandbox, registry_for("myapp.service", "80/tcp"))
-    guarded_unit(sandbox, "myapp.service", exec_start=SLEEPER, extra="User=nobody\n")
-    sandbox.daemon_reload()
-    started = start_guarded(sandbox, "myapp.service")
+    started = guard_start(sandbox, registry_for("myapp.service", "80/tcp"), extra="User=nobody\n")
     assert started.result.active_state == "failed"
     assert guard_status(sandbox, "myapp.service") == 77
     entry = started.entry
@@ -405,21 +374,19 @@ def test_privileged_port_as_nobody_is_denied_not_held(sandbox: Sandbox) -> None:
 
 def test_private_network_unit_is_not_blocked_by_a_host_listener(sandbox: Sandbox) -> None:
     squat(sandbox, "squatter.service", listener("0.0.0.0", 8080), 8080)
-    write_registry(sandbox, registry_for("myapp.service", "8080/tcp"))
-    guarded_unit(sandbox, "myapp.service", exec_start=listener("0.0.0.0", 8080),
-                 extra="PrivateNetwork=yes\n")  # fmt: skip
-    sandbox.daemon_reload()
-    started = start_guarded(sandbox, "myapp.service")
+    started = guard_start(
+        sandbox,
+        registry_for("myapp.service", "8080/tcp"),
+        exec_start=listener("0.0.0.0", 8080),
+        extra="PrivateNetwork=yes\n",
+    )
     assert started.result.active, started.result.status
     assert started.entries == []
 
 
 def test_unprivileged_user_still_names_the_owner(sandbox: Sandbox) -> None:
     holder_pid = squat(sandbox, "squatter.service", listener("0.0.0.0", 8080), 8080)
-    write_registry(sandbox, registry_for("myapp.service", "8080/tcp"))
-    guarded_unit(sandbox, "myapp.service", exec_start=SLEEPER, extra="User=nobody\n")
-    sandbox.daemon_reload()
-    started = start_guarded(sandbox, "myapp.service")
+    started = guard_start(sandbox, registry_for("myapp.service", "8080/tcp"), extra="User=nobody\n")
     assert started.result.active_state == "failed"
     entry = started.entry
     assert entry["PORTGUARD_VERDICT"] == "held"
@@ -432,11 +399,9 @@ def test_unprivileged_user_still_names_the_owner(sandbox: Sandbox) -> None:
 def test_bus_stopped_verdict_still_arrives(sandbox: Sandbox) -> None:
     squat(sandbox, "squatter.service", listener("0.0.0.0", 8080), 8080)
     sandbox.run("systemctl", "stop", "dbus.socket", "dbus.service")
-    write_registry(sandbox, registry_for("myapp.service", "8080/tcp"))
     # As nobody the guard has only the system bus (root would use systemd's private one).
-    guarded_unit(sandbox, "myapp.service", exec_start=SLEEPER, extra="User=nobody\n")
-    sandbox.daemon_reload()
-    started = start_guarded(sandbox, "myapp.service")
+    started = guard_start(sandbox, registry_for("myapp.service", "8080/tcp"),
+                          extra="User=nobody\n")  # fmt: skip
     assert started.result.active_state == "failed"
     assert started.result.elapsed < 10 + 2
     entry = started.entry
@@ -468,10 +433,7 @@ def test_guard_as_root_uses_systemds_private_bus(sandbox: Sandbox) -> None:
     """Early in boot there is no dbus-daemon; root still learns MainPID from PID 1."""
     holder_pid = squat(sandbox, "squatter.service", listener("0.0.0.0", 8080), 8080)
     sandbox.run("systemctl", "stop", "dbus.socket", "dbus.service")
-    write_registry(sandbox, registry_for("myapp.service", "8080/tcp"))
-    guarded_unit(sandbox, "myapp.service", exec_start=SLEEPER)
-    sandbox.daemon_reload()
-    started = start_guarded(sandbox, "myapp.service")
+    started = guard_start(sandbox, registry_for("myapp.service", "8080/tcp"))
     assert started.entry["PORTGUARD_OWNER_PID"] == str(holder_pid)
     assert "PORTGUARD_UNKNOWN" not in started.entry
 
@@ -498,10 +460,8 @@ def test_check_never_signals_the_holder(sandbox: Sandbox) -> None:
     squat(
         sandbox, "squatter.service", f"{PYTHON} /run/holder.py", 8080, extra="KillSignal=SIGKILL\n"
     )
-    write_registry(sandbox, registry_for("myapp.service", "8080/tcp"))
-    guarded_unit(sandbox, "myapp.service", exec_start=SLEEPER)
-    sandbox.daemon_reload()
-    assert start_guarded(sandbox, "myapp.service").result.active_state == "failed"
+    started = guard_start(sandbox, registry_for("myapp.service", "8080/tcp"))
+    assert started.result.active_state == "failed"
     time.sleep(0.2)
     assert sandbox.read_file("/run/holder-signals") == "[]"
     assert sandbox.unit_properties("squatter.service", "ActiveState")["ActiveState"] == "active"

@@ -14,12 +14,10 @@ import pytest
 
 from tests.system.guarded import (
     SRC,
-    guarded_unit,
+    guard_start,
     listener,
     plain_unit,
-    start_guarded,
     wait_listening,
-    write_registry,
 )
 from tests.system.sandbox import Sandbox
 
@@ -65,11 +63,7 @@ def squatter(sandbox: Sandbox) -> int:
 def test_held_by_a_service(sandbox: Sandbox, user: str) -> None:
     """Root asks systemd's private bus, nobody the system bus: both through pystemd 0.15."""
     holder = squatter(sandbox)
-    write_registry(sandbox, REGISTRY)
-    guarded_unit(sandbox, "myapp.service", exec_start="/bin/sleep infinity", guard=GUARD,
-                 extra=f"User={user}\n")  # fmt: skip
-    sandbox.daemon_reload()
-    started = start_guarded(sandbox, "myapp.service")
+    started = guard_start(sandbox, REGISTRY, guard=GUARD, extra=f"User={user}\n")
     assert started.result.active_state == "failed"
     entry = started.entry
     assert entry["PORTGUARD_VERDICT"] == "held"
@@ -84,20 +78,14 @@ def test_socket_unit_and_the_service_it_starts(sandbox: Sandbox) -> None:
     plain_unit(sandbox, "legacy.service", "[Service]\nExecStart=/bin/sleep infinity\n")
     sandbox.daemon_reload()
     assert sandbox.start("legacy.socket").active
-    write_registry(sandbox, REGISTRY)
-    guarded_unit(sandbox, "myapp.service", exec_start="/bin/sleep infinity", guard=GUARD)
-    sandbox.daemon_reload()
-    entry = start_guarded(sandbox, "myapp.service").entry
+    entry = guard_start(sandbox, REGISTRY, guard=GUARD).entry
     assert entry["PORTGUARD_OWNER_KIND"] == "socket"
     assert entry["PORTGUARD_OWNER_UNIT"] == "legacy.socket"
     assert "legacy.service" in str(entry["MESSAGE"])
 
 
 def test_free_port_starts(sandbox: Sandbox) -> None:
-    write_registry(sandbox, REGISTRY)
-    guarded_unit(sandbox, "myapp.service", exec_start=listener("0.0.0.0", 8080), guard=GUARD)
-    sandbox.daemon_reload()
-    started = start_guarded(sandbox, "myapp.service")
+    started = guard_start(sandbox, REGISTRY, guard=GUARD, exec_start=listener("0.0.0.0", 8080))
     assert started.result.active, started.result.status
     assert started.entries == []
 
