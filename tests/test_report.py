@@ -228,3 +228,13 @@ def test_signalling_pattern_would_catch_advice_to_kill() -> None:
 )
 def test_describe_owner(owner: Owner, text: str) -> None:
     assert describe_owner(owner) == text
+
+
+def test_unknown_holder_remedy_names_a_command_that_exists() -> None:
+    from portguard.owners import Owner, OwnerKind  # noqa: PLC0415
+    from portguard.report import remedy_for  # noqa: PLC0415
+
+    tcp = remedy_for(Owner(OwnerKind.UNKNOWN), unit="a.service", port=8080, proto="tcp")
+    udp = remedy_for(Owner(OwnerKind.UNKNOWN), unit="a.service", port=53, proto="udp")
+    assert "ss -tanp sport = :8080" in tcp
+    assert "ss -uanp sport = :53" in udp

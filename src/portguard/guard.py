@@ -11,7 +11,7 @@ from enum import Enum, auto
 from portguard.claims import Claim, Proto, overlaps
 from portguard.owners import Attribution, Holding, Occupant, OwnerKind
 from portguard.probe import Attempt, Bind, Outcome
-from portguard.report import Report, Verdict, describe_owner, remedy_for
+from portguard.report import Report, Verdict, describe_owner, find_holder, remedy_for
 from portguard.timespan import format_ms
 
 # The kernel's default net.ipv4.ip_unprivileged_port_start.
@@ -255,7 +255,7 @@ def _held_unknown(guarded: Guarded, bind: Bind, attribution: Attribution) -> Rep
         Verdict.HELD,
         guarded,
         f"{bind} is in use by an unknown holder — {_registered(guarded)}",
-        f"run 'portguard why {bind.port}/{bind.claim.proto}' as root to see the holder",
+        find_holder(bind.port, bind.claim.proto),
         bind=bind,
         gaps=gaps,
     )

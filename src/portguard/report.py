@@ -198,4 +198,10 @@ def remedy_for(owner: Owner, *, unit: str, port: int, proto: str) -> str:
                 "the TIME-WAIT left"
             )
         case _:
-            return f"run 'portguard why {port}/{proto}' as root to see the holder"
+            return find_holder(port, proto)
+
+
+def find_holder(port: int, proto: str) -> str:
+    """How an operator sees a holder portguard could not name (ss shows every process as root)."""
+    flag = "t" if proto == "tcp" else "u"
+    return f"run 'ss -{flag}anp sport = :{port}' as root to see the holder"
