@@ -5,8 +5,10 @@ in docker.service's cgroup; only the engine knows which container it is for.
 """
 
 import http.client
+import itertools
 import json
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,3 +78,15 @@ def from_listing(item: dict[str, Any]) -> Container:
     names = item.get("Names") or []
     name = names[0].lstrip("/") if names else None
     return Container(str(item.get("Id", "")), name, item.get("Image"))
+
+
+def proxy_target(cmdline: Sequence[str]) -> str | None:
+    """Where docker-proxy forwards to (`172.17.0.2:80`), from its own arguments.
+
+    This names the container's address even when the engine's API cannot be asked.
+    """
+    args = {flag.lstrip("-"): value for flag, value in itertools.pairwise(cmdline)}
+    address, port = args.get("container-ip"), args.get("container-port")
+    if not address or not port:
+        return None
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"

@@ -4,8 +4,50 @@ import os
 import select
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 BLIND_RETRY_SECONDS = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    """What an operator asks of a holder: what it is, whose, since when, started by whom."""
+
+    pid: int
+    comm: str | None
+    cmdline: tuple[str, ...]
+    uid: int | None
+    ppid: int | None
+    started: float | None  # seconds since the epoch
+
+
+def process(pid: int, proc: str = "/proc") -> Process | None:
+    """The process PID, or None when it is gone (or hidden from us)."""
+    stat = read_text(f"{proc}/{pid}/stat")
+    if not stat:
+        return None
+    # comm may hold spaces and parentheses: the fields that follow start after the last ")".
+    fields = stat.rpartition(")")[2].split()
+    status = read_text(f"{proc}/{pid}/status")
+    uid = next((int(line.split()[1]) for line in status.splitlines()
+                if line.startswith("Uid:")), None)  # fmt: skip
+    cmdline = read_text(f"{proc}/{pid}/cmdline").rstrip("\0")
+    return Process(
+        pid=pid,
+        comm=read_text(f"{proc}/{pid}/comm").strip() or None,
+        cmdline=tuple(cmdline.split("\0")) if cmdline else (),
+        uid=uid,
+        ppid=int(fields[1]) if len(fields) > 1 else None,
+        started=_started(int(fields[19]), proc) if len(fields) > 19 else None,
+    )
+
+
+def _started(ticks: int, proc: str) -> float | None:
+    """A process's start (clock ticks after boot, /proc/PID/stat) as seconds since the epoch."""
+    for line in read_text(f"{proc}/stat").splitlines():
+        if line.startswith("btime "):
+            return int(line.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
+    return None
 
 
 def read_text(path: str) -> str:

@@ -25,6 +25,8 @@ from portguard.owners import STATE_NAMES, TCP_TIME_WAIT, Occupant
 # Numbers from linux/inet_diag.h and linux/tcp_states.h.
 INET_DIAG_CGROUP_ID = 21
 _ALL_STATES = 0xFFFFFFFF
+_TCP_LISTEN = 10
+_TCP_CLOSE = 7  # an unconnected UDP socket: ss's UNCONN
 
 
 class _diag_msg(inet_diag_msg):  # type: ignore[misc]
@@ -58,21 +60,33 @@ def census(ports: Iterable[tuple[Proto, int]]) -> list[Occupant]:
         diag.bind()
         for proto, port in sorted(set(ports)):
             for family in (socket.AF_INET, socket.AF_INET6):
-                found.extend(_dump(diag, family, proto, port))
+                found.extend(_dump(diag, family, proto, port=port, states=_ALL_STATES))
     return found
 
 
-def _dump(diag: _Diag, family: int, proto: Proto, port: int) -> Iterator[Occupant]:
+def listeners() -> list[Occupant]:
+    """Every listening TCP and bound, unconnected UDP socket in this network namespace."""
+    found: list[Occupant] = []
+    with _Diag() as diag:
+        diag.bind()
+        for proto, state in ((Proto.TCP, _TCP_LISTEN), (Proto.UDP, _TCP_CLOSE)):
+            for family in (socket.AF_INET, socket.AF_INET6):
+                # The kernel filters by state, so established connections are never sent.
+                found.extend(_dump(diag, family, proto, port=0, states=1 << state))
+    return found
+
+
+def _dump(diag: _Diag, family: int, proto: Proto, *, port: int, states: int) -> Iterator[Occupant]:
     request = inet_diag_req()
     request["sdiag_family"] = family
     request["sdiag_protocol"] = socket.IPPROTO_TCP if proto is Proto.TCP else socket.IPPROTO_UDP
-    request["idiag_states"] = _ALL_STATES
-    # The kernel compares idiag_sport with each socket's local port: filtered in the
-    # kernel, as ss's filters are, so 20,000 unrelated sockets cost nothing here.
+    request["idiag_states"] = states
+    # The kernel compares idiag_sport with each socket's local port (0: every port):
+    # filtered in the kernel, as ss's filters are, so 20,000 unrelated sockets cost nothing.
     request["idiag_sport"] = port
     for message in diag.nlm_request(request, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP):
         occupant = _occupant(message, proto)
-        if occupant is not None and occupant.port == port:
+        if occupant is not None and port in (0, occupant.port):
             yield occupant
 
 

@@ -33,6 +33,13 @@ class UnitFacts:
     main_pid: int | None = None
     triggers: tuple[str, ...] = ()  # a socket unit's service
     timeout_start_ms: int | None = None
+    description: str | None = None
+    triggered_by: tuple[str, ...] = ()  # a service's socket units
+
+    @property
+    def is_active(self) -> bool:
+        """Running as meant to (a reload keeps its listeners): what `missing` is judged on."""
+        return self.active_state in ("active", "reloading")
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> "UnitFacts":
@@ -43,18 +50,24 @@ class UnitFacts:
             main_pid=data.get("main_pid") or None,
             triggers=tuple(data.get("triggers", ())),
             timeout_start_ms=data.get("timeout_start_ms"),
+            description=data.get("description") or None,
+            triggered_by=tuple(data.get("triggered_by", ())),
         )
 
 
-def unit_facts(names: Sequence[str], *, timeout: float) -> dict[str, UnitFacts]:
-    """Facts for each of NAMES that systemd knows; raises FactsUnavailable within TIMEOUT."""
-    if not names:
+def unit_facts(
+    names: Sequence[str], *, timeout: float, patterns: Sequence[str] = ()
+) -> dict[str, UnitFacts]:
+    """Facts for each of NAMES that systemd knows, and for every loaded unit matching one of
+    PATTERNS (`redis@*.service`: a template's instances); raises FactsUnavailable within TIMEOUT.
+    """
+    if not names and not patterns:
         return {}
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the child; covered by the system tests
         os.close(read_end)
-        _answer(write_end, names)
+        _answer(write_end, names, patterns)
     os.close(write_end)
     try:
         payload = _read_until(read_end, time.monotonic() + timeout)
@@ -91,9 +104,9 @@ def _reap(child: int) -> None:
         os.waitpid(child, 0)
 
 
-def _answer(fd: int, names: Sequence[str]) -> None:  # pragma: no cover - child process
+def _answer(fd: int, names: Sequence[str], patterns: Sequence[str]) -> None:  # pragma: no cover
     try:
-        result: dict[str, Any] = {"units": _query(names)}
+        result: dict[str, Any] = {"units": _query(names, patterns)}
     except Exception as exc:  # any failure becomes the reason in the report
         result = {"error": f"D-Bus: {type(exc).__name__}: {exc}"}
     try:
@@ -113,7 +126,9 @@ def _open_bus() -> Any:  # pragma: no cover - child process
     return DBus()
 
 
-def _query(names: Sequence[str]) -> dict[str, dict[str, Any]]:  # pragma: no cover - child
+def _query(  # pragma: no cover - child
+    names: Sequence[str], patterns: Sequence[str]
+) -> dict[str, dict[str, Any]]:
     from pystemd.dbusexc import DBusBaseError  # noqa: PLC0415
     from pystemd.dbuslib import apply_signature  # noqa: PLC0415
 
@@ -121,7 +136,13 @@ def _query(names: Sequence[str]) -> dict[str, dict[str, Any]]:  # pragma: no cov
     bus.open()
     found: dict[str, dict[str, Any]] = {}
     try:
-        for name in names:
+        if patterns:
+            listed = bus.call_method(
+                _DEST, _MANAGER_PATH, b"org.freedesktop.systemd1.Manager", b"ListUnitsByPatterns",
+                apply_signature(b"asas", [[], [p.encode() for p in patterns]]),
+            ).body  # fmt: skip
+            names = [*names, *sorted(_text(row[0]) for row in listed)]
+        for name in dict.fromkeys(names):
             try:
                 path = bus.call_method(
                     _DEST, _MANAGER_PATH, b"org.freedesktop.systemd1.Manager", b"GetUnit",
@@ -148,7 +169,9 @@ def _facts(bus: Any, path: bytes, name: str, sign: Any) -> dict[str, Any]:  # pr
         "name": name,
         "active_state": _text(unit.get("ActiveState", b"")),
         "sub_state": _text(unit.get("SubState", b"")),
+        "description": _text(unit.get("Description", b"")),
         "triggers": [_text(t) for t in unit.get("Triggers", [])],
+        "triggered_by": [_text(t) for t in unit.get("TriggeredBy", [])],
     }
     if name.endswith(".service"):
         service = get_all("Service")

@@ -34,14 +34,18 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from portguard.cli import check, lint  # noqa: PLC0415 - each verb loads only its own modules
+    # Each verb loads only its own modules, when it runs.
+    from portguard.cli import audit, check, init, lint, why  # noqa: PLC0415
 
     parser = _Parser(prog="portguard", description="Guard systemd units' ports.")
     parser.add_argument("--version", action="version", version=f"portguard {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
     verbs.required = True
     check.register(verbs, _common())
+    why.register(verbs, _common())
+    audit.register(verbs, _common())
     lint.register(verbs, _common())
+    init.register(verbs, _common())
     return parser
 
 
