@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
 import textwrap
 import time
 from dataclasses import dataclass
@@ -123,3 +124,25 @@ def wait_listening(sandbox: Sandbox, port: int, proto: str = "tcp", timeout: flo
 
 def elapsed(start: float) -> float:
     return time.monotonic() - start
+
+
+def make_time_wait(sandbox: Sandbox, port: int) -> None:
+    """Leave a server-side TIME-WAIT on PORT: the server closes first, then everything exits."""
+    code = (
+        "import socket; s = socket.socket(); "
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+        f"s.bind(('127.0.0.1', {port})); s.listen(); "
+        f"c = socket.create_connection(('127.0.0.1', {port})); a, _ = s.accept(); "
+        "a.close(); c.recv(1); c.close(); s.close()"
+    )
+    sandbox.run(PYTHON, "-c", code)
+    out = sandbox.run("ss", "-Htn", "state", "time-wait", f"sport = :{port}").stdout
+    assert out.strip(), "no TIME-WAIT socket was left"
+
+
+def portguard(
+    sandbox: Sandbox, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the checkout's portguard inside SANDBOX (as root); the result, whatever its status."""
+    return sandbox.run(PYTHON, "-m", "portguard", *args, env={"PYTHONPATH": SRC},
+                       check=False, timeout=timeout)  # fmt: skip

@@ -16,6 +16,7 @@ from tests.system.guarded import (
     guard_start,
     guarded_unit,
     listener,
+    make_time_wait,
     plain_unit,
     start_guarded,
     wait_listening,
@@ -252,20 +253,6 @@ def test_own_leftover_process_is_waited_for(
         assert guard_status(sandbox, "myapp.service") == 75
         assert 1900 <= waited <= 3500, waited
         assert took < 2 + 2.5
-
-
-def make_time_wait(sandbox: Sandbox, port: int) -> None:
-    """Leave a server-side TIME-WAIT on PORT: the server closes first, then everything exits."""
-    code = (
-        "import socket; s = socket.socket(); "
-        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
-        f"s.bind(('127.0.0.1', {port})); s.listen(); "
-        f"c = socket.create_connection(('127.0.0.1', {port})); a, _ = s.accept(); "
-        "a.close(); c.recv(1); c.close(); s.close()"
-    )
-    sandbox.run(PYTHON, "-c", code)
-    out = sandbox.run("ss", "-Htn", "state", "time-wait", f"sport = :{port}").stdout
-    assert out.strip(), "no TIME-WAIT socket was left"
 
 
 def test_time_wait_does_not_block_reuseaddr(sandbox: Sandbox) -> None:

@@ -1,0 +1,30 @@
+"""`portguard why PORT[/PROTO]`: who holds a port, what the registry says, the clean fix."""
+
+import argparse
+from typing import Any
+
+
+def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.ArgumentParser) -> None:
+    parser = verbs.add_parser(
+        "why",
+        parents=[common],
+        help="who holds a port, what the registry says, and the clean fix",
+        description="Every socket on PORT (TCP and UDP unless /PROTO is given), its owner "
+        "chain (process, unit, socket unit, login session or container), the registered "
+        "owner and the fix. Never signals anything. Exit 0 free, 1 occupied.",
+    )
+    parser.add_argument("port", metavar="PORT[/PROTO]", help="e.g. 8080, 8080/tcp, 53/udp")
+    parser.add_argument("--address", metavar="A", help="only what collides with a bind on A")
+    parser.add_argument(
+        "--netns", metavar="NAME|PID",
+        help="look in another network namespace: a name from 'ip netns', a PID, or a path",
+    )  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from portguard.why import run as why  # noqa: PLC0415
+
+    return why(args.port, address=args.address, netns_target=args.netns,
+               registry=args.registry, as_json=args.json)  # fmt: skip
