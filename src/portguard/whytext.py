@@ -212,7 +212,11 @@ def as_data(diagnosis: Diagnosis) -> dict[str, Any]:
         "headline": headline(diagnosis),
         "occupants": [_plain(o) for o in diagnosis.occupancies],
         "time_wait": (
-            {"count": time_wait.count, "seconds_left": time_wait.seconds_left}
+            {
+                "count": time_wait.count,
+                "last_ms": time_wait.last_ms,
+                "seconds_left": time_wait.seconds_left,
+            }
             if time_wait
             else None
         ),
