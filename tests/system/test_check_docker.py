@@ -22,6 +22,7 @@ import pytest
 from tests.system.guarded import (
     guarded_unit,
     listener,
+    portguard,
     start_guarded,
     wait_listening,
     write_registry,
@@ -249,6 +250,16 @@ def test_port_published_by_a_container_is_held_by_that_container(
         assert_held_by_container(
             guarded_v6.entry, unit=UNIT_V6, container=container, comm=v6_holder
         )
+
+    # `why` tells the same story, with where the proxy forwards to.
+    why = portguard(sandbox, "why", f"{PORT}/tcp")
+    assert why.returncode == 1, why.stderr
+    text = why.stdout.replace("\n           ", " ")  # rows wrapped at 100 columns
+    assert f"is held by container {container[:12]} (web)" in text.splitlines()[0], text
+    assert f"container  {container[:12]} (web), published by {holder}" in text, text
+    assert "'docker stop web'" in text, text
+    if holder == "docker-proxy":
+        assert re.search(r"forwards to 172\.17\.\d+\.\d+:80\b", text), text
 
     # The guard only explained: the container and its port are untouched.
     assert docker(sandbox, "inspect", "-f", "{{.State.Running}}", "web") == "true"
