@@ -1,0 +1,32 @@
+"""`portguard audit`: every claim of the registry against the sockets present now."""
+
+import argparse
+from typing import Any
+
+
+def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.ArgumentParser) -> None:
+    parser = verbs.add_parser(
+        "audit",
+        parents=[common],
+        help="every registry claim against reality: ok, squatted, missing, idle",
+        description="Compare each claim of the registry with the sockets bound now. "
+        "Exit 0 when no claim is squatted or missing, 1 when one is, 78 on a registry error.",
+    )
+    parser.add_argument(
+        "--format", choices=("text", "json", "prometheus"), default="text",
+        help="text (default), json, or prometheus for node_exporter's textfile collector",
+    )  # fmt: skip
+    parser.add_argument(
+        "--json", dest="format", action="store_const", const="json",
+        help="the same as --format json, as other commands spell it",
+    )  # fmt: skip
+    parser.add_argument(
+        "--unregistered", action="store_true", help="also list listeners that no claim covers"
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from portguard.audit import run as audit  # noqa: PLC0415
+
+    return audit(args.registry, output=args.format, unregistered=args.unregistered)
