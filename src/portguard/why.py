@@ -5,9 +5,11 @@ process's command line, user, age and parent; the login session; the container) 
 prints it most important first: who holds the port, what the registry says, the fix.
 """
 
+import functools
 import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from portguard import docker, netns, processes, sessions
@@ -26,7 +28,7 @@ from portguard.diagnosis import (
 from portguard.errors import ConfigError, Exit, PortguardError
 from portguard.owners import Occupant, Owner, OwnerKind
 from portguard.registry import REGISTRY_DIR
-from portguard.units import UnitFacts
+from portguard.units import UnitFacts, unit_facts
 from portguard.whytext import as_data, render
 
 _FACTS_TIMEOUT = 2.0
@@ -61,8 +63,15 @@ def investigate(query: Query, registry: Path, *, netns: str | None = None) -> Di
         raise CensusFailed(f"the kernel's socket table could not be read: {exc}") from None
     wanted = query.claims()
     occupants = [o for o in occupants if any(overlaps(o.as_claim(), c) for c in wanted)]
-    attribution = attribute(occupants, Context.here(self_cgroup=None, facts_timeout=_FACTS_TIMEOUT))
-    assignments, note = _registered(query, registry)
+    candidates, note = _registered(query, registry)
+    # A `%i` claim matches any port as an instance name; it counts only for an instance
+    # systemd has loaded, so the same query that names the owners lists them.
+    instances = sorted({a.unit for a in candidates if a.unit != a.entry.name})
+    context = Context.here(self_cgroup=None, facts_timeout=_FACTS_TIMEOUT)
+    if instances:
+        context = replace(context, facts=functools.partial(unit_facts, patterns=instances))
+    attribution = attribute(occupants, context)
+    assignments = [a for a in candidates if a.unit == a.entry.name or a.unit in attribution.facts]
     owners, time_wait = group(attribution.holdings)
     occupancies = [
         _occupancy(owner, sockets, attribution.facts, assignments)

@@ -236,3 +236,28 @@ def test_netns_looks_into_another_network_namespace(sandbox: Sandbox) -> None:
     missing = portguard(sandbox, "why", "8090", "--netns", "green")
     assert missing.returncode == 64
     assert missing.stderr == "portguard: --netns green: no network namespace at /run/netns/green\n"
+
+
+def test_template_claims_count_for_loaded_instances_only(sandbox: Sandbox) -> None:
+    write_registry(sandbox, 'version: 1\nunits:\n  cache@.service:\n    listen: ["%i/tcp"]\n')
+    command = listener("0.0.0.0", 0).replace(", 0))", ", %i))")  # the instance is the port
+    plain_unit(sandbox, "cache@.service", f"[Service]\nExecStart={command}\n")
+    sandbox.daemon_reload()
+
+    # `%i` would match any port; with no instance loaded the port is nobody's.
+    assert portguard(sandbox, "why", "6380/tcp").stdout.startswith(
+        "6380/tcp is free in this network namespace — not in the registry"
+    )
+    assert sandbox.start("cache@6380.service").active
+    wait_listening(sandbox, 6380)
+
+    held = portguard(sandbox, "why", "6380/tcp")
+    assert held.returncode == 1
+    assert held.stdout.splitlines()[0].startswith("6380/tcp is held by cache@6380.service (pid ")
+    assert held.stdout.splitlines()[0].endswith("its registered owner")
+    assert rows(held.stdout, "fix") == (
+        "nothing to fix: cache@6380.service holds it, as the registry says"
+    )
+    assert portguard(sandbox, "why", "6381/tcp").stdout.startswith(
+        "6381/tcp is free in this network namespace — not in the registry"
+    )
