@@ -146,3 +146,19 @@ def portguard(
     """Run the checkout's portguard inside SANDBOX (as root); the result, whatever its status."""
     return sandbox.run(PYTHON, "-m", "portguard", *args, env={"PYTHONPATH": SRC},
                        check=False, timeout=timeout)  # fmt: skip
+
+
+PORTGUARD_BIN = "/usr/bin/portguard"
+
+
+def install_portguard(sandbox: Sandbox) -> None:
+    """/usr/bin/portguard inside SANDBOX (its overlay, never the host's) running the checkout,
+    as the package's bin/portguard does: what drop-ins and the generator call.
+    """
+    program = (
+        f"import sys; sys.path.insert(0, {SRC!r}); "
+        "from portguard.__main__ import main; raise SystemExit(main())"
+    )
+    sandbox.write_file(
+        PORTGUARD_BIN, f'#!/bin/sh\nexec {PYTHON} -I -c "{program}" "$@"\n', mode=0o755
+    )

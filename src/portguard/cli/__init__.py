@@ -35,7 +35,7 @@ def _common() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     # Each verb loads only its own modules, when it runs.
-    from portguard.cli import audit, check, init, lint, why  # noqa: PLC0415
+    from portguard.cli import audit, check, dropin, init, lint, reserve, why  # noqa: PLC0415
 
     parser = _Parser(prog="portguard", description="Guard systemd units' ports.")
     parser.add_argument("--version", action="version", version=f"portguard {__version__}")
@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.register(verbs, _common())
     lint.register(verbs, _common())
     init.register(verbs, _common())
+    dropin.register(verbs, _common())
+    reserve.register(verbs, _common())
     return parser
 
 

@@ -1,0 +1,32 @@
+"""`portguard dropin [--remove] [--reload] [--root DIR] UNIT...`: the guard drop-in for units."""
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.ArgumentParser) -> None:
+    parser = verbs.add_parser(
+        "dropin",
+        parents=[common],
+        help="add (or --remove) the guard drop-in for existing units",
+        description="Write /etc/systemd/system/UNIT.d/50-portguard.conf, which runs "
+        "'portguard check' in ExecStartPre=. Atomic and idempotent; --remove deletes only "
+        "files portguard wrote. Exit 0, 64 for a name that is not a guardable unit, 73 when "
+        "a file cannot be written.",
+    )
+    parser.add_argument("units", nargs="+", metavar="UNIT", help="a .service or .socket unit")
+    parser.add_argument("--remove", action="store_true", help="remove the drop-in instead")
+    parser.add_argument(
+        "--reload", action="store_true", help="then ask systemd to reload (daemon-reload)"
+    )
+    parser.add_argument(
+        "--root", type=Path, metavar="DIR", help="write below DIR (an image being built)"
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from portguard.unitfiles import run as dropin  # noqa: PLC0415
+
+    return dropin(args.units, remove=args.remove, reload=args.reload, root=args.root)

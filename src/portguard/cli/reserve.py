@@ -1,0 +1,23 @@
+"""`portguard reserve [--apply]`: registered ports -> net.ipv4.ip_local_reserved_ports."""
+
+import argparse
+from typing import Any
+
+
+def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.ArgumentParser) -> None:
+    parser = verbs.add_parser(
+        "reserve",
+        parents=[common],
+        help="keep registered ports out of the kernel's ephemeral port choice",
+        description="Compute net.ipv4.ip_local_reserved_ports from the registry merged "
+        "with what is already set (nothing is ever dropped), print it, and with --apply "
+        "write it. Exit 0; 78 for a registry error; 77/73 when it cannot be written.",
+    )
+    parser.add_argument("--apply", action="store_true", help="write the merged list to the kernel")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from portguard.reserve import run as reserve  # noqa: PLC0415
+
+    return reserve(args.registry, apply=args.apply)
