@@ -106,7 +106,7 @@ class Diagnosis:
         return Exit.OCCUPIED if self.occupied else Exit.OK
 
 
-def group(holdings: Iterable[Holding]) -> tuple[dict[Owner, list[Occupant]], TimeWait | None]:
+def group(holdings: Sequence[Holding]) -> tuple[dict[Owner, list[Occupant]], TimeWait | None]:
     """Sockets per owner, in census order; TIME-WAIT, which has no owner, counted apart."""
     owners: dict[Owner, list[Occupant]] = {}
     waits = [h.occupant for h in holdings if h.owner.kind is OwnerKind.TIME_WAIT]
