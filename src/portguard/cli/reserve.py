@@ -10,8 +10,10 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
         parents=[common],
         help="keep registered ports out of the kernel's ephemeral port choice",
         description="Compute net.ipv4.ip_local_reserved_ports from the registry merged "
-        "with what is already set (nothing is ever dropped), print it, and with --apply "
-        "write it. Exit 0; 78 for a registry error; 77/73 when it cannot be written.",
+        "with what is already set (nothing is ever dropped), print it on stdout (what it "
+        "adds goes to stderr), and with --apply write it. A template's %i claims are left "
+        "out: their port is known only per instance. Exit 0; 78 for a registry error; 69 "
+        "when the kernel's list cannot be read; 77/73 when it cannot be written.",
     )
     parser.add_argument("--apply", action="store_true", help="write the merged list to the kernel")
     parser.set_defaults(handler=run)
