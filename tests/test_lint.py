@@ -331,7 +331,7 @@ def test_claims_in_the_ephemeral_range_warn_unless_reserved(reg: Registry) -> No
         "(net.ipv4.ip_local_port_range) but not in net.ipv4.ip_local_reserved_ports"
     )
     assert "port 32768,32770 of 32760-32770/tcp" in findings[1].message
-    assert "(add 32768,32770 to net.ipv4.ip_local_reserved_ports in" in findings[1].message
+    assert "('portguard reserve --apply' adds 32768,32770 to it;" in findings[1].message
 
 
 def test_no_ephemeral_warning_without_kernel_settings(reg: Registry) -> None:

@@ -95,6 +95,7 @@ def _ephemeral_findings(placed: list[_Placed], local_ports: LocalPorts) -> Itera
             f"{item.unit.name}: port {exposed} of {item.claim} is in the ephemeral range "
             f"{low}-{high} (net.ipv4.ip_local_port_range) but not in "
             "net.ipv4.ip_local_reserved_ports, so an outgoing connection can take it first "
-            f"(add {exposed} to net.ipv4.ip_local_reserved_ports in a file in /etc/sysctl.d/)",
+            f"('portguard reserve --apply' adds {exposed} to it; enable "
+            "portguard-reserve.service to do so at every boot)",
             "ephemeral",
         )
