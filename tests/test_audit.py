@@ -1,8 +1,11 @@
 """audit's core without a kernel: the judgement per claim, the gathering through fake
 sources, and the text, JSON and Prometheus renderings."""
 
+import errno
 import ipaddress
 import json
+import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +16,7 @@ import portguard.audit
 from portguard.assignments import Assignment, assignments
 from portguard.audit import (
     Audit,
+    CannotWrite,
     CensusFailed,
     Sources,
     Status,
@@ -486,3 +490,168 @@ def test_run_with_drift_returns_1(
     fakes = Fakes(known=facts("web.service"))
     assert run(None, output="text", unregistered=False, sources=fakes.sources()) == 1
     assert "missing" in capsys.readouterr().out
+
+
+# --- --output: the file node_exporter's textfile collector reads --------------------------------
+
+
+@pytest.fixture
+def textfile_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "textfile"
+    directory.mkdir()
+    return directory
+
+
+def run_to(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, destination: Path, fakes: Fakes
+) -> int:
+    monkeypatch.setattr(portguard.audit, "load", lambda path: registry)
+    return run(None, output="prometheus", unregistered=False, destination=destination,
+               sources=fakes.sources())  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fakes", "expected"),
+    [
+        (Fakes(holdings=[held(WEB, 8080)]), 0),
+        (Fakes(holdings=[held(SQUATTER, 8080)]), 1),  # drift: the file is written all the same
+    ],
+)
+def test_output_replaces_the_file_by_a_rename_after_a_sync(
+    registry: Registry,
+    *,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    textfile_dir: Path,
+    fakes: Fakes,
+    expected: int,
+) -> None:
+    target = textfile_dir / "portguard.prom"
+    target.write_text("# the previous run's metrics\n")
+    target.chmod(0o600)
+    expected_text = render_audit(gather(registry, fakes.sources(), unregistered=False))
+    synced: list[str] = []
+    renames: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def replace(source: str, destination: str) -> None:
+        # The moment before the rename: a reader still gets the whole old file, and the new
+        # one is complete, synced and readable by node_exporter's user beside it.
+        assert target.read_text() == "# the previous run's metrics\n"
+        temporary = Path(source)
+        assert temporary.parent == textfile_dir
+        assert not temporary.name.endswith(".prom")  # the collector reads *.prom only
+        assert temporary.read_text() == expected_text
+        assert temporary.stat().st_mode & 0o777 == 0o644
+        assert str(temporary) in synced
+        renames.append((str(source), str(destination)))
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    previous = os.umask(0o077)  # the file is 0644 whatever the umask
+    try:
+        code = run_to(registry, monkeypatch, target, fakes)
+    finally:
+        os.umask(previous)
+
+    assert code == expected
+    assert len(renames) == 1 and renames[0][1] == str(target)
+    assert target.read_text() == expected_text
+    parse(target.read_text())
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in textfile_dir.iterdir()) == ["portguard.prom"]
+    assert str(textfile_dir) in synced  # the rename itself is made durable
+    out, err = capsys.readouterr()
+    assert out == ""  # the rendering went to the file only
+    assert err.count("portguard: not found out: a gap") == 1
+
+
+def test_output_any_format_and_a_new_file(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, textfile_dir: Path
+) -> None:
+    target = textfile_dir / "audit.json"
+    monkeypatch.setattr(portguard.audit, "load", lambda path: registry)
+    fakes = Fakes(holdings=[held(WEB, 8080)])
+    assert run(None, output="json", unregistered=False, destination=target,
+               sources=fakes.sources()) == 0  # fmt: skip
+    assert json.loads(target.read_text())["summary"]["ok"] == 1
+
+
+def test_a_reader_sees_the_old_file_or_the_new_one_never_a_part(textfile_dir: Path) -> None:
+    target = textfile_dir / "portguard.prom"
+    # Large enough that a write in place would be seen half done.
+    versions = ["".join(f"metric_{letter}{{n=\"{i}\"}} {i}\n" for i in range(20_000))
+                for letter in "ab"]  # fmt: skip
+    portguard.audit.write_atomically(target, versions[0])
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            seen.add(target.read_text())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(40):
+            portguard.audit.write_atomically(target, versions[i % 2])
+    finally:
+        stop.set()
+        reader.join()
+    assert seen <= set(versions), [len(s) for s in seen - set(versions)]
+    assert sorted(p.name for p in textfile_dir.iterdir()) == ["portguard.prom"]
+
+
+def test_output_into_a_missing_directory_is_cantcreat(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    target = tmp_path / "no-node-exporter" / "portguard.prom"
+    with pytest.raises(CannotWrite) as caught:
+        run_to(registry, monkeypatch, target, Fakes())
+    assert caught.value.exit_code == 73
+    assert caught.value.message == (
+        f"cannot write {target}: directory {target.parent} does not exist"
+    )
+    assert not target.parent.exists()
+
+
+def test_output_under_a_file_is_cantcreat(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, textfile_dir: Path
+) -> None:
+    (textfile_dir / "plain").write_text("")
+    target = textfile_dir / "plain" / "portguard.prom"
+    with pytest.raises(CannotWrite, match=f"^cannot write {target}: Not a directory$"):
+        run_to(registry, monkeypatch, target, Fakes())
+
+
+def test_a_failed_rename_leaves_no_temporary_file(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, textfile_dir: Path
+) -> None:
+    target = textfile_dir / "portguard.prom"
+    target.mkdir()  # rename(2) will not put a file over a directory
+    with pytest.raises(CannotWrite, match=f"^cannot write {target}: Is a directory$") as caught:
+        run_to(registry, monkeypatch, target, Fakes())
+    assert caught.value.exit_code == 73
+    assert [p.name for p in textfile_dir.iterdir()] == ["portguard.prom"]
+    assert target.is_dir()
+
+
+def test_a_full_disk_keeps_the_old_file(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch, textfile_dir: Path
+) -> None:
+    target = textfile_dir / "portguard.prom"
+    target.write_text("old\n")
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(CannotWrite, match=f"^cannot write {target}: No space left on device$"):
+        run_to(registry, monkeypatch, target, Fakes())
+    assert target.read_text() == "old\n"
+    assert [p.name for p in textfile_dir.iterdir()] == ["portguard.prom"]

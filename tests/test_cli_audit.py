@@ -8,6 +8,9 @@ import pytest
 
 import portguard.audit
 from portguard.cli import main
+from tests.conftest import Registry as RegistryFiles
+from tests.prometheus_text import parse
+from tests.test_audit import SQUATTER, Fakes, facts, held
 from tests.test_cli_lint import run
 
 
@@ -23,8 +26,10 @@ def assert_one_line(err: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [["--format", "xml"], ["--format"], ["--bogus"], ["8080"], ["--unregistered=yes"]]
-)
+    "args",
+    [["--format", "xml"], ["--format"], ["--bogus"], ["8080"], ["--unregistered=yes"],
+     ["--output"], ["--output", ""]],
+)  # fmt: skip
 def test_bad_command_lines_are_usage_errors(
     capsys: pytest.CaptureFixture[str], args: list[str]
 ) -> None:
@@ -42,17 +47,21 @@ def test_help_names_the_formats(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_json_is_format_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[tuple[object, str, bool]] = []
+    seen: list[tuple[object, str, bool, Path | None]] = []
 
-    def fake(registry: object, *, output: str, unregistered: bool) -> int:
-        seen.append((registry, output, unregistered))
+    def fake(registry: object, *, output: str, unregistered: bool, destination: Path | None) -> int:
+        seen.append((registry, output, unregistered, destination))
         return 0
 
     monkeypatch.setattr(portguard.audit, "run", fake)
     assert main(["audit", "--json", "--unregistered", "--registry", "/r"]) == 0
     assert main(["audit"]) == 0
-    assert main(["audit", "--format", "prometheus"]) == 0
-    assert seen == [(Path("/r"), "json", True), (None, "text", False), (None, "prometheus", False)]
+    assert main(["audit", "--format", "prometheus", "--output", "/d/p.prom"]) == 0
+    assert seen == [
+        (Path("/r"), "json", True, None),
+        (None, "text", False, None),
+        (None, "prometheus", False, Path("/d/p.prom")),
+    ]
 
 
 @pytest.mark.parametrize("output", ["text", "json", "prometheus"])
@@ -106,3 +115,74 @@ def test_the_installed_entry_point(tmp_path: Path) -> None:
     assert completed.returncode == 78
     assert completed.stdout == ""
     assert completed.stderr == f"portguard: no registry at {missing}\n"
+
+
+# --- --output -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def drift(monkeypatch: pytest.MonkeyPatch, reg: RegistryFiles) -> None:
+    """audit's outside world replaced: a registry whose one claim is squatted."""
+    reg.write("registry.yaml", "version: 1\nunits:\n  web.service:\n    listen: [8080/tcp]\n")
+    loaded = reg.load("registry.yaml").registry
+    fakes = Fakes(holdings=[held(SQUATTER, 8080)], known=facts("web.service"))
+    monkeypatch.setattr(portguard.audit, "load", lambda path: loaded)
+    monkeypatch.setattr(portguard.audit, "real_sources", fakes.sources)
+
+
+@pytest.mark.usefixtures("drift")
+def test_output_writes_the_metrics_and_keeps_the_drift_exit(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = tmp_path / "portguard.prom"
+    code, out, err = audit(capsys, "--format", "prometheus", "--output", str(target))
+    assert code == 1
+    assert out == ""
+    assert err == "portguard: not found out: a gap\n"
+    families = parse(target.read_text())
+    [claim] = families["portguard_claim"].samples
+    assert (claim.labels["status"], claim.labels["holder"]) == ("squatted", "squatter.service")
+
+
+@pytest.mark.usefixtures("drift")
+def test_output_into_a_missing_directory_is_73_in_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = tmp_path / "missing" / "portguard.prom"
+    code, out, err = audit(capsys, "--format", "prometheus", "--output", str(target))
+    assert code == 73
+    assert out == ""
+    # The gap line, then the one line that says what went wrong.
+    assert err.splitlines() == [
+        "portguard: not found out: a gap",
+        f"portguard: cannot write {target}: directory {target.parent} does not exist",
+    ]
+    assert "Traceback" not in err
+
+
+@pytest.mark.usefixtures("drift")
+def test_output_that_cannot_be_renamed_is_73_in_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = tmp_path / "portguard.prom"
+    target.mkdir()
+    code, out, err = audit(capsys, "--output", str(target))
+    assert code == 73
+    assert out == ""
+    assert err.splitlines()[-1] == f"portguard: cannot write {target}: Is a directory"
+    assert len(err.splitlines()) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["portguard.prom", "registry.yaml"]
+
+
+def test_a_registry_error_leaves_the_output_alone(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """78 is a failure of the run: the last good metrics stay, and their age shows it."""
+    target = tmp_path / "portguard.prom"
+    target.write_text("old\n")
+    missing = tmp_path / "nowhere"
+    code, out, err = audit(capsys, "--registry", str(missing), "--output", str(target))
+    assert code == 78
+    assert out == ""
+    assert err == f"portguard: no registry at {missing}\n"
+    assert target.read_text() == "old\n"

@@ -5,8 +5,12 @@ new here is the judgement per claim, which is pure (`classify`), and the three r
 Every outside effect enters through `Sources`, so the judgement is testable without a kernel.
 """
 
+import contextlib
+import errno
 import json
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -45,6 +49,12 @@ class CensusFailed(PortguardError):
     """The kernel's socket table could not be read: without it nothing can be judged."""
 
     exit_code = Exit.UNAVAILABLE
+
+
+class CannotWrite(PortguardError):
+    """The --output file could not be written; the previous one, if any, is left as it was."""
+
+    exit_code = Exit.CANTCREAT
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,19 +376,74 @@ def render(audit: Audit, output: str) -> str:
     return render_text(audit)
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Put TEXT at PATH so that a reader sees the old file or the new one, never a part.
+
+    node_exporter's textfile collector may read at any moment: the text goes to a temporary
+    file in PATH's own directory (a rename is atomic only within one filesystem), is synced,
+    and then renamed over PATH. The temporary name does not end in `.prom`, so the collector
+    never reads it. The mode is 0644 whatever the umask: the collector runs as another user.
+    """
+    directory = path.parent
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise CannotWrite(
+                f"cannot write {path}: directory {directory} does not exist"
+            ) from None
+        raise CannotWrite(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o644)
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if isinstance(exc, OSError):
+            raise CannotWrite(f"cannot write {path}: {exc.strerror}") from None
+        raise
+    _sync_directory(directory)
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make the rename itself durable; a filesystem that cannot sync a directory is no error."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def run(
     registry: Path | None,
     *,
     output: str,
     unregistered: bool,
+    destination: Path | None = None,
     sources: Sources | None = None,
 ) -> int:
-    """Audit the registry at REGISTRY (default /etc/portguard): 0 clean, 1 drift, 78 config."""
+    """Audit the registry at REGISTRY (default /etc/portguard): 0 clean, 1 drift, 78 config.
+
+    With DESTINATION the rendering replaces that file atomically instead of going to stdout,
+    after a clean audit and after drift alike; 73 when it cannot be written.
+    """
     loaded = load(registry or REGISTRY_DIR)
     audit = gather(loaded, sources or real_sources(), unregistered=unregistered)
     if output != "json":
         # Said once, on stderr: the table or the metrics file stays clean.
         for gap in audit.gaps:
             print(f"portguard: not found out: {gap}", file=sys.stderr)
-    sys.stdout.write(render(audit, output))
+    text = render(audit, output)
+    if destination is None:
+        sys.stdout.write(text)
+    else:
+        write_atomically(destination, text)
     return int(audit.exit_code)

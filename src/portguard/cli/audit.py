@@ -1,6 +1,7 @@
 """`portguard audit`: every claim of the registry against the sockets present now."""
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 
@@ -10,7 +11,8 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
         parents=[common],
         help="every registry claim against reality: ok, squatted, missing, idle",
         description="Compare each claim of the registry with the sockets bound now. "
-        "Exit 0 when no claim is squatted or missing, 1 when one is, 78 on a registry error.",
+        "Exit 0 when no claim is squatted or missing, 1 when one is, 78 on a registry error, "
+        "73 when --output cannot be written.",
     )
     parser.add_argument(
         "--format", choices=("text", "json", "prometheus"), default="text",
@@ -23,10 +25,27 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
     parser.add_argument(
         "--unregistered", action="store_true", help="also list listeners that no claim covers"
     )
+    parser.add_argument(
+        "--output", type=_file_path, metavar="PATH",
+        help="replace PATH atomically with the rendering instead of printing it (for "
+        "node_exporter's textfile collector); written on exit 0 and 1 alike, 73 if it cannot be",
+    )  # fmt: skip
     parser.set_defaults(handler=run)
+
+
+def _file_path(text: str) -> Path:
+    # Path("") is ".", a directory: an empty value (an unset variable in a unit) is refused.
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    return Path(text)
 
 
 def run(args: argparse.Namespace) -> int:
     from portguard.audit import run as audit  # noqa: PLC0415
 
-    return audit(args.registry, output=args.format, unregistered=args.unregistered)
+    return audit(
+        args.registry,
+        output=args.format,
+        unregistered=args.unregistered,
+        destination=args.output,
+    )
