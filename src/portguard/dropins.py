@@ -42,7 +42,8 @@ def dropin_text(unit: str, *, origin: str, blocking: Blocking = Blocking.BLOCKS)
     if "\n" in origin or "\r" in origin:
         raise ValueError("the origin is one line of text")
     section = _SECTION[unit_type(unit)]
-    # No prefix (+ or !): the guard runs with the unit's own User=, namespaces and
-    # restrictions, so it probes exactly the bind the service will make (README: "Why no
-    # prefix").
+    # No prefix: the guard runs as the unit's User=, with its capabilities, namespaces and
+    # restrictions, so it probes exactly the bind the service will make. `+` and `!` would
+    # run it as root, and a privileged port would look free to it (README: "Why the drop-in
+    # has no prefix"; tests/system/test_prefix.py).
     return f"{MARK} for {unit}\n# {origin}\n[{section}]\nExecStartPre={blocking.value}{GUARD}\n"

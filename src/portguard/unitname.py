@@ -40,7 +40,9 @@ def unit_name_problem(name: str) -> str | None:
     if not dot or not prefix:
         return "a unit name needs a type suffix such as .service or .socket"
     if suffix not in UNIT_TYPES:
-        return f"'.{suffix}' is not a unit type (expected one of .{', .'.join(sorted(UNIT_TYPES))})"
+        expected = ", .".join(sorted(UNIT_TYPES))
+        # repr: a suffix may hold a newline, and every message is one line.
+        return f"{'.' + suffix!r} is not a unit type (expected one of .{expected})"
     bad = _VALID_CHARS.fullmatch(prefix) is None
     if bad:
         chars = sorted({c for c in prefix if not _VALID_CHARS.fullmatch(c)})

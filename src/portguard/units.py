@@ -25,6 +25,10 @@ class FactsUnavailable(Exception):
     """systemd could not be asked; the message says why, for the report."""
 
 
+class ReloadFailed(Exception):
+    """systemd did not confirm a reload; the message says why."""
+
+
 @dataclass(frozen=True, slots=True)
 class UnitFacts:
     name: str
@@ -184,3 +188,44 @@ def _facts(bus: Any, path: bytes, name: str, sign: Any) -> dict[str, Any]:  # pr
 
 def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def reload_daemon(*, timeout: float) -> None:
+    """Ask systemd to reload its unit files (`systemctl daemon-reload`) and wait for its reply;
+    raises ReloadFailed within TIMEOUT.
+    """
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child; covered by the system tests
+        os.close(read_end)
+        _answer_reload(write_end)
+    os.close(write_end)
+    try:
+        payload = _read_until(read_end, time.monotonic() + timeout)
+    finally:
+        os.close(read_end)
+        _reap(child)
+    if payload is None:
+        raise ReloadFailed(f"systemd did not confirm the reload within {timeout:g}s")
+    answer = json.loads(payload)
+    if "error" in answer:
+        raise ReloadFailed(answer["error"])
+
+
+def _answer_reload(fd: int) -> None:  # pragma: no cover - child
+    try:
+        bus = _open_bus()
+        bus.open()
+        try:
+            # Manager.Reload replies once the reload is done, as `systemctl daemon-reload` waits.
+            bus.call_method(_DEST, _MANAGER_PATH, b"org.freedesktop.systemd1.Manager",
+                            b"Reload", [])  # fmt: skip
+        finally:
+            bus.close()
+        result: dict[str, Any] = {"reloaded": True}
+    except Exception as exc:  # any failure becomes the reason in the message
+        result = {"error": f"D-Bus: {type(exc).__name__}: {exc}"}
+    try:
+        os.write(fd, json.dumps(result).encode())
+    finally:
+        os._exit(0)

@@ -12,8 +12,11 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
         help="add (or --remove) the guard drop-in for existing units",
         description="Write /etc/systemd/system/UNIT.d/50-portguard.conf, which runs "
         "'portguard check' in ExecStartPre=. Atomic and idempotent; --remove deletes only "
-        "files portguard wrote. Exit 0, 64 for a name that is not a guardable unit, 73 when "
-        "a file cannot be written.",
+        "files portguard wrote. Prints one line per unit: written, unchanged, removed or "
+        "absent. Exit 0; 64 when a name is not a .service or .socket unit by systemd's rules "
+        "(then nothing is written) or for --reload with --root; 73 when a file cannot be "
+        "written or removed, or the file there is not portguard's (it is left alone); 69 "
+        "when systemd did not confirm the reload.",
     )
     parser.add_argument("units", nargs="+", metavar="UNIT", help="a .service or .socket unit")
     parser.add_argument("--remove", action="store_true", help="remove the drop-in instead")
