@@ -18,6 +18,7 @@ from portguard.timespan import format_ms
 _FIRST_UNPRIVILEGED = 1024
 # When the holder's PIDs cannot be seen, re-probe this often rather than not at all.
 _BLIND_RETRY_MS = 200
+_CENSUS_FAILED = "the kernel's socket table could not be read"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +101,7 @@ def _look(
     except (OSError, ImportError) as exc:
         # The probe's verdict stands; the report says what could not be found out.
         attribution = effects.attribute([], (guarded.unit,), facts_timeout)
-        gap = f"the kernel's socket table could not be read: {exc}"
+        gap = f"{_CENSUS_FAILED}: {exc}"
         return replace(attribution, gaps=(gap, *attribution.gaps)), True
     return effects.attribute(occupants, (guarded.unit,), facts_timeout), False
 
@@ -250,7 +251,10 @@ def _held(guarded: Guarded, bind: Bind, holding: Holding, attribution: Attributi
 
 
 def _held_unknown(guarded: Guarded, bind: Bind, attribution: Attribution) -> Report:
-    gaps = (*attribution.gaps, "no socket on this port was found in this network namespace")
+    gaps = attribution.gaps
+    if not any(gap.startswith(_CENSUS_FAILED) for gap in gaps):
+        # Only a census that ran can say it found nothing.
+        gaps = (*gaps, "no socket on this port was found in this network namespace")
     return _report(
         Verdict.HELD,
         guarded,
