@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.system.guarded import (  # noqa: E402
-    guarded_unit,
+    install_catalog,
+    install_generator,
+    install_portguard,
     listener,
     wait_listening,
     write_registry,
@@ -59,14 +61,21 @@ def main() -> int:
             "legacy-api.service",
             f"[Unit]\nDescription=Legacy API\n\n[Service]\nExecStart={listener('0.0.0.0', 8080)}\n",
         )
-        guarded_unit(sandbox, "payments-api.service", exec_start=listener("0.0.0.0", 8080),
-                     description="Payments public API")  # fmt: skip
+        sandbox.write_unit(
+            "payments-api.service",
+            "[Unit]\nDescription=Payments public API\n\n"
+            f"[Service]\nExecStart={listener('0.0.0.0', 8080)}\n",
+        )
+        # What the package installs: /usr/bin/portguard, the generator, the journal catalog.
+        install_portguard(sandbox)
+        install_generator(sandbox)
+        install_catalog(sandbox)
         sandbox.daemon_reload()
         shell(sandbox, "systemctl", "start", "legacy-api.service")
         wait_listening(sandbox, 8080)
         shell(sandbox, "ss", "-ltnp", "sport = :8080")
 
-        say("payments-api.service is guarded: ExecStartPre=portguard check")
+        say("It is in the registry, so portguard-generator guarded it at daemon-reload")
         shell(sandbox, "systemctl", "cat", "payments-api.service")
         say("Starting it fails at once, with the reason")
         shell(sandbox, "systemctl", "start", "payments-api.service")
@@ -78,6 +87,8 @@ def main() -> int:
               "PORTGUARD_VERDICT,PORTGUARD_OWNER_KIND,PORTGUARD_OWNER_UNIT,PORTGUARD_OWNER_PID,"
               "PORTGUARD_OWNER_COMM,PORTGUARD_REGISTERED_UNIT,PORTGUARD_REMEDY",
               "SYSLOG_IDENTIFIER=portguard")  # fmt: skip
+        say("The operator asks who holds the port and what to do")
+        shell(sandbox, "portguard", "why", "8080")
         say("Nothing was killed: the holder still runs")
         shell(sandbox, "systemctl", "is-active", "legacy-api.service")
 
@@ -85,6 +96,8 @@ def main() -> int:
         shell(sandbox, "systemctl", "disable", "--now", "legacy-api.service")
         shell(sandbox, "systemctl", "start", "payments-api.service")
         shell(sandbox, "systemctl", "status", "--no-pager", "--lines=0", "payments-api.service")
+        say("The registry and reality agree again")
+        shell(sandbox, "portguard", "audit")
     say("Done: the sandbox is gone, nothing on this machine changed")
     return 0
 

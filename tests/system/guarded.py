@@ -162,3 +162,26 @@ def install_portguard(sandbox: Sandbox) -> None:
     sandbox.write_file(
         PORTGUARD_BIN, f'#!/bin/sh\nexec {PYTHON} -I -c "{program}" "$@"\n', mode=0o755
     )
+
+
+GENERATOR_BIN = "/etc/systemd/system-generators/portguard-generator"
+_GENERATOR_ENTRY = f"{SRC.rpartition('/')[0]}/systemd/portguard-generator"
+CATALOG = Path(SRC).parent / "systemd" / "portguard.catalog"
+
+
+def install_generator(sandbox: Sandbox) -> None:
+    """The checkout's generator in SANDBOX's generator path, run as its shebang would (-I -B)."""
+    program = (
+        f"import sys; sys.path.insert(0, {SRC!r}); "
+        f"exec(compile(open({_GENERATOR_ENTRY!r}).read(), {_GENERATOR_ENTRY!r}, 'exec'), "
+        "{'__name__': '__main__'})"
+    )
+    sandbox.write_file(
+        GENERATOR_BIN, f'#!/bin/sh\nexec {PYTHON} -I -B -c "{program}" "$@"\n', mode=0o755
+    )
+
+
+def install_catalog(sandbox: Sandbox) -> None:
+    """portguard's journal catalog, installed and compiled as the package does."""
+    sandbox.write_file("/usr/lib/systemd/catalog/portguard.catalog", CATALOG.read_text())
+    sandbox.run("journalctl", "--update-catalog")

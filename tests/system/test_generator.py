@@ -7,7 +7,10 @@ from __future__ import annotations
 import pytest
 
 from tests.system.guarded import (
-    SRC,
+    GENERATOR_BIN as GENERATOR,
+)
+from tests.system.guarded import (
+    install_generator,
     install_portguard,
     listener,
     plain_unit,
@@ -17,8 +20,6 @@ from tests.system.guarded import (
 from tests.system.sandbox import Sandbox
 from tests.system.test_check import guard_status, squat
 
-ENTRY = f"{SRC.rpartition('/')[0]}/systemd/portguard-generator"
-GENERATOR = "/etc/systemd/system-generators/portguard-generator"
 DROPIN = "50-portguard.conf"
 GUARD = "ExecStartPre=/usr/bin/portguard check"
 WARN_GUARD = "ExecStartPre=-/usr/bin/portguard check"
@@ -32,13 +33,7 @@ def generated(sandbox: Sandbox) -> Sandbox:
     The wrapper runs systemd/portguard-generator itself, as its shebang would (-I -B), with
     the checkout on the path.
     """
-    program = (
-        f"import sys; sys.path.insert(0, {SRC!r}); "
-        f"exec(compile(open({ENTRY!r}).read(), {ENTRY!r}, 'exec'), {{'__name__': '__main__'}})"
-    )
-    sandbox.write_file(
-        GENERATOR, f'#!/bin/sh\nexec /usr/bin/python3 -I -B -c "{program}" "$@"\n', mode=0o755
-    )
+    install_generator(sandbox)
     install_portguard(sandbox)
     return sandbox
 
