@@ -151,12 +151,24 @@ def portguard(
 PORTGUARD_BIN = "/usr/bin/portguard"
 
 
+# Where the installed commands find the checkout's code inside a sandbox: a copy under /usr,
+# as the package puts it, because a checkout under /tmp is hidden from units with
+# PrivateTmp=yes (the shipped units have it).
+INSTALLED_SRC = "/usr/lib/portguard-checkout"
+
+
+def _install_code(sandbox: Sandbox) -> None:
+    sandbox.run("mkdir", "-p", INSTALLED_SRC)
+    sandbox.run("cp", "-r", f"{SRC}/portguard", f"{Path(SRC).parent}/systemd", INSTALLED_SRC)
+
+
 def install_portguard(sandbox: Sandbox) -> None:
     """/usr/bin/portguard inside SANDBOX (its overlay, never the host's) running the checkout,
     as the package's bin/portguard does: what drop-ins and the generator call.
     """
+    _install_code(sandbox)
     program = (
-        f"import sys; sys.path.insert(0, {SRC!r}); "
+        f"import sys; sys.path.insert(0, {INSTALLED_SRC!r}); "
         "from portguard.__main__ import main; raise SystemExit(main())"
     )
     sandbox.write_file(
@@ -165,14 +177,15 @@ def install_portguard(sandbox: Sandbox) -> None:
 
 
 GENERATOR_BIN = "/etc/systemd/system-generators/portguard-generator"
-_GENERATOR_ENTRY = f"{SRC.rpartition('/')[0]}/systemd/portguard-generator"
+_GENERATOR_ENTRY = f"{INSTALLED_SRC}/systemd/portguard-generator"
 CATALOG = Path(SRC).parent / "systemd" / "portguard.catalog"
 
 
 def install_generator(sandbox: Sandbox) -> None:
     """The checkout's generator in SANDBOX's generator path, run as its shebang would (-I -B)."""
+    _install_code(sandbox)
     program = (
-        f"import sys; sys.path.insert(0, {SRC!r}); "
+        f"import sys; sys.path.insert(0, {INSTALLED_SRC!r}); "
         f"exec(compile(open({_GENERATOR_ENTRY!r}).read(), {_GENERATOR_ENTRY!r}, 'exec'), "
         "{'__name__': '__main__'})"
     )
