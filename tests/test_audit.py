@@ -16,8 +16,6 @@ import portguard.audit
 from portguard.assignments import Assignment, assignments
 from portguard.audit import (
     Audit,
-    CannotWrite,
-    CensusFailed,
     Sources,
     Status,
     classify,
@@ -28,6 +26,8 @@ from portguard.audit import (
     units_to_ask,
 )
 from portguard.claims import Proto
+from portguard.errors import CannotWrite
+from portguard.errors import Unavailable as CensusFailed
 from portguard.exposition import audit_families, render_audit
 from portguard.owners import Attribution, Holding, Occupant, Owner, OwnerKind
 from portguard.registry import Registry

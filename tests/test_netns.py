@@ -139,6 +139,6 @@ else:
 @needs_root
 def test_a_user_without_privilege_is_told_to_run_as_root() -> None:
     child = run_child(ENTER_AND_REPORT, "1", user=65534)
-    assert child["error"] == "NamespaceDenied"
+    assert child["error"] == "Denied"
     assert child["code"] == Exit.NOPERM
     assert "(run as root)" in str(child["message"])

@@ -14,10 +14,9 @@ from hypothesis import strategies as st
 
 from portguard import units
 from portguard.dropins import DROPIN_NAME, MARK, dropin_text
-from portguard.errors import Exit, UsageError
+from portguard.errors import CannotWrite, Exit, UsageError
 from portguard.unitfiles import (
     UNIT_DIR,
-    CannotWriteError,
     Change,
     Outcome,
     add_dropin,
@@ -123,7 +122,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", no_space)
-    with pytest.raises(CannotWriteError) as raised:
+    with pytest.raises(CannotWrite) as raised:
         add_dropin("myapp.service", root=tmp_path)
 
     assert raised.value.exit_code == Exit.CANTCREAT
@@ -138,7 +137,7 @@ def test_a_foreign_file_is_never_overwritten(tmp_path: Path) -> None:
     mine = "[Service]\nExecStartPre=/usr/bin/python3 -m portguard check\n"  # written by hand
     path.write_text(mine)
 
-    with pytest.raises(CannotWriteError) as raised:
+    with pytest.raises(CannotWrite) as raised:
         add_dropin("myapp.service", root=tmp_path)
 
     assert raised.value.exit_code == Exit.CANTCREAT
@@ -159,7 +158,7 @@ def test_something_else_at_the_path_is_left_alone(tmp_path: Path, what: str) -> 
         path.mkdir()
 
     for change in (add_dropin, remove_dropin):
-        with pytest.raises(CannotWriteError, match="not written by portguard"):
+        with pytest.raises(CannotWrite, match="not written by portguard"):
             change("myapp.service", root=tmp_path)
 
     assert path.is_symlink() if what == "symlink" else path.is_dir()
@@ -191,7 +190,7 @@ def test_remove_leaves_a_foreign_file_alone(tmp_path: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_text("[Service]\nExecStartPre=/usr/local/bin/mine\n")
 
-    with pytest.raises(CannotWriteError, match="not written by portguard") as raised:
+    with pytest.raises(CannotWrite, match="not written by portguard") as raised:
         remove_dropin("myapp.service", root=tmp_path)
 
     assert raised.value.exit_code == Exit.CANTCREAT
@@ -212,7 +211,7 @@ def test_a_file_where_the_directory_should_be_cannot_be_written(tmp_path: Path) 
     blocker.parent.mkdir(parents=True)
     blocker.write_text("not a directory\n")
 
-    with pytest.raises(CannotWriteError) as raised:
+    with pytest.raises(CannotWrite) as raised:
         add_dropin("myapp.service", root=tmp_path)
 
     assert raised.value.exit_code == Exit.CANTCREAT
@@ -225,7 +224,7 @@ def test_a_missing_root_is_an_error_not_a_new_tree(
     tmp_path: Path, change: Callable[..., Change]
 ) -> None:
     missing = tmp_path / "image"
-    with pytest.raises(CannotWriteError) as raised:
+    with pytest.raises(CannotWrite) as raised:
         change("myapp.service", root=missing)
     assert raised.value.message == f"{missing}: No such file or directory"
     assert not missing.exists()

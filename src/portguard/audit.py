@@ -20,8 +20,8 @@ from typing import Any
 
 from portguard.assignments import Assignment, assignments
 from portguard.claims import Claim, Proto, overlaps
-from portguard.errors import ConfigError, Exit, PortguardError
-from portguard.owners import Attribution, Holding, Occupant, Owner
+from portguard.errors import CannotWrite, ConfigError, Exit, Unavailable
+from portguard.owners import CENSUS_FAILED, Attribution, Holding, Occupant, Owner
 from portguard.registry import REGISTRY_DIR, Registry
 from portguard.report import describe_owner
 from portguard.sysctl import LocalPorts
@@ -43,18 +43,6 @@ class Status(StrEnum):
 ROW_ORDER = (Status.SQUATTED, Status.MISSING, Status.OK, Status.IDLE)
 SUMMARY_ORDER = (Status.OK, Status.SQUATTED, Status.MISSING, Status.IDLE)
 DRIFT = frozenset({Status.SQUATTED, Status.MISSING})
-
-
-class CensusFailed(PortguardError):
-    """The kernel's socket table could not be read: without it nothing can be judged."""
-
-    exit_code = Exit.UNAVAILABLE
-
-
-class CannotWrite(PortguardError):
-    """The --output file could not be written; the previous one, if any, is left as it was."""
-
-    exit_code = Exit.CANTCREAT
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +176,7 @@ def gather(registry: Registry, sources: Sources, *, unregistered: bool) -> Audit
         occupants = sources.census(ports) if ports else []
         listening = sources.listeners() if unregistered else []
     except (OSError, ImportError) as exc:
-        raise CensusFailed(f"the kernel's socket table could not be read: {exc}") from None
+        raise Unavailable(f"{CENSUS_FAILED}: {exc}") from None
     everyone = list(dict.fromkeys([*occupants, *listening]))
     attribution = sources.attribute(everyone, _reusing(sources.facts, facts, names))
     rows = classify(concrete, attribution.holdings, facts)

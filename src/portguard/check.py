@@ -41,17 +41,6 @@ def which_unit(explicit: str | None) -> str:
     return unit
 
 
-def _unsafe(paths: Iterable[str]) -> str | None:
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            continue
-        if not hotpath.is_safe(st):
-            return path
-    return None
-
-
 def load_registry(path: Path) -> Registry:
     """The whole registry, validated like `lint`; refreshes the hot path's compiled form."""
     from portguard.lint import check_registry  # noqa: PLC0415 - YAML only off the free path
@@ -60,7 +49,7 @@ def load_registry(path: Path) -> Registry:
     source = RegistrySource.installed(path) if root else RegistrySource(path)
     files = [str(f) for f in source.files]
     watched = [*files, str(path)] + ([os.path.join(root, "registry.d")] if root else [])
-    unsafe = _unsafe(watched)
+    unsafe = hotpath.first_unsafe(watched)
     if unsafe:
         raise ConfigError(f"{unsafe}: writable by a user other than root, so it is not trusted")
     before = hotpath.digest(root) if root else None

@@ -35,3 +35,21 @@ class UsageError(PortguardError):
 
 class ConfigError(PortguardError):
     exit_code = Exit.CONFIG
+
+
+class Unavailable(PortguardError):
+    """What the command cannot do without (the kernel's socket table, a sysctl) is unreadable."""
+
+    exit_code = Exit.UNAVAILABLE
+
+
+class CannotWrite(PortguardError):
+    """A file could not be written or removed; whatever was there is left as it was."""
+
+    exit_code = Exit.CANTCREAT
+
+
+class Denied(PortguardError):
+    """Not permitted: the message says what needs root."""
+
+    exit_code = Exit.NOPERM

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from portguard.dropins import DROPIN_NAME, Blocking, dropin_text
-from portguard.hotpath import is_safe, registry_files
+from portguard.hotpath import first_unsafe, registry_files
 
 IDENTIFIER = "portguard-generator"
 REGISTRY_DIR = "/etc/portguard"
@@ -105,7 +105,7 @@ def registry_units(root: str) -> list[Unit]:
         main, dropins, watched = root, [], [root]
     else:
         return []
-    unsafe = _unsafe(watched)
+    unsafe = first_unsafe(watched)
     if unsafe:
         raise RegistryProblem(f"{unsafe}: writable by a user other than root, so it is not trusted")
     try:
@@ -130,18 +130,6 @@ def _full_read(root: str) -> list[Unit]:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise RegistryProblem(f"registry invalid: {errors[0]}{more}")
     return [(e.name, e.mode.value, str(e.location)) for e in loaded.registry.units.values()]
-
-
-def _unsafe(paths: Sequence[str]) -> str | None:
-    """The first path that is not root's alone, as `check` judges it."""
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            continue
-        if not is_safe(st):
-            return path
-    return None
 
 
 def dropin(unit: str, mode: str, origin: str) -> str:

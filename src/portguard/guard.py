@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from enum import Enum, auto
 
 from portguard.claims import Claim, Proto, overlaps
-from portguard.owners import Attribution, Holding, Occupant, OwnerKind
+from portguard.owners import CENSUS_FAILED, Attribution, Holding, Occupant, OwnerKind
 from portguard.probe import Attempt, Bind, Outcome
 from portguard.report import Report, Verdict, describe_owner, find_holder, remedy_for
 from portguard.timespan import format_ms
@@ -18,7 +18,6 @@ from portguard.timespan import format_ms
 _FIRST_UNPRIVILEGED = 1024
 # When the holder's PIDs cannot be seen, re-probe this often rather than not at all.
 _BLIND_RETRY_MS = 200
-_CENSUS_FAILED = "the kernel's socket table could not be read"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +100,7 @@ def _look(
     except (OSError, ImportError) as exc:
         # The probe's verdict stands; the report says what could not be found out.
         attribution = effects.attribute([], (guarded.unit,), facts_timeout)
-        gap = f"{_CENSUS_FAILED}: {exc}"
+        gap = f"{CENSUS_FAILED}: {exc}"
         return replace(attribution, gaps=(gap, *attribution.gaps)), True
     return effects.attribute(occupants, (guarded.unit,), facts_timeout), False
 
@@ -252,7 +251,7 @@ def _held(guarded: Guarded, bind: Bind, holding: Holding, attribution: Attributi
 
 def _held_unknown(guarded: Guarded, bind: Bind, attribution: Attribution) -> Report:
     gaps = attribution.gaps
-    if not any(gap.startswith(_CENSUS_FAILED) for gap in gaps):
+    if not any(gap.startswith(CENSUS_FAILED) for gap in gaps):
         # Only a census that ran can say it found nothing.
         gaps = (*gaps, "no socket on this port was found in this network namespace")
     return _report(

@@ -43,6 +43,18 @@ def is_safe(st: os.stat_result) -> bool:
     return st.st_uid == 0 and not mode & 0o002 and not (mode & 0o020 and st.st_gid != 0)
 
 
+def first_unsafe(paths: list[str]) -> str | None:
+    """The first of PATHS that exists and is not root's alone (check and the generator agree)."""
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        if not is_safe(st):
+            return path
+    return None
+
+
 def digest(root: str) -> tuple[bytes, list[str]] | None:
     """A hash of the registry's names and contents; None when a file is missing or unsafe."""
     files = registry_files(root)

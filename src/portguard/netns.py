@@ -8,14 +8,10 @@ import ctypes
 import errno
 import os
 
-from portguard.errors import Exit, PortguardError, UsageError
+from portguard.errors import Denied, UsageError
 
 _CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
-
-
-class NamespaceDenied(PortguardError):
-    exit_code = Exit.NOPERM
 
 
 def netns_path(target: str) -> str:
@@ -37,14 +33,14 @@ def enter(target: str) -> str:
     except FileNotFoundError:
         raise UsageError(f"--netns {target}: no network namespace at {path}") from None
     except PermissionError:
-        raise NamespaceDenied(f"--netns {target}: {path} is not readable (run as root)") from None
+        raise Denied(f"--netns {target}: {path} is not readable (run as root)") from None
     except OSError as exc:
         raise UsageError(f"--netns {target}: {path}: {exc.strerror}") from None
     try:
         _setns(fd)
     except OSError as exc:
         if exc.errno == errno.EPERM:
-            raise NamespaceDenied(
+            raise Denied(
                 f"--netns {target}: entering a network namespace needs CAP_SYS_ADMIN (run as root)"
             ) from None
         if exc.errno == errno.EINVAL:

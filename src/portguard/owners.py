@@ -9,6 +9,8 @@ from enum import StrEnum
 from portguard.claims import Claim, IPAddress, Proto
 from portguard.units import UnitFacts
 
+# How every command says the census could not run, so a report can tell it from an empty one.
+CENSUS_FAILED = "the kernel's socket table could not be read"
 TCP_TIME_WAIT = 6
 # ss(8)'s names, so what we print reads like what operators already know.
 STATE_NAMES = {

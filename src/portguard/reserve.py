@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from portguard.errors import ConfigError, Exit, PortguardError
+from portguard.errors import CannotWrite, ConfigError, Denied, Exit, Unavailable
 from portguard.registry import REGISTRY_DIR, Registry
 from portguard.sysctl import PROC_SYS, RESERVED_PORTS, PortSet, read_sysctl
 
@@ -25,18 +25,6 @@ SYSCTL_NAME = "net.ipv4.ip_local_reserved_ports"
 # same open file into the list, so a long list goes in pieces cut at commas.
 _WRITE_CHUNK = 4000
 _DENIED = (errno.EACCES, errno.EPERM)
-
-
-class KernelUnreadable(PortguardError):
-    exit_code = Exit.UNAVAILABLE
-
-
-class WriteDenied(PortguardError):
-    exit_code = Exit.NOPERM
-
-
-class WriteFailed(PortguardError):
-    exit_code = Exit.CANTCREAT
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +62,9 @@ def read_reserved(path: Path) -> PortSet:
     try:
         return PortSet.parse(read_sysctl(path))
     except OSError as exc:
-        raise KernelUnreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise Unavailable(f"cannot read {path}: {exc.strerror or exc}") from None
     except ValueError:
-        raise KernelUnreadable(f"cannot read {path}: not a list of ports") from None
+        raise Unavailable(f"cannot read {path}: not a list of ports") from None
 
 
 def _chunks(value: str) -> Iterator[bytes]:
@@ -102,11 +90,11 @@ def write_reserved(path: Path, ports: PortSet) -> None:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         if exc.errno in _DENIED:
-            raise WriteDenied(f"cannot write {path}: {reason} (run as root)") from None
-        raise WriteFailed(f"cannot write {path}: {reason}") from None
+            raise Denied(f"cannot write {path}: {reason} (run as root)") from None
+        raise CannotWrite(f"cannot write {path}: {reason}") from None
     written = read_reserved(path)
     if written != ports:
-        raise WriteFailed(
+        raise CannotWrite(
             f"wrote {ports} to {path}, but it reads back {written if written.ranges else 'nothing'}"
         )
 

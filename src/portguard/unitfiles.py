@@ -17,7 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from portguard.dropins import DROPIN_NAME, MARK, dropin_text, guardable_problem
-from portguard.errors import Exit, PortguardError, UsageError
+from portguard.errors import CannotWrite, Exit, UsageError
 
 UNIT_DIR = Path("etc/systemd/system")
 # Longer than systemd's own 25 s method-call timeout, so the bus's own error usually comes first.
@@ -43,12 +43,6 @@ class Change:
 
     def __str__(self) -> str:
         return f"{self.outcome} {self.path}"
-
-
-class CannotWriteError(PortguardError):
-    """The drop-in cannot be written or removed: an OS error, or the file is not ours."""
-
-    exit_code = Exit.CANTCREAT
 
 
 def dropin_path(unit: str, *, root: Path) -> Path:
@@ -80,11 +74,11 @@ def add_dropin(unit: str, *, root: Path) -> Change:
         _make_dirs(path.parent, stop=root)
     except OSError as exc:
         where = exc.filename or path.parent
-        raise CannotWriteError(f"{where}: cannot create the directory: {exc.strerror}") from None
+        raise CannotWrite(f"{where}: cannot create the directory: {exc.strerror}") from None
     try:
         _write_atomically(path, text)
     except OSError as exc:
-        raise CannotWriteError(f"{path}: cannot write: {exc.strerror or exc}") from None
+        raise CannotWrite(f"{path}: cannot write: {exc.strerror or exc}") from None
     return Change(unit, path, Outcome.WRITTEN)
 
 
@@ -100,7 +94,7 @@ def remove_dropin(unit: str, *, root: Path) -> Change:
     except FileNotFoundError:
         return Change(unit, path, Outcome.ABSENT)
     except OSError as exc:
-        raise CannotWriteError(f"{path}: cannot remove: {exc.strerror or exc}") from None
+        raise CannotWrite(f"{path}: cannot remove: {exc.strerror or exc}") from None
     # Not empty (the unit has other drop-ins): leave it.
     with contextlib.suppress(OSError):
         path.parent.rmdir()
@@ -119,7 +113,7 @@ def run(units: Sequence[str], *, remove: bool, reload: bool, root: Path | None) 
     for unit in dict.fromkeys(units):
         try:
             done = change(unit, root=base)
-        except CannotWriteError as exc:
+        except CannotWrite as exc:
             print(f"portguard: {exc.message}", file=sys.stderr)
             code = Exit.CANTCREAT
             continue
@@ -153,7 +147,7 @@ def _read_ours(path: Path) -> str | None:
     """The text of the drop-in at PATH if portguard wrote it; None when there is none.
 
     Anything else at PATH (a file without our mark, a symlink, a directory) is someone
-    else's: CannotWriteError, so it is neither overwritten nor removed.
+    else's: CannotWrite, so it is neither overwritten nor removed.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -162,13 +156,13 @@ def _read_ours(path: Path) -> str | None:
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink: someone else's choice
             raise _not_ours(path) from None
-        raise CannotWriteError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise CannotWrite(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise _not_ours(path)
         data = os.read(fd, _READ_LIMIT)
     except OSError as exc:
-        raise CannotWriteError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise CannotWrite(f"{path}: cannot read: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
     text = data.decode("utf-8", errors="replace")
@@ -182,13 +176,13 @@ def _require_dir(root: Path) -> None:
     try:
         mode = os.stat(root).st_mode
     except OSError as exc:
-        raise CannotWriteError(f"{root}: {exc.strerror or exc}") from None
+        raise CannotWrite(f"{root}: {exc.strerror or exc}") from None
     if not stat.S_ISDIR(mode):
-        raise CannotWriteError(f"{root}: not a directory")
+        raise CannotWrite(f"{root}: not a directory")
 
 
-def _not_ours(path: Path) -> CannotWriteError:
-    return CannotWriteError(
+def _not_ours(path: Path) -> CannotWrite:
+    return CannotWrite(
         f"{path}: not written by portguard (its first line is not '{MARK}'); left alone"
     )
 

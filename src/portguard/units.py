@@ -11,7 +11,7 @@ import os
 import select
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,23 +67,30 @@ def unit_facts(
     """
     if not names and not patterns:
         return {}
+    answer = _in_child(lambda: {"units": _query(names, patterns)}, timeout)
+    if answer is None:
+        raise FactsUnavailable(f"systemd did not answer over D-Bus within {timeout:g}s")
+    if "error" in answer:
+        raise FactsUnavailable(answer["error"])
+    return {name: UnitFacts.from_data(data) for name, data in answer["units"].items()}
+
+
+def _in_child(ask: Callable[[], dict[str, Any]], timeout: float) -> dict[str, Any] | None:
+    """ASK's answer, computed in a forked child killed at TIMEOUT (None then); a failure in
+    the child comes back as {"error": reason}.
+    """
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the child; covered by the system tests
         os.close(read_end)
-        _answer(write_end, names, patterns)
+        _answer(write_end, ask)
     os.close(write_end)
     try:
         payload = _read_until(read_end, time.monotonic() + timeout)
     finally:
         os.close(read_end)
         _reap(child)
-    if payload is None:
-        raise FactsUnavailable(f"systemd did not answer over D-Bus within {timeout:g}s")
-    answer = json.loads(payload)
-    if "error" in answer:
-        raise FactsUnavailable(answer["error"])
-    return {name: UnitFacts.from_data(data) for name, data in answer["units"].items()}
+    return None if payload is None else dict(json.loads(payload))
 
 
 def _read_until(fd: int, deadline: float) -> bytes | None:
@@ -108,9 +115,9 @@ def _reap(child: int) -> None:
         os.waitpid(child, 0)
 
 
-def _answer(fd: int, names: Sequence[str], patterns: Sequence[str]) -> None:  # pragma: no cover
+def _answer(fd: int, ask: Callable[[], dict[str, Any]]) -> None:  # pragma: no cover - child
     try:
-        result: dict[str, Any] = {"units": _query(names, patterns)}
+        result = ask()
     except Exception as exc:  # any failure becomes the reason in the report
         result = {"error": f"D-Bus: {type(exc).__name__}: {exc}"}
     try:
@@ -194,38 +201,20 @@ def reload_daemon(*, timeout: float) -> None:
     """Ask systemd to reload its unit files (`systemctl daemon-reload`) and wait for its reply;
     raises ReloadFailed within TIMEOUT.
     """
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child; covered by the system tests
-        os.close(read_end)
-        _answer_reload(write_end)
-    os.close(write_end)
-    try:
-        payload = _read_until(read_end, time.monotonic() + timeout)
-    finally:
-        os.close(read_end)
-        _reap(child)
-    if payload is None:
+    answer = _in_child(_reload, timeout)
+    if answer is None:
         raise ReloadFailed(f"systemd did not confirm the reload within {timeout:g}s")
-    answer = json.loads(payload)
     if "error" in answer:
         raise ReloadFailed(answer["error"])
 
 
-def _answer_reload(fd: int) -> None:  # pragma: no cover - child
+def _reload() -> dict[str, Any]:  # pragma: no cover - child
+    bus = _open_bus()
+    bus.open()
     try:
-        bus = _open_bus()
-        bus.open()
-        try:
-            # Manager.Reload replies once the reload is done, as `systemctl daemon-reload` waits.
-            bus.call_method(_DEST, _MANAGER_PATH, b"org.freedesktop.systemd1.Manager",
-                            b"Reload", [])  # fmt: skip
-        finally:
-            bus.close()
-        result: dict[str, Any] = {"reloaded": True}
-    except Exception as exc:  # any failure becomes the reason in the message
-        result = {"error": f"D-Bus: {type(exc).__name__}: {exc}"}
-    try:
-        os.write(fd, json.dumps(result).encode())
+        # Manager.Reload replies once the reload is done, as `systemctl daemon-reload` waits.
+        bus.call_method(_DEST, _MANAGER_PATH, b"org.freedesktop.systemd1.Manager",
+                        b"Reload", [])  # fmt: skip
     finally:
-        os._exit(0)
+        bus.close()
+    return {"reloaded": True}

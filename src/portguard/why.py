@@ -25,17 +25,13 @@ from portguard.diagnosis import (
     group,
     is_registered,
 )
-from portguard.errors import ConfigError, Exit, PortguardError
-from portguard.owners import Occupant, Owner, OwnerKind
+from portguard.errors import ConfigError, Unavailable
+from portguard.owners import CENSUS_FAILED, Occupant, Owner, OwnerKind
 from portguard.registry import REGISTRY_DIR
 from portguard.units import UnitFacts, unit_facts
 from portguard.whytext import as_data, render
 
 _FACTS_TIMEOUT = 2.0
-
-
-class CensusFailed(PortguardError):
-    exit_code = Exit.UNAVAILABLE
 
 
 def run(
@@ -60,7 +56,7 @@ def investigate(query: Query, registry: Path, *, netns: str | None = None) -> Di
     try:
         occupants = census((proto, query.port) for proto in query.protos)
     except OSError as exc:
-        raise CensusFailed(f"the kernel's socket table could not be read: {exc}") from None
+        raise Unavailable(f"{CENSUS_FAILED}: {exc}") from None
     wanted = query.claims()
     occupants = [o for o in occupants if any(overlaps(o.as_claim(), c) for c in wanted)]
     candidates, note = _registered(query, registry)
