@@ -71,7 +71,7 @@ def check(guarded: Guarded, effects: Effects) -> Report:
             return early
         busy = [a for a in attempts if a.outcome is Outcome.IN_USE]
         budget_s = (deadline_ms - elapsed_ms()) / 1000
-        attribution, census_failed = _look(guarded, busy, effects, budget_s)
+        attribution = _look(guarded, busy, effects, budget_s)
         own = attribution.facts.get(guarded.unit)
         if own is not None and own.timeout_start_ms:
             deadline_ms = min(deadline_ms, _below_start_timeout(own.timeout_start_ms))
@@ -81,7 +81,7 @@ def check(guarded: Guarded, effects: Effects) -> Report:
         )  # fmt: skip
         if isinstance(decision, Report):
             unexplained = decision.verdict is Verdict.HELD and decision.owner is None
-            if unexplained and unexplained_retry and not census_failed:
+            if unexplained and unexplained_retry and not attribution.census_failed:
                 # Nothing holds it in the census: the holder left between probe and census.
                 unexplained_retry = False
                 continue
@@ -92,8 +92,8 @@ def check(guarded: Guarded, effects: Effects) -> Report:
 
 def _look(
     guarded: Guarded, busy: list[Attempt], effects: Effects, budget_s: float
-) -> tuple[Attribution, bool]:
-    """Who holds the busy binds; the bool says the socket table itself could not be read."""
+) -> Attribution:
+    """Who holds the busy binds, or, when the socket table cannot be read, only why not."""
     facts_timeout = max(0.2, min(1.0, budget_s))  # a silent bus costs at most this
     try:
         occupants = effects.census({(a.bind.claim.proto, a.bind.port) for a in busy})
@@ -101,8 +101,8 @@ def _look(
         # The probe's verdict stands; the report says what could not be found out.
         attribution = effects.attribute([], (guarded.unit,), facts_timeout)
         gap = f"{CENSUS_FAILED}: {exc}"
-        return replace(attribution, gaps=(gap, *attribution.gaps)), True
-    return effects.attribute(occupants, (guarded.unit,), facts_timeout), False
+        return replace(attribution, gaps=(gap, *attribution.gaps), census_failed=True)
+    return effects.attribute(occupants, (guarded.unit,), facts_timeout)
 
 
 def _below_start_timeout(timeout_start_ms: int) -> int:
@@ -251,7 +251,7 @@ def _held(guarded: Guarded, bind: Bind, holding: Holding, attribution: Attributi
 
 def _held_unknown(guarded: Guarded, bind: Bind, attribution: Attribution) -> Report:
     gaps = attribution.gaps
-    if not any(gap.startswith(CENSUS_FAILED) for gap in gaps):
+    if not attribution.census_failed:
         # Only a census that ran can say it found nothing.
         gaps = (*gaps, "no socket on this port was found in this network namespace")
     return _report(

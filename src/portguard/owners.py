@@ -88,3 +88,4 @@ class Attribution:
     holdings: tuple[Holding, ...]
     gaps: tuple[str, ...] = ()  # what could not be found out, for the report
     facts: Mapping[str, UnitFacts] = field(default_factory=dict)  # every unit systemd told of
+    census_failed: bool = False  # the socket table was not read: an empty census proves nothing
