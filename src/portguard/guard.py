@@ -90,9 +90,7 @@ def check(guarded: Guarded, effects: Effects) -> Report:
         effects.wait(decision.pids, max(0, decision.until_ms - elapsed_ms()) / 1000)
 
 
-def _look(
-    guarded: Guarded, busy: list[Attempt], effects: Effects, budget_s: float
-) -> Attribution:
+def _look(guarded: Guarded, busy: list[Attempt], effects: Effects, budget_s: float) -> Attribution:
     """Who holds the busy binds, or, when the socket table cannot be read, only why not."""
     facts_timeout = max(0.2, min(1.0, budget_s))  # a silent bus costs at most this
     try:
