@@ -126,6 +126,8 @@ def test_service_applies_the_merged_list(sandbox: Sandbox) -> None:
 
 
 def test_service_is_skipped_without_a_registry(sandbox: Sandbox) -> None:
+    # As the package leaves a host: /etc/portguard/registry.d exists, empty.
+    sandbox.run("mkdir", "-p", "/etc/portguard/registry.d")
     install_service(sandbox)
     set_reserved(sandbox, OTHERS)
     started = sandbox.start(UNIT)
