@@ -1,5 +1,6 @@
 """Shared helpers for the registry and lint tests: registry files in tmp_path, findings."""
 
+import os
 import re
 import textwrap
 from collections.abc import Iterable
@@ -8,15 +9,39 @@ from pathlib import Path
 
 import pytest
 
+import portguard
 from portguard.findings import Finding, Severity
 from portguard.lint import check_registry
 from portguard.registry import LoadResult, RegistrySource, load
 from portguard.sysctl import LocalPorts, PortSet
 
-SRC = Path(__file__).resolve().parent.parent / "src"
+# The code under test: src/ in a checkout. With PORTGUARD_TEST_INSTALLED=1 (the autopkgtest,
+# debian/tests/unit) it is the installed package, and the files the package ships (launcher,
+# generator, units, catalog, example) are read at their installed paths.
+INSTALLED = os.environ.get("PORTGUARD_TEST_INSTALLED") == "1"
+DIST_PACKAGES = Path("/usr/lib/python3/dist-packages")
+CHECKOUT = Path(__file__).resolve().parent.parent
+SRC = Path(portguard.__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
 RULES = DATA / "rules"
 DESIGN_EXAMPLE = DATA / "design-example.yaml"
+
+
+def shipped(in_checkout: str, installed: str) -> Path:
+    """A file the package ships: the checkout's copy, or the installed one under autopkgtest."""
+    return Path(installed) if INSTALLED else CHECKOUT / in_checkout
+
+
+EXAMPLE_REGISTRY = shipped(
+    "packaging/registry.example.yaml", "/usr/share/doc/portguard/examples/registry.example.yaml"
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """An installed-package run that imports the checkout instead would prove nothing."""
+    if INSTALLED and SRC != DIST_PACKAGES:
+        raise pytest.UsageError(f"PORTGUARD_TEST_INSTALLED=1 but portguard was imported from {SRC}")
+
 
 # Linux's default ephemeral range with nothing reserved; the tests' ports stay below it
 # unless a test is about the ephemeral range.

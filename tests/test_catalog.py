@@ -20,6 +20,7 @@ from portguard.owners import Owner, OwnerKind
 from portguard.probe import Outcome
 from portguard.registry import Registry
 from portguard.report import MESSAGE_ID, Report, Verdict
+from tests.conftest import shipped
 from tests.test_guard import (
     ANY_V4,
     PORT,
@@ -34,7 +35,7 @@ from tests.test_guard import (
     time_wait,
 )
 
-CATALOG = Path(__file__).resolve().parent.parent / "systemd" / "portguard.catalog"
+CATALOG = shipped("systemd/portguard.catalog", "/usr/lib/systemd/catalog/portguard.catalog")
 REQUIRED_HEADERS = ("Subject", "Defined-By", "Documentation")
 # catalog.c: a line starting with one of these is a comment, wherever it is.
 COMMENT_STARTS = ("#", ";")

@@ -18,6 +18,7 @@ from portguard.findings import Severity
 from portguard.sysctl import LocalPorts, PortSet, read_local_ports
 from tests.conftest import (
     BAD_RULE_FILES,
+    CHECKOUT,
     DEFAULT_LOCAL_PORTS,
     DESIGN_EXAMPLE,
     GOOD_RULE_FILES,
@@ -25,8 +26,6 @@ from tests.conftest import (
     Registry,
     expectations,
 )
-
-ROOT = SRC.parent
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +48,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         env=env,
-        cwd=ROOT,
+        cwd=CHECKOUT,
         timeout=60,
         check=False,
     )

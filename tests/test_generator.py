@@ -19,10 +19,11 @@ from portguard import fastregistry, generator
 from portguard.dropins import DROPIN_NAME
 from portguard.lint import check_registry
 from portguard.registry import RegistrySource, load
-from tests.conftest import DATA, RULES, position
+from tests.conftest import DATA, EXAMPLE_REGISTRY, RULES, SRC, position, shipped
 
-SRC = Path(generator.__file__).resolve().parent.parent
-ENTRY = SRC.parent / "systemd" / "portguard-generator"
+ENTRY = shipped(
+    "systemd/portguard-generator", "/usr/lib/systemd/system-generators/portguard-generator"
+)
 PYTHON = "/usr/bin/python3"
 IS_ROOT = os.geteuid() == 0
 GUARD = "ExecStartPre=/usr/bin/portguard check"
@@ -552,7 +553,7 @@ def test_the_fast_reader_agrees_with_lint_on_every_rule_example(path: Path) -> N
 
 @pytest.mark.parametrize(
     "path",
-    [DATA / "design-example.yaml", SRC.parent / "packaging" / "registry.example.yaml"],
+    [DATA / "design-example.yaml", EXAMPLE_REGISTRY],
     ids=lambda p: p.name,
 )
 def test_the_fast_reader_takes_the_usual_registries(path: Path) -> None:

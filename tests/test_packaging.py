@@ -3,22 +3,20 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from portguard.cli import main
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import EXAMPLE_REGISTRY, SRC, shipped
 
 
 def test_example_registry_passes_lint() -> None:
-    assert main(["lint", str(ROOT / "packaging" / "registry.example.yaml")]) == 0
+    assert main(["lint", str(EXAMPLE_REGISTRY)]) == 0
 
 
 def test_bin_portguard_runs_the_cli() -> None:
     """bin/portguard, what drop-ins call as /usr/bin/portguard, reaches the full CLI."""
-    script = ROOT / "bin" / "portguard"
+    script = shipped("bin/portguard", "/usr/bin/portguard")
     assert os.access(script, os.X_OK)
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
     # Its shebang has -I (PYTHONPATH ignored, as installed); run it the way the test can.
     found = subprocess.run(
         [sys.executable, "-c", f"import runpy; runpy.run_path({str(script)!r})", "--version"],

@@ -9,8 +9,9 @@ import pytest
 
 from portguard.cli import build_parser
 from portguard.errors import Exit
+from tests.conftest import shipped
 
-SYSTEMD = Path(__file__).resolve().parents[1] / "systemd"
+SYSTEMD = shipped("systemd", "/lib/systemd/system")
 
 Directives = dict[tuple[str, str], list[str]]
 
