@@ -115,7 +115,9 @@ class _Finder:
         if base.comm in _DOCKER_HOLDERS:
             return self._published(occupant, base)
         if unit.endswith(".service"):
-            pid = facts.main_pid if facts and facts.main_pid else base.pid
+            # The process holding the socket, when its fds could be read (a service's listener
+            # may be a child of its MainPID); otherwise systemd's MainPID.
+            pid = base.pid or (facts.main_pid if facts and facts.main_pid else None)
             return _with(base, kind=OwnerKind.SERVICE, pid=pid, comm=_comm(pid))
         return _with(base, kind=OwnerKind.SCOPE)
 

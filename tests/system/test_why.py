@@ -261,3 +261,20 @@ def test_template_claims_count_for_loaded_instances_only(sandbox: Sandbox) -> No
     assert portguard(sandbox, "why", "6381/tcp").stdout.startswith(
         "6381/tcp is free in this network namespace — not in the registry"
     )
+
+
+def test_a_listener_started_by_the_main_process_is_named_not_the_main_process(
+    sandbox: Sandbox,
+) -> None:
+    # A wrapper script as MainPID, its child holding the port: the child is the holder.
+    command = f"/bin/sh -c {shlex.quote(listener('0.0.0.0', 8080) + ' & wait')}"
+    main_pid = start_service(sandbox, "wrapped.service", command, 8080)
+    children = sandbox.run("pgrep", "-P", str(main_pid)).stdout.split()
+    assert len(children) == 1, children
+
+    out = portguard(sandbox, "why", "8080").stdout
+
+    assert out.splitlines()[0].startswith(
+        f"8080 is held by wrapped.service (pid {children[0]} python3)"
+    )
+    assert "also held by" not in out
