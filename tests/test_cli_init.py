@@ -4,6 +4,7 @@ import pytest
 
 from portguard import bootstrap
 from portguard.cli import main
+from portguard.owners import CENSUS_FAILED
 from tests.test_bootstrap import MIXED
 
 
@@ -45,3 +46,20 @@ def test_a_bad_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> No
     assert code == 64
     assert out == ""
     assert "unrecognized arguments: --bogus" in err
+
+
+def test_a_socket_table_that_cannot_be_read_is_unavailable_69_as_in_why_and_audit(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from portguard import sockets  # noqa: PLC0415
+
+    def refused() -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(sockets, "listeners", refused)
+    code, out, err = init(capsys)
+
+    assert code == 69
+    assert out == ""
+    assert err.startswith(f"portguard: {CENSUS_FAILED}: [Errno 1] Operation not permitted")
+    assert "bug" not in err

@@ -18,10 +18,10 @@ from typing import IO, Any
 import yaml
 
 from portguard.claims import Claim, IPAddress, Proto, overlaps
-from portguard.errors import PortguardError
+from portguard.errors import PortguardError, Unavailable
 from portguard.findings import Severity
 from portguard.lint import check_registry
-from portguard.owners import Holding, Occupant, Owner, OwnerKind
+from portguard.owners import CENSUS_FAILED, Holding, Occupant, Owner, OwnerKind
 from portguard.registry import RegistrySource, load
 from portguard.report import describe_owner
 from portguard.sysctl import LocalPorts, read_local_ports
@@ -353,7 +353,11 @@ def capture_here() -> Capture:
     from portguard.attribute import Context, attribute  # noqa: PLC0415
     from portguard.sockets import listeners  # noqa: PLC0415
 
-    found = attribute(listeners(), Context.here(self_cgroup=None, facts_timeout=FACTS_TIMEOUT))
+    try:
+        held = listeners()
+    except OSError as exc:
+        raise Unavailable(f"{CENSUS_FAILED}: {exc}") from None
+    found = attribute(held, Context.here(self_cgroup=None, facts_timeout=FACTS_TIMEOUT))
     facts = dict(found.facts)
     gaps = list(found.gaps)
     # A socket unit's service is not in the census when it has not started: ask for it too,
