@@ -105,7 +105,10 @@ def test_untrusted_registry_is_a_config_error(
     code, out, err = audit(capsys, "--registry", str(path))
     assert code == 78
     assert out == ""
-    assert err == f"portguard: {path}: writable by a user other than root, so it is not trusted\n"
+    assert err == (
+        f"portguard: {path}: writable by a user other than root, so it is not trusted "
+        f"(fix: chown root:root {path}; chmod go-w {path})\n"
+    )
 
 
 def test_the_installed_entry_point(tmp_path: Path) -> None:

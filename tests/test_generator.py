@@ -306,7 +306,10 @@ def test_a_registry_others_may_write_is_not_trusted(setup: Setup, target: str) -
     assert setup.written() == []
     [line] = setup.log_lines()
     shown = os.path.normpath(path)
-    assert f": {shown}: writable by a user other than root, so it is not trusted;" in line
+    assert line.endswith(
+        f": {shown}: writable by a user other than root, so it is not trusted (fix: chown "
+        f"root:root {shown}; chmod go-w {shown}); no guard drop-ins generated"
+    )
 
 
 # --- failures while writing, and the log ----------------------------------------------------

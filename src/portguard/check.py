@@ -51,7 +51,7 @@ def load_registry(path: Path) -> Registry:
     watched = [*files, str(path)] + ([os.path.join(root, "registry.d")] if root else [])
     unsafe = hotpath.first_unsafe(watched)
     if unsafe:
-        raise ConfigError(f"{unsafe}: writable by a user other than root, so it is not trusted")
+        raise ConfigError(hotpath.distrust(unsafe))
     before = hotpath.digest(root) if root else None
     loaded = load(source)
     errors = [f for f in check_registry(loaded, None) if f.severity == "error"]

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from portguard.dropins import DROPIN_NAME, Blocking, dropin_text
-from portguard.hotpath import first_unsafe, registry_files
+from portguard.hotpath import distrust, first_unsafe, registry_files
 
 IDENTIFIER = "portguard-generator"
 REGISTRY_DIR = "/etc/portguard"
@@ -45,6 +45,10 @@ Unit = tuple[str, str, str]
 
 class RegistryProblem(Exception):
     """The registry cannot be used: generate nothing and say why, in one line."""
+
+    def __init__(self, message: str, *, lint_finds_it: bool = True) -> None:
+        super().__init__(message)
+        self.lint_finds_it = lint_finds_it
 
 
 def main(
@@ -73,7 +77,8 @@ def _generate(argv: Sequence[str], environ: Mapping[str, str], kmsg: str) -> Non
     try:
         units = registry_units(os.path.normpath(environ.get(REGISTRY_ENV) or REGISTRY_DIR))
     except RegistryProblem as problem:
-        log(f"{problem}; no guard drop-ins generated (run 'portguard lint')", kmsg=kmsg)
+        hint = " (run 'portguard lint')" if problem.lint_finds_it else ""
+        log(f"{problem}; no guard drop-ins generated{hint}", kmsg=kmsg)
         return
     if not any(mode in _BLOCKING for _, mode, _ in units):
         return
@@ -107,7 +112,7 @@ def registry_units(root: str) -> list[Unit]:
         return []
     unsafe = first_unsafe(watched)
     if unsafe:
-        raise RegistryProblem(f"{unsafe}: writable by a user other than root, so it is not trusted")
+        raise RegistryProblem(distrust(unsafe), lint_finds_it=False)
     try:
         from portguard import fastregistry  # noqa: PLC0415 - YAML only once there is a registry
 

@@ -55,6 +55,14 @@ def first_unsafe(paths: list[str]) -> str | None:
     return None
 
 
+def distrust(path: str) -> str:
+    """Why PATH is refused, with the fix: the one wording of check's error and the generator's."""
+    return (
+        f"{path}: writable by a user other than root, so it is not trusted "
+        f"(fix: chown root:root {path}; chmod go-w {path})"
+    )
+
+
 def digest(root: str) -> tuple[bytes, list[str]] | None:
     """A hash of the registry's names and contents; None when a file is missing or unsafe."""
     files = registry_files(root)

@@ -336,7 +336,9 @@ def test_registry_writable_by_others_is_refused(sandbox: Sandbox) -> None:
     started = start_guarded(sandbox, "myapp.service")
     assert started.result.active_state == "failed"
     assert started.entry["PORTGUARD_VERDICT"] == "config-error"
-    assert "not trusted" in str(started.entry["MESSAGE"])
+    assert "not trusted (fix: chown root:root /etc/portguard/registry.yaml; chmod go-w" in str(
+        started.entry["MESSAGE"]
+    )
 
 
 def test_address_not_on_this_host_is_unassignable(sandbox: Sandbox) -> None:

@@ -166,7 +166,9 @@ BROKEN = {
     "not YAML": ("version: 1\nunits: [\n", "/etc/portguard/registry.yaml:3:1: error: invalid YAML"),
     "untrusted": (
         registry("web.service 8080"),
-        "/etc/portguard/registry.yaml: writable by a user other than root, so it is not trusted",
+        "/etc/portguard/registry.yaml: writable by a user other than root, so it is not trusted "
+        "(fix: chown root:root /etc/portguard/registry.yaml; chmod go-w "
+        "/etc/portguard/registry.yaml)",
     ),
 }
 
@@ -198,7 +200,8 @@ def test_a_broken_registry_leaves_every_unit_startable(generated: Sandbox) -> No
         assert done.returncode == 0, case
         invalid = "" if case == "untrusted" else "registry invalid: "
         assert done.stderr.startswith(f"<3>portguard-generator: {invalid}{said}"), done.stderr
-        assert done.stderr.endswith("; no guard drop-ins generated (run 'portguard lint')\n")
+        lint = "" if case == "untrusted" else " (run 'portguard lint')"
+        assert done.stderr.endswith(f"; no guard drop-ins generated{lint}\n")
         assert done.stderr.count("\n") == 1
         assert generated.run("test", "-e", "/tmp/generator-out", check=False).returncode == 1
     assert generated.system_state() == "running"
