@@ -15,6 +15,7 @@ from portguard.claims import (
     overlaps,
     parse_listen,
     parse_port_text,
+    is_wildcard,
     reach,
 )
 
@@ -276,3 +277,12 @@ def test_parse_listen_raises_only_claim_syntax_errors(text: str) -> None:
         assert exc.message
         return
     assert parts.first is None or 1 <= parts.first <= (parts.last or 0) <= 65535
+
+
+@pytest.mark.parametrize(
+    ("text", "wildcard"),
+    [("0.0.0.0", True), ("::", True), ("::ffff:0.0.0.0", False), ("127.0.0.1", False)],
+)
+def test_only_the_two_wildcards_are_wildcards_on_every_python(text: str, wildcard: bool) -> None:
+    # Python 3.13 (Debian 13) calls ::ffff:0.0.0.0 `is_unspecified`; 3.11 (Debian 12) does not.
+    assert is_wildcard(ipaddress.ip_address(text)) is wildcard

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import yaml
 
-from portguard.claims import Claim, IPAddress, Proto, overlaps
+from portguard.claims import Claim, IPAddress, Proto, is_wildcard, overlaps
 from portguard.errors import PortguardError, Unavailable
 from portguard.findings import Severity
 from portguard.lint import check_registry
@@ -156,7 +156,7 @@ def _port_claims(proto: Proto, port: int, binds: set[tuple[IPAddress, bool]]) ->
     # A specific address inside a wildcard of the same family is covered by it already.
     specific = {
         claim(address) for address, _ in binds
-        if not address.is_unspecified and address.version not in families
+        if not is_wildcard(address) and address.version not in families
     }  # fmt: skip
     return wide + sorted(specific, key=claim_order)
 

@@ -171,19 +171,25 @@ Family: TypeAlias = Literal[4, 6]
 Reach: TypeAlias = tuple[Family, IPAddress | None]  # None: that family's wildcard
 
 
+def is_wildcard(address: IPAddress) -> bool:
+    """0.0.0.0 or ::, exactly. Not `is_unspecified`: from Python 3.13 on that is also true of
+    ::ffff:0.0.0.0, an IPv4-mapped address that binds IPv4's wildcard only."""
+    return int(address) == 0
+
+
 def reach(claim: Claim) -> tuple[Reach, ...]:
     """The (family, address) pairs a claim's bind occupies; None is the family's wildcard."""
     address = claim.address
     if address is None:
         return ((4, None), (6, None))
     if address.version == 4:
-        return ((4, None if address.is_unspecified else address),)
+        return ((4, None if is_wildcard(address) else address),)
     assert isinstance(address, ipaddress.IPv6Address)
-    if address.is_unspecified:
+    if is_wildcard(address):
         return ((6, None),) if claim.v6only else ((6, None), (4, None))
     mapped = address.ipv4_mapped
     if mapped is not None and not claim.v6only:  # ::ffff:0.0.0.0 binds IPv4's wildcard
-        return ((4, None if mapped.is_unspecified else mapped),)
+        return ((4, None if is_wildcard(mapped) else mapped),)
     return ((6, address),)
 
 
