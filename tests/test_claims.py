@@ -11,11 +11,11 @@ from portguard.claims import (
     ClaimSyntaxError,
     ListenParts,
     Proto,
+    is_wildcard,
     make_claim,
     overlaps,
     parse_listen,
     parse_port_text,
-    is_wildcard,
     reach,
 )
 
