@@ -99,22 +99,28 @@ def test_this_process_in_the_real_proc() -> None:
     assert found.cmdline[len(found.cmdline) - len(args) :] == args
 
 
+SLEEP = "import time; print('ready', flush=True); time.sleep(60)"
+
+
 @pytest.fixture
 def sleeper() -> Iterator["subprocess.Popen[bytes]"]:
     child = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)", "two words"],
-        stdin=subprocess.DEVNULL,
+        [sys.executable, "-c", SLEEP, "two words"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
     )
+    # Only once it has said so has the child exec'd: before that (Python 3.13's vfork) /proc
+    # shows an empty command line.
+    assert child.stdout is not None and child.stdout.readline() == b"ready\n"
     yield child
     child.kill()
     child.wait()
+    child.stdout.close()
 
 
 def test_a_child_in_the_real_proc(sleeper: "subprocess.Popen[bytes]") -> None:
     spawned = time.time()
     found = process(sleeper.pid)
     assert found is not None
-    assert found.cmdline == (sys.executable, "-c", "import time; time.sleep(60)", "two words")
+    assert found.cmdline == (sys.executable, "-c", SLEEP, "two words")
     assert found.comm == os.path.basename(sys.executable)[:15]
     assert found.ppid == os.getpid()
     # btime is whole seconds, so the start is known to about a second.
