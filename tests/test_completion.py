@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 from tests.cli_surface import choices, options, top_level_options, verbs
+from tests.conftest import shipped
 
-ROOT = Path(__file__).resolve().parent.parent
-COMPLETION = ROOT / "packaging" / "portguard.bash-completion"
+COMPLETION = shipped(
+    "packaging/portguard.bash-completion", "/usr/share/bash-completion/completions/portguard"
+)
 BASH_COMPLETION = Path("/usr/share/bash-completion/bash_completion")
 
 DRIVER = r"""
