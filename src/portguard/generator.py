@@ -44,11 +44,7 @@ Unit = tuple[str, str, str]
 
 
 class RegistryProblem(Exception):
-    """The registry cannot be used: generate nothing and say why, in one line."""
-
-    def __init__(self, message: str, *, lint_finds_it: bool = True) -> None:
-        super().__init__(message)
-        self.lint_finds_it = lint_finds_it
+    """The registry cannot be used: generate nothing and say why, and the fix, in one line."""
 
 
 def main(
@@ -77,8 +73,7 @@ def _generate(argv: Sequence[str], environ: Mapping[str, str], kmsg: str) -> Non
     try:
         units = registry_units(os.path.normpath(environ.get(REGISTRY_ENV) or REGISTRY_DIR))
     except RegistryProblem as problem:
-        hint = " (run 'portguard lint')" if problem.lint_finds_it else ""
-        log(f"{problem}; no guard drop-ins generated{hint}", kmsg=kmsg)
+        log(str(problem), kmsg=kmsg)
         return
     if not any(mode in _BLOCKING for _, mode, _ in units):
         return
@@ -112,7 +107,7 @@ def registry_units(root: str) -> list[Unit]:
         return []
     unsafe = first_unsafe(watched)
     if unsafe:
-        raise RegistryProblem(distrust(unsafe), lint_finds_it=False)
+        raise RegistryProblem(f"{distrust(unsafe)}; no guard drop-ins generated")
     try:
         from portguard import fastregistry  # noqa: PLC0415 - YAML only once there is a registry
 
@@ -133,7 +128,10 @@ def _full_read(root: str) -> list[Unit]:
     errors = [f for f in check_registry(loaded, None) if f.severity == "error"]
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise RegistryProblem(f"registry invalid: {errors[0]}{more}")
+        raise RegistryProblem(
+            f"registry invalid: {errors[0]}{more}; "
+            "no guard drop-ins generated (run 'portguard lint')"
+        )
     return [(e.name, e.mode.value, str(e.location)) for e in loaded.registry.units.values()]
 
 
