@@ -24,14 +24,14 @@ TIMEOUT = 900.0
 # In a scope of the sandbox's systemd, as a login would be: a process merely nsenter'd in stays
 # in the test runner's cgroup, outside the sandbox's hierarchy, which no real testbed does.
 SCOPE = ("systemd-run", "--scope", "--quiet", "--collect", "--")
-SKIPPED = 77  # with Restrictions: skippable, the test's way of saying it could not run here
 INSTALLED = "install ok installed"
 
 # Restrictions a sandbox running everything as root in a booted system fulfils. Anything else
-# (needs-internet, build-needed, isolation-machine, needs-sudo, ...) is refused, not skipped.
+# (needs-internet, build-needed, isolation-machine, needs-sudo, ...) is refused, not skipped;
+# so is skippable: here a test that did not run must not pass.
 HONOURED = frozenset({
     "allow-stderr", "breaks-testbed", "flaky", "hint-testsuite-triggers", "isolation-container",
-    "needs-root", "rw-build-tree", "skippable", "superficial",
+    "needs-root", "rw-build-tree", "superficial",
 })  # fmt: skip
 
 
@@ -52,11 +52,7 @@ class Outcome:
     stdout: str
     stderr: str
     elapsed: float
-    problem: str | None  # why it failed; None when it passed or was skipped
-
-    @property
-    def skipped(self) -> bool:
-        return "skippable" in self.test.restrictions and self.returncode == SKIPPED
+    problem: str | None  # why it failed; None when it passed
 
 
 def stanzas(text: str) -> list[dict[str, str]]:
@@ -148,9 +144,7 @@ def run(sandbox: Sandbox, test: PackageTest, source: Path, timeout: float = TIME
         sandbox.run("rm", "-rf", "--", scratch)
     elapsed = time.monotonic() - started
     problem = None
-    if done.returncode not in (0, SKIPPED) or (
-        done.returncode == SKIPPED and "skippable" not in test.restrictions
-    ):
+    if done.returncode != 0:
         problem = f"exit status {done.returncode}"
     elif done.stderr and "allow-stderr" not in test.restrictions:
         problem = "output on stderr (no allow-stderr)"
@@ -160,7 +154,7 @@ def run(sandbox: Sandbox, test: PackageTest, source: Path, timeout: float = TIME
 def describe(outcome: Outcome) -> str:
     """A report of one test: its verdict, and the output when it failed."""
     test = outcome.test
-    verdict = "SKIP" if outcome.skipped else "PASS" if outcome.problem is None else "FAIL"
+    verdict = "PASS" if outcome.problem is None else "FAIL"
     head = f"{test.name}: {verdict} in {outcome.elapsed:.1f} s ({shlex.join(test.argv)})"
     if outcome.problem is None:
         return head
