@@ -9,7 +9,7 @@ Run by hand, as root, with the system interpreter (stdlib only; not a test):
    with a warm cache, beside `python3 -I -c pass`; a 3-unit and a 1,000-unit registry;
    wall time and peak RSS (os.wait4's ru_maxrss) of each child, runs interleaved.
 2. Release latency: the unit's own leftover listener exits; how long until
-   `portguard.guard.check()` (with the real effects) returns `released`.
+   `portguard.policy.guard.check()` (with the real effects) returns `released`.
 3. portguard-generator (systemd.generator(7)) on a 3-unit and a 1,000-unit registry, and on
    a 1,000-unit one its fast reader declines, each into an empty tmpfs output directory.
 
@@ -320,7 +320,7 @@ class BenchCgroup:
     """
 
     def __init__(self) -> None:
-        from portguard import cgroups  # noqa: PLC0415
+        from portguard.host import cgroups  # noqa: PLC0415
 
         self.mount = cgroups.cgroup2_mount()
         self.original = cgroups.own_cgroup()
@@ -329,7 +329,7 @@ class BenchCgroup:
             raise SystemExit("bench: no cgroup2 hierarchy: release latency cannot be measured")
 
     def __enter__(self) -> str:
-        from portguard import cgroups  # noqa: PLC0415
+        from portguard.host import cgroups  # noqa: PLC0415
 
         assert self.mount is not None and self.original is not None
         if self.original != "/" and cgroups.unit_of(self.original):
@@ -351,16 +351,16 @@ class BenchCgroup:
 
 
 def release_latency(runs: int) -> tuple[list[str], list[str]]:
-    from portguard.check import real_effects  # noqa: PLC0415
-    from portguard.claims import Claim, Proto  # noqa: PLC0415
-    from portguard.guard import Guarded, check  # noqa: PLC0415
-    from portguard.report import Verdict  # noqa: PLC0415
+    from portguard.commands.check import real_effects  # noqa: PLC0415
+    from portguard.policy.guard import Guarded, check  # noqa: PLC0415
+    from portguard.policy.report import Verdict  # noqa: PLC0415
+    from portguard.registry.claims import Claim, Proto  # noqa: PLC0415
 
     notes: list[str] = []
     latencies: list[float] = []
     woken = 0
     with BenchCgroup() as own:
-        from portguard import cgroups  # noqa: PLC0415
+        from portguard.host import cgroups  # noqa: PLC0415
 
         unit = cgroups.unit_of(own) or "portguard-bench.service"
         base = real_effects(self_cgroup=own)
@@ -446,7 +446,7 @@ TARGET_GENERATOR_MS = 100.0
 GENERATOR = (
     "import os, sys; os.environ['PORTGUARD_REGISTRY'] = sys.argv.pop(1); "
     f"sys.path.insert(0, {str(SRC)!r}); "
-    "from portguard.generator import main; raise SystemExit(main(sys.argv[1:]))"
+    "from portguard.commands.generator import main; raise SystemExit(main(sys.argv[1:]))"
 )
 
 
@@ -484,7 +484,7 @@ def generator(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
     """portguard-generator on a 3-unit and a 1,000-unit registry beside a bare interpreter."""
     import compileall  # noqa: PLC0415
 
-    from portguard import fastregistry  # noqa: PLC0415
+    from portguard.registry import fastreader  # noqa: PLC0415
 
     # -B, as the installed generator runs: the byte-code must already be there.
     compileall.compile_dir(str(SRC / "portguard"), quiet=1)
@@ -502,7 +502,7 @@ def generator(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
     for root in (small, large, declined):
         lint(root, env)
     for root, fast in ((small, True), (large, True), (declined, False)):
-        accepted = fastregistry.read(str(root / "registry.yaml"), []) is not None
+        accepted = fastreader.read(str(root / "registry.yaml"), []) is not None
         if accepted != fast:
             raise SystemExit(f"bench: the fast reader {'declined' if fast else 'took'} {root}")
 
@@ -548,7 +548,7 @@ def generator(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
         )
     fs = "tmpfs" if str(series[1].argv[-1]).startswith("/dev/shm/") else "the work directory"
     notes = [
-        f"generator: `{PYTHON} -I -B -c` running portguard.generator.main from {SRC}, as "
+        f"generator: `{PYTHON} -I -B -c` running portguard.commands.generator.main from {SRC}, as "
         "systemd/portguard-generator does, into an emptied output directory on "
         f"{fs} each run; every run's drop-ins counted",
     ]

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import portguard
-from portguard.findings import Finding, Severity
-from portguard.lint import check_registry
-from portguard.registry import LoadResult, RegistrySource, load
-from portguard.sysctl import LocalPorts, PortSet
+from portguard.host.sysctl import LocalPorts, PortSet
+from portguard.registry.findings import Finding, Severity
+from portguard.registry.lint import check_registry
+from portguard.registry.model import LoadResult, RegistrySource, load
 
 # The code under test: src/ in a checkout. With PORTGUARD_TEST_INSTALLED=1 (the autopkgtest,
 # debian/tests/unit) it is the installed package, and the files the package ships (launcher,

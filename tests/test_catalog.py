@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from portguard import check
-from portguard.claims import Claim, Proto
-from portguard.guard import Guarded
-from portguard.owners import Owner, OwnerKind
-from portguard.probe import Outcome
-from portguard.registry import Registry
-from portguard.report import MESSAGE_ID, Report, Verdict
+from portguard.commands import check
+from portguard.host.probe import Outcome
+from portguard.policy.guard import Guarded
+from portguard.policy.owners import Owner, OwnerKind
+from portguard.policy.report import MESSAGE_ID, Report, Verdict
+from portguard.registry.claims import Claim, Proto
+from portguard.registry.model import Registry
 from tests.conftest import shipped
-from tests.test_guard import (
+from tests.policy.test_guard import (
     ANY_V4,
     PORT,
     SELF,
@@ -150,7 +150,7 @@ def _check_run_fields(
 ) -> dict[str, str]:
     """The journal fields `portguard check myapp.service` sends, with LOAD as the registry."""
     sent: list[dict[str, str]] = []
-    monkeypatch.setattr("portguard.journal.send", sent.append)
+    monkeypatch.setattr("portguard.host.journal.send", sent.append)
     registry = tmp_path
     if load is None:
         registry = tmp_path / "missing"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from portguard.errors import Exit
-from portguard.report import EXIT, MESSAGE_ID
+from portguard.policy.report import EXIT, MESSAGE_ID
 from tests.cli_surface import common_options, options, top_level_options, verbs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,8 +114,9 @@ def lint_rules() -> set[str]:
     """Every rule name the registry's readers can report, from their source."""
     positions = {"report": 1, "_error": 1, "Finding": 3}  # where the rule is in each call
     rules = set()
-    for name in ("yamlfile.py", "registry.py", "lint.py"):
-        tree = ast.parse((ROOT / "src" / "portguard" / name).read_text(encoding="utf-8"))
+    for name in ("yamlfile.py", "model.py", "lint.py"):
+        source = ROOT / "src" / "portguard" / "registry" / name
+        tree = ast.parse(source.read_text(encoding="utf-8"))
         for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
             func = call.func
             called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")

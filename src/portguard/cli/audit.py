@@ -41,7 +41,7 @@ def _file_path(text: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from portguard.audit import run as audit  # noqa: PLC0415
+    from portguard.commands.audit import run as audit  # noqa: PLC0415
 
     return audit(
         args.registry,

@@ -22,6 +22,6 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
 
 
 def run(args: argparse.Namespace) -> int:
-    from portguard.check import run as check  # noqa: PLC0415
+    from portguard.commands.check import run as check  # noqa: PLC0415
 
     return check(args.unit, args.registry, as_json=args.json, debug=args.debug)

@@ -30,6 +30,6 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
 
 
 def run(args: argparse.Namespace) -> int:
-    from portguard.unitfiles import run as dropin  # noqa: PLC0415
+    from portguard.commands.dropin import run as dropin  # noqa: PLC0415
 
     return dropin(args.units, remove=args.remove, reload=args.reload, root=args.root)

@@ -16,6 +16,6 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
 
 
 def run(args: argparse.Namespace) -> int:
-    from portguard.bootstrap import run as bootstrap  # noqa: PLC0415
+    from portguard.commands.init import run as bootstrap  # noqa: PLC0415
 
     return bootstrap()

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from portguard.errors import Exit
-from portguard.findings import Finding, Severity
-from portguard.lint import check_registry
-from portguard.registry import REGISTRY_DIR, RegistrySource, load
-from portguard.sysctl import read_local_ports
+from portguard.host.sysctl import read_local_ports
+from portguard.registry.findings import Finding, Severity
+from portguard.registry.lint import check_registry
+from portguard.registry.model import REGISTRY_DIR, RegistrySource, load
 
 
 def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.ArgumentParser) -> None:

@@ -20,6 +20,6 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
 
 
 def run(args: argparse.Namespace) -> int:
-    from portguard.reserve import run as reserve  # noqa: PLC0415
+    from portguard.commands.reserve import run as reserve  # noqa: PLC0415
 
     return reserve(args.registry, apply=args.apply)

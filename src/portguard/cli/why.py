@@ -24,7 +24,7 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
 
 
 def run(args: argparse.Namespace) -> int:
-    from portguard.why import run as why  # noqa: PLC0415
+    from portguard.commands.why import run as why  # noqa: PLC0415
 
     return why(args.port, address=args.address, netns_target=args.netns,
                registry=args.registry, as_json=args.json)  # fmt: skip

@@ -1,0 +1,151 @@
+"""`portguard check`'s core: which unit, its claims, the real effects, and the report.
+
+The free path is hotpath.py's; this is everything else: a busy port, the first run after
+a registry change, an unregistered unit, a broken registry.
+"""
+
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from portguard import hotpath
+from portguard.errors import ConfigError, PortguardError, UsageError
+from portguard.host import journal, probe
+from portguard.host.cgroups import own_cgroup, unit_of
+from portguard.host.processes import wait_for_exit
+from portguard.policy.guard import Effects, Guarded, check
+from portguard.policy.owners import Attribution, Occupant
+from portguard.policy.report import Report, Verdict
+from portguard.registry.claims import ClaimSyntaxError, Proto
+from portguard.registry.model import REGISTRY_DIR, Registry, RegistrySource, load
+from portguard.registry.unitname import unit_name_problem
+
+
+def which_unit(explicit: str | None) -> str:
+    """The unit named, or the one whose cgroup this process runs in (ExecStartPre=)."""
+    if explicit is not None:
+        problem = unit_name_problem(explicit)
+        if problem:
+            raise UsageError(f"'{explicit}' is not a unit name: {problem}")
+        return explicit
+    cgroup = own_cgroup()
+    unit = unit_of(cgroup) if cgroup else None
+    if unit is None or not unit.endswith((".service", ".socket")):
+        raise UsageError(
+            "not running inside a service, so the unit is unknown",
+            hint="name it: portguard check UNIT",
+        )
+    return unit
+
+
+def load_registry(path: Path) -> Registry:
+    """The whole registry, validated like `lint`; refreshes the hot path's compiled form."""
+    from portguard.registry.lint import check_registry  # noqa: PLC0415 - YAML only off the free path
+
+    root = str(path) if path.is_dir() else None
+    source = RegistrySource.installed(path) if root else RegistrySource(path)
+    files = [str(f) for f in source.files]
+    watched = [*files, str(path)] + ([os.path.join(root, "registry.d")] if root else [])
+    unsafe = hotpath.first_unsafe(watched)
+    if unsafe:
+        raise ConfigError(hotpath.distrust(unsafe))
+    before = hotpath.digest(root) if root else None
+    loaded = load(source)
+    errors = [f for f in check_registry(loaded, None) if f.severity == "error"]
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"registry invalid: {errors[0]}{more}", hint="run 'portguard lint'")
+    if root and before is not None and hotpath.digest(root) == before:
+        # Stored only when the files did not change while we parsed them.
+        hotpath.store_cache(root, before[0], compile_units(loaded.registry))
+    return loaded.registry
+
+
+def compile_units(registry: Registry) -> dict[str, tuple[hotpath.BindSpec, ...]]:
+    """Each unit's binds as the hot path runs them (a template's port is its instance)."""
+    units: dict[str, tuple[hotpath.BindSpec, ...]] = {}
+    for name, entry in registry.units.items():
+        specs: list[hotpath.BindSpec] = []
+        for listen in entry.listen:
+            template = listen.is_template
+            claim = listen.claim("1") if template else listen.claim()
+            specs.extend(probe.spec_of(b, template=template) for b in probe.binds(claim))
+        units[name] = tuple(specs)
+    return units
+
+
+def guarded_for(registry: Registry, unit: str) -> Guarded | None:
+    found = registry.entry_for(unit)
+    if found is None:
+        return None
+    entry, instance = found
+    try:
+        claims = tuple(listen.claim(instance) for listen in entry.listen)
+    except ClaimSyntaxError as exc:
+        raise ConfigError(f"{entry.location}: {unit}: {exc.message}") from None
+    return Guarded(unit, claims, entry.wait_ms, entry.via, entry.owner)
+
+
+def real_effects(self_cgroup: str | None) -> Effects:
+    def census(ports: Iterable[tuple[Proto, int]]) -> list[Occupant]:
+        from portguard.host.sockets import census as kernel_census  # noqa: PLC0415
+
+        return kernel_census(ports)
+
+    def attribute(occupants: list[Occupant], also: Sequence[str], timeout: float) -> Attribution:
+        from portguard.policy.attribute import Context  # noqa: PLC0415
+        from portguard.policy.attribute import attribute as find_owners  # noqa: PLC0415
+
+        context = Context.here(self_cgroup=self_cgroup, facts_timeout=timeout)
+        return find_owners(occupants, context, also)
+
+    return Effects(probe.probe, census, attribute, wait_for_exit, time.monotonic)
+
+
+def emit(report: Report, *, as_json: bool) -> int:
+    """The journal entry and stderr line (none for `free`), and the exit code."""
+    if report.verdict is not Verdict.FREE:
+        journal.send(report.journal_fields())
+        print(report.line(), file=sys.stderr)
+    if as_json:
+        print(json.dumps(report.as_data(), indent=2))
+    return int(report.exit_code)
+
+
+def run(unit_arg: str | None, registry: Path | None, *, as_json: bool, debug: bool) -> int:
+    unit = which_unit(unit_arg)
+    try:
+        return emit(_decide(unit, registry or Path(REGISTRY_DIR)), as_json=as_json)
+    except ConfigError as exc:
+        summary = exc.message + (f" ({exc.hint})" if exc.hint else "")
+        report = Report(Verdict.CONFIG_ERROR, unit, summary, "fix the registry, then start again")
+        return emit(report, as_json=as_json)
+    except PortguardError:
+        raise
+    except Exception as exc:  # still logged structurally, as the contract asks
+        if debug:
+            traceback.print_exc()
+        summary = f"internal error: {type(exc).__name__}: {exc}"
+        report = Report(Verdict.INTERNAL_ERROR, unit, summary, "a portguard bug: please report it")
+        return emit(report, as_json=as_json)
+
+
+def _decide(unit: str, registry_path: Path) -> Report:
+    if not registry_path.exists():
+        raise ConfigError(f"no registry at {registry_path}")
+    registry = load_registry(registry_path)
+    guarded = guarded_for(registry, unit)
+    if guarded is None:
+        return Report(
+            Verdict.UNREGISTERED,
+            unit,
+            f"{unit} has no claims in the registry, so there is nothing to check",
+            f"add {unit} to the registry, or remove its portguard drop-in",
+        )
+    own = own_cgroup()
+    self_cgroup = own if own and unit_of(own) == unit else None
+    return check(guarded, real_effects(self_cgroup))

@@ -1,0 +1,113 @@
+"""`portguard why PORT`: the investigation an operator runs at 3 a.m., as one command.
+
+The census and attribution are `check`'s own; this adds what a person asks next (the
+process's command line, user, age and parent; the login session; the container) and
+prints it most important first: who holds the port, what the registry says, the fix.
+"""
+
+import functools
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from portguard.commands.check import load_registry
+from portguard.commands.whytext import as_data, render
+from portguard.errors import ConfigError, Unavailable
+from portguard.host import docker, netns, processes, sessions
+from portguard.host.units import UnitFacts, unit_facts
+from portguard.policy.attribute import Context, attribute
+from portguard.policy.diagnosis import (
+    Diagnosis,
+    Occupancy,
+    Query,
+    diagnose,
+    group,
+    is_registered,
+)
+from portguard.policy.owners import CENSUS_FAILED, Occupant, Owner, OwnerKind
+from portguard.registry.assignments import Assignment, assigned
+from portguard.registry.claims import overlaps
+from portguard.registry.model import REGISTRY_DIR
+
+_FACTS_TIMEOUT = 2.0
+
+
+def run(
+    port: str, *, address: str | None, netns_target: str | None, registry: Path | None,
+    as_json: bool,
+) -> int:  # fmt: skip
+    query = Query.parse(port, address)
+    if netns_target:
+        netns.enter(netns_target)
+    diagnosis = investigate(query, registry or REGISTRY_DIR, netns=netns_target)
+    if as_json:
+        print(json.dumps(as_data(diagnosis), indent=2))
+    else:
+        sys.stdout.write(render(diagnosis))
+    return int(diagnosis.exit_code)
+
+
+def investigate(query: Query, registry: Path, *, netns: str | None = None) -> Diagnosis:
+    """Everything on the port in this network namespace, who owns it, and the fix."""
+    from portguard.host.sockets import census  # noqa: PLC0415 - pyroute2 only when asked
+
+    try:
+        occupants = census((proto, query.port) for proto in query.protos)
+    except OSError as exc:
+        raise Unavailable(f"{CENSUS_FAILED}: {exc}") from None
+    wanted = query.claims()
+    occupants = [o for o in occupants if any(overlaps(o.as_claim(), c) for c in wanted)]
+    candidates, note = _registered(query, registry)
+    # A `%i` claim matches any port as an instance name; it counts only for an instance
+    # systemd has loaded, so the same query that names the owners lists them.
+    instances = sorted({a.unit for a in candidates if a.unit != a.entry.name})
+    context = Context.here(self_cgroup=None, facts_timeout=_FACTS_TIMEOUT)
+    if instances:
+        context = replace(context, facts=functools.partial(unit_facts, patterns=instances))
+    attribution = attribute(occupants, context)
+    assignments = [a for a in candidates if a.unit == a.entry.name or a.unit in attribution.facts]
+    owners, time_wait = group(attribution.holdings)
+    occupancies = [
+        _occupancy(owner, sockets, attribution.facts, assignments)
+        for owner, sockets in owners.items()
+    ]
+    return diagnose(query, occupancies, time_wait, assignments, gaps=attribution.gaps,
+                    netns=netns, registry_note=note, registry_exists=registry.exists())  # fmt: skip
+
+
+def _registered(query: Query, path: Path) -> tuple[list[Assignment], str | None]:
+    """Who the registry gives the port to; a broken registry must not stop the diagnosis."""
+    if not path.exists():
+        return [], f"no registry at {path}"
+    try:
+        registry = load_registry(path)
+    except ConfigError as exc:
+        return [], f"the registry could not be used: {exc.message}"
+    found = [a for claim in query.claims() for a in assigned(registry, claim)]
+    return list(dict.fromkeys(found)), None
+
+
+def _occupancy(
+    owner: Owner,
+    sockets: Sequence[Occupant],
+    facts: Mapping[str, UnitFacts],
+    assignments: Sequence[Assignment],
+) -> Occupancy:
+    process = processes.process(owner.pid) if owner.pid else None
+    parent = processes.process(process.ppid) if process and process.ppid else None
+    session = None
+    if owner.kind is OwnerKind.SESSION and owner.unit:
+        session = sessions.session(sessions.session_of_scope(owner.unit) or "")
+    forwards = None
+    if process and process.comm == "docker-proxy":
+        forwards = docker.proxy_target(process.cmdline)
+    return Occupancy(
+        owner, tuple(_unique(sockets)), facts.get(owner.unit or ""), process, parent, session,
+        forwards, is_registered(owner, assignments),
+    )  # fmt: skip
+
+
+def _unique(sockets: Iterable[Occupant]) -> list[Occupant]:
+    return list(dict.fromkeys(sockets))

@@ -1,0 +1,252 @@
+"""A diagnosis as an operator reads it at 3 a.m. (short, aligned, most important first) and as
+JSON with the same facts.
+"""
+
+import dataclasses
+import enum
+import ipaddress
+import textwrap
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from portguard.host.processes import Process
+from portguard.policy.attribute import user_name
+from portguard.policy.diagnosis import Diagnosis, Occupancy
+from portguard.policy.owners import Occupant, OwnerKind
+from portguard.policy.report import describe_owner
+from portguard.registry.assignments import Assignment
+
+_LABEL = 11  # width of the label column
+_WIDTH = 100
+_CMDLINE_MAX = 120
+
+
+def headline(diagnosis: Diagnosis) -> str:
+    query = diagnosis.query
+    where = f" in network namespace {diagnosis.netns}" if diagnosis.netns else ""
+    registry = _registry_phrase(diagnosis)
+    if diagnosis.occupancies:
+        first = diagnosis.occupancies[0]
+        owner = describe_owner(first.owner)
+        if first.registered:
+            return f"{query} is held{where} by {owner}, its registered owner"
+        return f"{query} is held{where} by {owner} — {registry}"
+    if diagnosis.time_wait:
+        tw = diagnosis.time_wait
+        return (
+            f"{query}{where} has {_count(tw.count, 'connection')} in TIME-WAIT, the last "
+            f"ends in {tw.seconds_left} s — {registry}"
+        )
+    return f"{query} is free{where or ' in this network namespace'} — {registry}"
+
+
+def _registry_phrase(diagnosis: Diagnosis) -> str:
+    if diagnosis.registry_note:
+        return "registry not read" if diagnosis.registry_exists else "no registry"
+    units = dict.fromkeys(
+        a.unit + (f" ({a.team})" if a.team else "") for a in diagnosis.assignments
+    )
+    return f"registered to {', '.join(units)}" if units else "not in the registry"
+
+
+def render(diagnosis: Diagnosis) -> str:
+    lines = [headline(diagnosis), ""]
+    for occupancy in diagnosis.occupancies:
+        lines += _occupancy(occupancy)
+        lines.append("")
+    if diagnosis.time_wait:
+        tw = diagnosis.time_wait
+        lines += [_row("time-wait", f"{_count(tw.count, 'connection')}, the last ends in "
+                                    f"{tw.seconds_left} s; no process holds them"), ""]  # fmt: skip
+    lines += _registry_rows(diagnosis)
+    lines += _rows("fix", diagnosis.fixes or _free_hint(diagnosis))
+    lines += _rows("unknown", diagnosis.gaps)
+    return "\n".join(lines) + "\n"
+
+
+def _free_hint(diagnosis: Diagnosis) -> list[str]:
+    if diagnosis.occupied:
+        return []
+    return [
+        "nothing to fix here; a service with PrivateNetwork= or NetworkNamespacePath= binds in "
+        f"its own namespace: portguard why {diagnosis.query} --netns NAME|PID"
+    ]
+
+
+def _registry_rows(diagnosis: Diagnosis) -> list[str]:
+    if diagnosis.registry_note:
+        return [_row("registry", diagnosis.registry_note)]
+    rows = [
+        f"{a.claim} → {a.unit}" + (f" ({a.team})" if a.team else "")
+        + (f", via {', '.join(a.entry.via)}" if a.entry.via else "")
+        + f"  [{a.listen.location}]"
+        for a in diagnosis.assignments
+    ]  # fmt: skip
+    return _rows("registry", rows or ["no claim covers this port"])
+
+
+def _occupancy(occupancy: Occupancy) -> list[str]:
+    rows = [_row("sockets", _sockets(occupancy.sockets))]
+    if occupancy.process:
+        rows += _process(occupancy.process, occupancy.parent)
+        others = [p for p in occupancy.owner.pids if p != occupancy.process.pid]
+        if others:
+            rows.append(_row("", f"also held by pid {', '.join(map(str, others))}"))
+    rows += _owner(occupancy)
+    return rows
+
+
+def _sockets(sockets: Sequence[Occupant]) -> str:
+    listening = [f"{s.state} {s}" for s in sockets if s.state in ("LISTEN", "UNCONN")]
+    others = len(sockets) - len(listening)
+    text = ", ".join(listening)
+    if others:
+        text += (" and " if text else "") + _count(others, "connection")
+    return text
+
+
+def _process(process: Process, parent: Process | None) -> list[str]:
+    command = " ".join(process.cmdline) or f"[{process.comm}]"
+    if len(command) > _CMDLINE_MAX:
+        command = command[: _CMDLINE_MAX - 1] + "…"
+    facts = [f"user {user_name(process.uid)}"] if process.uid is not None else []
+    if process.started:
+        facts.append(f"started {_when(process.started)}")
+    if parent:
+        facts.append(f"parent {parent.pid} {parent.comm or ''}".rstrip())
+    return [_row("process", f"pid {process.pid} {command}"), _row("", " · ".join(facts))]
+
+
+def _owner(occupancy: Occupancy) -> list[str]:
+    owner, facts = occupancy.owner, occupancy.unit
+    state = f", {facts.active_state} ({facts.sub_state})" if facts else ""
+    described = f' "{facts.description}"' if facts and facts.description else ""
+    unit = f"{owner.unit}{described}{state}"
+    match owner.kind:
+        case OwnerKind.SOCKET:
+            starts = f" and starts {', '.join(owner.activates)}" if owner.activates else ""
+            return [_row("unit", unit), _row("", f"a socket unit: PID 1 holds the port{starts}")]
+        case OwnerKind.SESSION:
+            return [_row("session", _session(occupancy))]
+        case OwnerKind.CONTAINER:
+            return [_row("container", _container(occupancy))]
+        case OwnerKind.USER_SERVICE:
+            return [_row("unit", f"{owner.unit}, {owner.user}'s user service ({owner.cgroup})")]
+        case OwnerKind.SCOPE:
+            return [_row("unit", f"{unit}, a transient scope")]
+        case OwnerKind.UNKNOWN:
+            where = f"cgroup {owner.cgroup}" if owner.cgroup else "its cgroup is not visible"
+            return [_row("owner", f"not a unit: {where}, uid of {owner.user}")]
+        case _:
+            via = facts.triggered_by if facts else ()
+            rows = [_row("unit", unit)]
+            return rows + ([_row("", f"activated by {', '.join(via)}")] if via else [])
+
+
+def _session(occupancy: Occupancy) -> str:
+    owner, session = occupancy.owner, occupancy.session
+    if session is None:
+        return f"{owner.unit} of {owner.user}"
+    parts = [f"{session.id} of {session.user or owner.user}"]
+    if session.tty:
+        parts.append(f"on {session.tty}")
+    if session.since:
+        parts.append(f"since {_when(session.since)}")
+    opened = session.service or ""
+    if session.remote_host:
+        opened += f" from {session.remote_host}"
+    return " ".join(parts) + (f" ({opened.strip()})" if opened else "")
+
+
+def _container(occupancy: Occupancy) -> str:
+    owner = occupancy.owner
+    name = owner.container[:12] if owner.container else "not named by the engine"
+    if owner.container_name:
+        name += f" ({owner.container_name})"
+    text = f"{name}, published by {occupancy.process.comm if occupancy.process else 'the engine'}"
+    text += f" in {owner.unit}" if owner.unit and not owner.unit.startswith("docker-") else ""
+    return text + (f", forwards to {occupancy.forwards_to}" if occupancy.forwards_to else "")
+
+
+def _when(epoch: float) -> str:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+    return f"{stamp} ({_age(time.time() - epoch)} ago)"
+
+
+def _age(seconds: float) -> str:
+    for limit, unit, size in ((120, "s", 1), (7200, "min", 60), (172800, "h", 3600)):
+        if seconds < limit:
+            return f"{max(0, int(seconds // size))} {unit}"
+    return f"{int(seconds // 86400)} days"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def _row(label: str, text: str) -> str:
+    """LABEL, then TEXT wrapped under its own column, so long fixes stay readable."""
+    lines = textwrap.wrap(text, _WIDTH - _LABEL, break_on_hyphens=False, break_long_words=False)
+    head, *rest = lines or [""]
+    return "\n".join([f"{label:<{_LABEL}}{head}".rstrip(), *(" " * _LABEL + r for r in rest)])
+
+
+def _rows(label: str, texts: Sequence[str]) -> list[str]:
+    return [_row(label if i == 0 else "", text) for i, text in enumerate(texts)]
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+
+def as_data(diagnosis: Diagnosis) -> dict[str, Any]:
+    """The same facts as the text, for machines."""
+    query = diagnosis.query
+    time_wait = diagnosis.time_wait
+    return {
+        "port": query.port,
+        "protos": [str(p) for p in query.protos],
+        "address": str(query.address) if query.address else None,
+        "netns": diagnosis.netns,
+        "occupied": diagnosis.occupied,
+        "headline": headline(diagnosis),
+        "occupants": [_plain(o) for o in diagnosis.occupancies],
+        "time_wait": (
+            {
+                "count": time_wait.count,
+                "last_ms": time_wait.last_ms,
+                "seconds_left": time_wait.seconds_left,
+            }
+            if time_wait
+            else None
+        ),
+        "registry": [_assignment(a) for a in diagnosis.assignments],
+        "registry_note": diagnosis.registry_note,
+        "fixes": list(diagnosis.fixes),
+        "gaps": list(diagnosis.gaps),
+        "exit_code": int(diagnosis.exit_code),
+    }
+
+
+def _assignment(assignment: Assignment) -> dict[str, Any]:
+    return {
+        "unit": assignment.unit,
+        "claim": str(assignment.claim),
+        "team": assignment.team,
+        "via": list(assignment.entry.via),
+        "location": str(assignment.listen.location),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses, addresses and enums as JSON's types."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        data = {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, Process):
+            data["user"] = user_name(value.uid)
+        return data
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address, enum.Enum)):
+        return str(value)
+    return value

@@ -1,0 +1,1 @@
+"""One module per outside system: sockets, cgroups, systemd, /proc, logind, containers."""

@@ -1,0 +1,107 @@
+"""The ground truth: a trial bind() of each claim with the options the service will use.
+
+Stdlib only and cheap: this runs before every guarded start at every boot. No listen()
+follows the bind, so a probe never accepts a connection and leaves no TIME-WAIT behind.
+"""
+
+import errno
+import os
+import socket
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+from portguard.hotpath import BindSpec, bind_errno
+from portguard.registry.claims import Claim, Proto
+
+
+class Outcome(StrEnum):
+    FREE = "free"
+    IN_USE = "in-use"  # EADDRINUSE: someone holds it
+    UNASSIGNABLE = "unassignable"  # EADDRNOTAVAIL: the address is not on this host
+    DENIED = "denied"  # EACCES/EPERM: privileged port, or SocketBindDeny=
+
+
+@dataclass(frozen=True, slots=True)
+class Bind:
+    """One trial bind: a family's address and one port of a claim."""
+
+    claim: Claim
+    host: str  # what bind() was given: '0.0.0.0', '::', '127.0.0.1', ...
+    port: int
+    v6only: bool  # IPV6_V6ONLY on an AF_INET6 socket
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}/{self.claim.proto}"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    bind: Bind
+    outcome: Outcome
+    errno: int = 0
+
+
+_OUTCOMES = {
+    errno.EADDRINUSE: Outcome.IN_USE,
+    errno.EADDRNOTAVAIL: Outcome.UNASSIGNABLE,
+    errno.EAFNOSUPPORT: Outcome.UNASSIGNABLE,
+    errno.EACCES: Outcome.DENIED,
+    errno.EPERM: Outcome.DENIED,
+}
+
+
+def binds(claim: Claim, *, ipv6: bool = True) -> Iterator[Bind]:
+    """The binds that prove CLAIM: a bare wildcard is proved on 0.0.0.0 and on [::]."""
+    for port in claim.ports:
+        if claim.address is None:
+            yield Bind(claim, "0.0.0.0", port, v6only=False)
+            if ipv6:
+                # v6only so this bind tests IPv6 alone; the IPv4 one above tests IPv4.
+                yield Bind(claim, "::", port, v6only=True)
+        elif claim.address.version == 6:
+            yield Bind(claim, str(claim.address), port, v6only=claim.v6only)
+        else:
+            yield Bind(claim, str(claim.address), port, v6only=False)
+
+
+def spec_of(bind: Bind, *, template: bool = False) -> BindSpec:
+    """The bind as the hot path executes it; the one place a service's options are mapped."""
+    claim = bind.claim
+    tcp = claim.proto is Proto.TCP
+    kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
+    # SO_REUSEADDR exists to pass TCP's TIME-WAIT. UDP has no TIME-WAIT, and there the
+    # option would let the probe share a port that another UDP socket holds.
+    reuseaddr = claim.reuseaddr and tcp
+    port = None if template else bind.port
+    return (int(bind.family), int(kind), bind.host, port, reuseaddr, claim.reuseport, bind.v6only)
+
+
+def try_bind(bind: Bind) -> Attempt:
+    """Bind once with the service's options, then close; never listen()."""
+    code = bind_errno(spec_of(bind), bind.port)
+    if code == 0:
+        return Attempt(bind, Outcome.FREE)
+    if code not in _OUTCOMES:
+        raise OSError(code, f"trial bind of {bind}: {os.strerror(code)}")
+    return Attempt(bind, _OUTCOMES[code], code)
+
+
+def ipv6_available() -> bool:
+    """Whether this network namespace can have IPv6 sockets at all (ipv6.disable=1 says no)."""
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
+    except OSError:
+        return False
+    return True
+
+
+def probe(claims: Iterable[Claim]) -> list[Attempt]:
+    """Trial-bind every claim; the list holds one attempt per family and port."""
+    ipv6 = ipv6_available()
+    return [try_bind(b) for claim in claims for b in binds(claim, ipv6=ipv6)]

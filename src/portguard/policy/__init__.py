@@ -1,0 +1,1 @@
+"""The judgement and its words: the guard, attribution, diagnosis, verdicts, remedies."""

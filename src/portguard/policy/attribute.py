@@ -1,0 +1,157 @@
+"""Who owns a socket: occupant -> cgroup -> unit -> service, socket unit, session, container, self.
+
+What cannot be found out (no cgroup, a silent bus, no Docker API) is recorded as a gap
+for the report; attribution never fails the verdict the probe already gave.
+"""
+
+import os
+import pwd
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from portguard.host import cgroups, docker, processes
+from portguard.host.units import FactsUnavailable, UnitFacts, unit_facts
+from portguard.policy.owners import Attribution, Holding, Occupant, Owner, OwnerKind
+
+_CONTAINER_SCOPE = re.compile(r"^(?:docker|libpod|cri-containerd|crio)-([0-9a-f]{12,64})\.scope$")
+_SESSION_SCOPE = re.compile(r"^session-[^/]+\.scope$")
+_DOCKER_HOLDERS = ("docker-proxy", "dockerd")
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where attribution looks; tests and other namespaces substitute their own."""
+
+    self_cgroup: str | None = None  # the checked unit's cgroup: its sockets are "self"
+    cgroup_mount: Path | None = None
+    facts_timeout: float = 1.0
+    own_pids: frozenset[int] = field(default_factory=frozenset)
+    facts: Callable[..., dict[str, UnitFacts]] = unit_facts
+    docker_listing: Callable[..., list[dict[str, Any]]] = docker.containers
+
+    @classmethod
+    def here(cls, *, self_cgroup: str | None, facts_timeout: float) -> "Context":
+        return cls(self_cgroup, cgroups.cgroup2_mount(), facts_timeout, frozenset({os.getpid()}))
+
+
+def attribute(
+    occupants: Iterable[Occupant], context: Context, also: Sequence[str] = ()
+) -> Attribution:
+    """Owners of OCCUPANTS; ALSO names units whose facts the caller wants from the same query."""
+    occupants = list(occupants)
+    gaps: list[str] = []
+    mount = context.cgroup_mount
+    ids = {o.cgroup_id for o in occupants if o.cgroup_id}
+    paths = cgroups.paths_of_ids(ids, mount) if mount else {}
+    if ids and mount is None:
+        gaps.append("no cgroup2 mount: socket owners cannot be mapped to units")
+    names = sorted({u for p in paths.values() if (u := cgroups.unit_of(p))} | set(also))
+    try:
+        facts = context.facts(names, timeout=context.facts_timeout)
+    except FactsUnavailable as exc:
+        facts = {}
+        gaps.append(f"{exc}; unit details (MainPID, socket activation) are missing")
+    finder = _Finder(context, facts, gaps)
+    holdings = tuple(
+        Holding(o, finder.owner(o, paths.get(o.cgroup_id) if o.cgroup_id else None))
+        for o in occupants
+    )
+    return Attribution(holdings, tuple(dict.fromkeys(gaps)), facts)
+
+
+def user_name(uid: int | None) -> str | None:
+    if uid is None:
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+class _Finder:
+    def __init__(self, context: Context, facts: dict[str, UnitFacts], gaps: list[str]) -> None:
+        self.context = context
+        self.facts = facts
+        self.gaps = gaps
+        self._listing: list[dict[str, Any]] | None = None
+
+    def owner(self, occupant: Occupant, path: str | None) -> Owner:
+        if occupant.is_time_wait:
+            return Owner(OwnerKind.TIME_WAIT)
+        user = user_name(occupant.uid)
+        if path is None:
+            self.gaps.append(f"the cgroup of the socket on {occupant} is not visible from here")
+            return Owner(OwnerKind.UNKNOWN, user=user)
+        unit = cgroups.unit_of(path)
+        holders = self._holders(occupant, path)
+        pid = holders[0] if holders else None
+        base = Owner(OwnerKind.UNKNOWN, unit, pid, _comm(pid), user, cgroup=path,
+                     pids=tuple(holders))  # fmt: skip
+        self_cgroup = self.context.self_cgroup
+        if self_cgroup and self_cgroup != "/" and cgroups.is_within(path, self_cgroup):
+            return _with(base, kind=OwnerKind.SELF, unit=cgroups.unit_of(self_cgroup) or unit)
+        if unit is None:
+            return base
+        return self._by_unit(occupant, base, unit, path)
+
+    def _by_unit(self, occupant: Occupant, base: Owner, unit: str, path: str) -> Owner:
+        facts = self.facts.get(unit)
+        if unit.endswith(".socket"):
+            # The socket unit's listener is held by PID 1 on the unit's behalf.
+            return _with(base, kind=OwnerKind.SOCKET, pid=1, comm=_comm(1),
+                         activates=facts.triggers if facts else ())  # fmt: skip
+        container = _CONTAINER_SCOPE.match(unit)
+        if container:
+            found = docker.by_id(container.group(1), self._docker())
+            return _with(base, kind=OwnerKind.CONTAINER, container=container.group(1),
+                         container_name=found.name if found else None)  # fmt: skip
+        if _SESSION_SCOPE.match(unit):
+            return _with(base, kind=OwnerKind.SESSION)
+        if re.search(r"/user@\d+\.service/", path):
+            return _with(base, kind=OwnerKind.USER_SERVICE)
+        if base.comm in _DOCKER_HOLDERS:
+            return self._published(occupant, base)
+        if unit.endswith(".service"):
+            # The process holding the socket, when its fds could be read (a service's listener
+            # may be a child of its MainPID); otherwise systemd's MainPID.
+            pid = base.pid or (facts.main_pid if facts and facts.main_pid else None)
+            return _with(base, kind=OwnerKind.SERVICE, pid=pid, comm=_comm(pid))
+        return _with(base, kind=OwnerKind.SCOPE)
+
+    def _holders(self, occupant: Occupant, path: str) -> list[int]:
+        mount = self.context.cgroup_mount
+        if mount is None:
+            return []
+        candidates = [p for p in cgroups.pids(path, mount) if p not in self.context.own_pids]
+        # Only fds we may read are looked at: as an unprivileged User= the unit is still
+        # named, and the PID comes from systemd's MainPID when the bus answers.
+        return processes.holders_of(occupant.inode, candidates) if occupant.inode else []
+
+    def _docker(self) -> list[dict[str, Any]]:
+        if self._listing is None:
+            try:
+                self._listing = self.context.docker_listing(timeout=1.0)
+            except OSError as exc:
+                self.gaps.append(f"the Docker API did not answer ({exc})")
+                self._listing = []
+        return self._listing
+
+    def _published(self, occupant: Occupant, base: Owner) -> Owner:
+        found = docker.publishing(
+            occupant.port, str(occupant.proto), self._docker(), str(occupant.address)
+        )
+        if found is None:
+            return _with(base, kind=OwnerKind.CONTAINER)
+        return _with(base, kind=OwnerKind.CONTAINER, container=found.id,
+                     container_name=found.name)  # fmt: skip
+
+
+def _comm(pid: int | None) -> str | None:
+    return processes.comm(pid) if pid else None
+
+
+def _with(owner: Owner, **changes: Any) -> Owner:
+    return replace(owner, **changes)

@@ -1,0 +1,190 @@
+"""`portguard why`'s judgement, pure: who is on a port, what the registry says, the clean fix.
+
+The facts come in gathered (why.py does the census, attribution and /proc reads); this
+module orders them most important first and picks the fix. It never suggests a signal.
+"""
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from portguard.errors import Exit, UsageError
+from portguard.host.processes import Process
+from portguard.host.sessions import Session
+from portguard.host.units import UnitFacts
+from portguard.policy.owners import Holding, Occupant, Owner, OwnerKind
+from portguard.policy.report import find_holder, remedy_for
+from portguard.registry.assignments import Assignment
+from portguard.registry.claims import Claim, IPAddress, Proto
+
+_LISTENING = ("LISTEN", "UNCONN")
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What the operator asked about: `8080`, `8080/tcp`, `53/udp --address 127.0.0.1`."""
+
+    port: int
+    protos: tuple[Proto, ...]
+    address: IPAddress | None = None
+
+    @classmethod
+    def parse(cls, text: str, address: str | None = None) -> "Query":
+        port_text, slash, proto_text = text.partition("/")
+        try:
+            protos = (Proto(proto_text.lower()),) if slash else (Proto.TCP, Proto.UDP)
+        except ValueError:
+            raise UsageError(f"'{text}': the protocol is tcp or udp") from None
+        if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise UsageError(f"'{text}': expected PORT[/PROTO], a port from 1 to 65535")
+        return cls(int(port_text), protos, _address(address) if address is not None else None)
+
+    def claims(self) -> list[Claim]:
+        return [Claim(proto, self.port, self.port, self.address) for proto in self.protos]
+
+    def __str__(self) -> str:
+        port = str(self.port)
+        if self.address is not None:
+            host = f"[{self.address}]" if self.address.version == 6 else str(self.address)
+            port = f"{host}:{port}"
+        return f"{port}/{self.protos[0]}" if len(self.protos) == 1 else port
+
+
+def _address(text: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        raise UsageError(f"--address '{text}' is not an IPv4 or IPv6 address") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Occupancy:
+    """One owner and the sockets it has on the port, with what is known of it."""
+
+    owner: Owner
+    sockets: tuple[Occupant, ...]
+    unit: UnitFacts | None = None
+    process: Process | None = None
+    parent: Process | None = None
+    session: Session | None = None
+    forwards_to: str | None = None  # docker-proxy's container address
+    registered: bool = False  # the registry gives the port to this owner
+
+    @property
+    def listening(self) -> bool:
+        return any(s.state in _LISTENING for s in self.sockets)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWait:
+    count: int
+    last_ms: int  # until the kernel drops the last one
+
+    @property
+    def seconds_left(self) -> int:
+        return -(-self.last_ms // 1000)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    query: Query
+    occupancies: tuple[Occupancy, ...]  # most important first
+    time_wait: TimeWait | None
+    assignments: tuple[Assignment, ...]
+    fixes: tuple[str, ...]
+    gaps: tuple[str, ...] = ()
+    netns: str | None = None
+    registry_note: str | None = None  # why the registry could not be asked
+    registry_exists: bool = True
+
+    @property
+    def occupied(self) -> bool:
+        return bool(self.occupancies or self.time_wait)
+
+    @property
+    def exit_code(self) -> Exit:
+        return Exit.OCCUPIED if self.occupied else Exit.OK
+
+
+def group(holdings: Sequence[Holding]) -> tuple[dict[Owner, list[Occupant]], TimeWait | None]:
+    """Sockets per owner, in census order; TIME-WAIT, which has no owner, counted apart."""
+    owners: dict[Owner, list[Occupant]] = {}
+    waits = [h.occupant for h in holdings if h.owner.kind is OwnerKind.TIME_WAIT]
+    for holding in holdings:
+        if holding.owner.kind is not OwnerKind.TIME_WAIT:
+            owners.setdefault(holding.owner, []).append(holding.occupant)
+    time_wait = TimeWait(len(waits), max(o.expires_ms or 0 for o in waits)) if waits else None
+    return owners, time_wait
+
+
+def is_registered(owner: Owner, assignments: Sequence[Assignment]) -> bool:
+    return owner.unit is not None and any(owner.unit in a.holders for a in assignments)
+
+
+def diagnose(
+    query: Query,
+    occupancies: Iterable[Occupancy],
+    time_wait: TimeWait | None,
+    assignments: Sequence[Assignment],
+    *,
+    gaps: Sequence[str] = (),
+    netns: str | None = None,
+    registry_note: str | None = None,
+    registry_exists: bool = True,
+) -> Diagnosis:
+    """Order the occupants (foreign listeners first: they are what breaks a start) and fix."""
+    ordered = sorted(occupancies, key=lambda o: (o.registered, not o.listening))
+    fixes = _fixes(query, ordered, time_wait, assignments)
+    return Diagnosis(query, tuple(ordered), time_wait, tuple(assignments), tuple(fixes),
+                     tuple(dict.fromkeys(gaps)), netns, registry_note, registry_exists)  # fmt: skip
+
+
+def _fixes(
+    query: Query,
+    occupancies: Sequence[Occupancy],
+    time_wait: TimeWait | None,
+    assignments: Sequence[Assignment],
+) -> list[str]:
+    registered = list(dict.fromkeys(a.unit for a in assignments))
+    fixes: list[str] = []
+    for occupancy in occupancies:
+        if occupancy.registered:
+            continue
+        proto = occupancy.sockets[0].proto
+        fixes.append(_fix(occupancy.owner, registered, port=query.port, proto=proto))
+    if time_wait is not None and not fixes:
+        fixes.append(
+            f"wait {time_wait.seconds_left} s, until the last TIME-WAIT ends; or "
+            + remedy_for(Owner(OwnerKind.TIME_WAIT), unit="", port=query.port, proto="tcp")
+        )
+    if not fixes and occupancies:
+        holders = ", ".join(dict.fromkeys(o.owner.unit or "" for o in occupancies))
+        fixes.append(f"nothing to fix: {holders} holds it, as the registry says")
+    return list(dict.fromkeys(fixes))
+
+
+def _fix(owner: Owner, registered: Sequence[str], *, port: int, proto: Proto) -> str:
+    """The fix through the owner's supervisor, as `check` would log it for the registered unit."""
+    unit = owner.unit or "?"
+    if registered:
+        return remedy_for(owner, unit=" or ".join(registered), port=port, proto=proto)
+    match owner.kind:
+        case OwnerKind.SERVICE:
+            return (
+                f"'systemctl stop {unit}' (and 'systemctl disable {unit}' if it should not "
+                f"run); if it belongs there, register it: {unit} with {port}/{proto}"
+            )
+        case OwnerKind.SOCKET:
+            units = " ".join((unit, *owner.activates))
+            return (
+                f"'systemctl stop {units}' and 'systemctl disable {unit}' if nothing should "
+                f"listen on {port}/{proto}; if it belongs there, register it"
+            )
+        case OwnerKind.SCOPE:
+            return (
+                f"'systemctl status {unit}' shows who started it; 'systemctl stop {unit}' ends it"
+            )
+        case OwnerKind.UNKNOWN:
+            return find_holder(port, proto)
+        case _:
+            return remedy_for(owner, unit="the registered unit", port=port, proto=proto)

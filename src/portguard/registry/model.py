@@ -1,0 +1,432 @@
+"""Registry v1: YAML files -> frozen dataclasses, with a file:line:col for every problem.
+
+Pure: reads only the files it is given. Parsing works on YAML's node tree rather than on
+loaded Python objects, so every value keeps its position and a port written as `8080`
+is read from its source text, never through YAML 1.1's number rules.
+"""
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from portguard.hotpath import registry_files
+from portguard.registry.claims import Claim, ClaimSyntaxError, ListenParts, make_claim, parse_listen
+from portguard.registry.findings import Finding, Location, Severity
+from portguard.registry.timespan import TimespanError, parse_timespan_ms
+from portguard.registry.unitname import (
+    UnitNameKind,
+    split_instance,
+    unit_name_kind,
+    unit_name_problem,
+)
+from portguard.registry.yamlfile import Invalid, NodeReader
+
+REGISTRY_DIR = Path("/etc/portguard")
+VERSION = 1
+
+
+class Mode(StrEnum):
+    ENFORCE = "enforce"  # the guard runs and its failure blocks the start
+    WARN = "warn"  # the guard runs, its failure is logged and ignored
+    AUDIT = "audit"  # no guard; the claim is only audited
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Settings a unit inherits from `defaults` and may override."""
+
+    wait_ms: int = 10_000
+    mode: Mode = Mode.ENFORCE
+    reuseaddr: bool = True
+    reuseport: bool = False
+    v6only: bool = False
+    owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """One entry of a unit's `listen:` list, with the socket options it is bound with."""
+
+    text: str
+    location: Location
+    parts: ListenParts
+    v6only: bool
+    reuseaddr: bool
+    reuseport: bool
+
+    @property
+    def is_template(self) -> bool:
+        return self.parts.first is None
+
+    def claim(self, instance: str | None = None) -> Claim:
+        """The concrete claim; raises ClaimSyntaxError if `%i` gets an instance that is no port."""
+        return make_claim(
+            self.parts,
+            v6only=self.v6only,
+            reuseaddr=self.reuseaddr,
+            reuseport=self.reuseport,
+            instance=instance,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UnitEntry:
+    name: str
+    location: Location
+    listen: tuple[Listen, ...]
+    wait_ms: int
+    mode: Mode
+    owner: str | None = None
+    description: str | None = None
+    via: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Registry:
+    units: Mapping[str, UnitEntry] = field(default_factory=dict)
+    files: tuple[str, ...] = ()
+
+    def entry_for(self, unit: str) -> tuple[UnitEntry, str | None] | None:
+        """The entry that governs UNIT and the template instance, if any (exact name first)."""
+        entry = self.units.get(unit)
+        if entry is not None:
+            return entry, split_instance(unit)[1]
+        template, instance = split_instance(unit)
+        if instance is None:
+            return None
+        entry = self.units.get(template)
+        return None if entry is None else (entry, instance)
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySource:
+    """One registry's files: a main file whose `defaults` all files inherit, then drop-ins."""
+
+    main: Path | None
+    dropins: tuple[Path, ...] = ()
+
+    @classmethod
+    def installed(cls, root: Path = REGISTRY_DIR) -> "RegistrySource":
+        # The same listing as the hot path's, so both always read the same files (editors'
+        # hidden lock and backup files such as .#x.yaml are not part of a registry).
+        files = [Path(f) for f in registry_files(str(root))]
+        main = root / "registry.yaml"
+        if files and files[0] == main:
+            return cls(main, tuple(files[1:]))
+        return cls(None if files else main, tuple(files))
+
+    @classmethod
+    def from_paths(cls, paths: Sequence[Path]) -> "RegistrySource":
+        """A directory is a registry root; files are taken as given, the first as the main one."""
+        if len(paths) == 1 and (paths[0].is_dir() or paths[0] == REGISTRY_DIR):
+            return cls.installed(paths[0])
+        return cls(paths[0] if paths else None, tuple(paths[1:]))
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return ((self.main,) if self.main else ()) + self.dropins
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    registry: Registry
+    findings: tuple[Finding, ...]
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity is Severity.ERROR)
+
+
+def load(source: RegistrySource) -> LoadResult:
+    """Parse and merge every file of SOURCE; problems come back as findings, never raised."""
+    findings: list[Finding] = []
+    units: dict[str, UnitEntry] = {}
+    base = Options()
+    for index, path in enumerate(source.files):
+        parsed = _FileParser(path, base).parse()
+        findings.extend(parsed.findings)
+        if index == 0 and source.main is not None:
+            base = parsed.defaults
+        for entry in parsed.units:
+            first = units.get(entry.name)
+            if first is not None:
+                findings.append(
+                    _error(
+                        entry.location,
+                        "duplicate-unit",
+                        f"{entry.name} is already defined at {first.location}",
+                    )
+                )
+                continue
+            units[entry.name] = entry
+    registry = Registry(units, tuple(str(p) for p in source.files))
+    return LoadResult(registry, tuple(findings))
+
+
+def _error(location: Location, rule: str, message: str) -> Finding:
+    return Finding(Severity.ERROR, location, message, rule)
+
+
+# --- one file ------------------------------------------------------------------------------
+
+_TOP_KEYS = ("version", "defaults", "units")
+_OPTION_KEYS = ("wait", "mode", "reuseaddr", "reuseport", "v6only")
+_DEFAULT_KEYS = (*_OPTION_KEYS, "owner")
+_UNIT_KEYS = ("listen", "owner", "description", "via", *_OPTION_KEYS)
+_LISTEN_KEYS = ("port", "v6only", "reuseaddr", "reuseport")
+_GUARDABLE_TYPES = ("service", "socket")
+
+
+@dataclass(slots=True)
+class _ParsedFile:
+    defaults: Options
+    units: list[UnitEntry] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+
+class _FileParser:
+    """One registry file, read against the v1 schema."""
+
+    def __init__(self, path: Path, inherited: Options) -> None:
+        self.nodes = NodeReader(path)
+        self.result = _ParsedFile(inherited)
+
+    def parse(self) -> _ParsedFile:
+        root = self.nodes.compose()
+        if root is not None:
+            self._document(root)
+        self.result.findings = sorted(
+            self.nodes.findings, key=lambda f: (f.location.line, f.location.column)
+        )
+        return self.result
+
+    def _wait(self, node: yaml.Node) -> int:
+        value = self.nodes.scalar(node)
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            self.nodes.report(
+                node,
+                "type",
+                f"'wait' must be a time span such as 10s, got {self.nodes.describe(node)}",
+            )
+            raise Invalid
+        try:
+            ms = parse_timespan_ms(str(value))
+        except TimespanError as exc:
+            self.nodes.report(node, "timespan", str(exc))
+            raise Invalid from None
+        return ms
+
+    def _mode(self, node: yaml.Node) -> Mode:
+        value = self.nodes.scalar(node)
+        try:
+            return Mode(value)
+        except ValueError:
+            self.nodes.report(
+                node,
+                "type",
+                f"'mode' must be enforce, warn or audit, got {self.nodes.describe(node)}",
+            )
+            raise Invalid from None
+
+    def _options(
+        self, node: yaml.Node, base: Options, allowed: Sequence[str], where: str
+    ) -> tuple[Options, dict[str, tuple[yaml.Node, yaml.Node]]]:
+        """Options set in a mapping over BASE; returns the keys it did not handle."""
+        changes: dict[str, Any] = {}
+        rest: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        readers = {
+            "wait": ("wait_ms", self._wait),
+            "mode": ("mode", self._mode),
+            "owner": ("owner", lambda n: self.nodes.text(n, "owner")),
+        }
+        for key, key_node, value_node in self.nodes.pairs(node, allowed, where):
+            try:
+                if key in readers:
+                    attr, read = readers[key]
+                    changes[attr] = read(value_node)
+                elif key in ("reuseaddr", "reuseport", "v6only"):
+                    changes[key] = self.nodes.bool(value_node, key)
+                else:
+                    rest[key] = (key_node, value_node)
+            except Invalid:
+                continue
+        return replace(base, **changes), rest
+
+    # The document.
+    def _document(self, root: yaml.Node) -> None:
+        try:
+            self.nodes.expect_mapping(root, "the top level of a registry")
+        except Invalid:
+            return
+        top = {key: (k, v) for key, k, v in self.nodes.pairs(root, _TOP_KEYS, "the top level")}
+        self._version(root, top.get("version"))
+        if "defaults" in top:
+            self._defaults(top["defaults"][1])
+        if "units" in top:
+            self._units(top["units"][1])
+
+    def _version(self, root: yaml.Node, pair: tuple[yaml.Node, yaml.Node] | None) -> None:
+        if pair is None:
+            self.nodes.report(root, "version", "missing 'version: 1' at the top level")
+            return
+        node = pair[1]
+        if node.tag.endswith(":int") and node.value.strip() == str(VERSION):
+            return
+        if node.tag.endswith(":str") and node.value.strip() == str(VERSION):
+            message = f"'version' must be the number {VERSION}, not the text '{node.value}'"
+            self.nodes.report(node, "version", f"{message} (remove the quotes)")
+            return
+        shown = node.value if isinstance(node, yaml.ScalarNode) else self.nodes.describe(node)
+        self.nodes.report(
+            node, "version", f"unsupported version '{shown}' (expected 'version: {VERSION}')"
+        )
+
+    def _mapping_or_empty(self, node: yaml.Node, what: str) -> bool:
+        """Whether NODE is a mapping to read; `key:` left empty (null) means none."""
+        try:
+            return self.nodes.expect_mapping(node, what, null_ok=True)
+        except Invalid:
+            return False
+
+    def _defaults(self, node: yaml.Node) -> None:
+        if not self._mapping_or_empty(node, "'defaults'"):
+            return
+        self.result.defaults, _ = self._options(
+            node, self.result.defaults, _DEFAULT_KEYS, "'defaults'"
+        )
+
+    def _units(self, node: yaml.Node) -> None:
+        if not self._mapping_or_empty(node, "'units'"):
+            return
+        for name, key_node, value_node in self.nodes.pairs(node, None, "'units'"):
+            try:
+                self.result.units.append(self._unit(name, key_node, value_node))
+            except Invalid:
+                continue
+
+    def _unit_name(self, name: str, node: yaml.Node) -> None:
+        problem = unit_name_problem(name)
+        if problem is None and name.rpartition(".")[2] not in _GUARDABLE_TYPES:
+            problem = (
+                f"'{name}' cannot be guarded: expected a .service or .socket unit "
+                "(the guard runs from ExecStartPre=)"
+            )
+        elif problem is not None:
+            problem = f"'{name}' is not a valid unit name: {problem}"
+        if problem is not None:
+            self.nodes.report(node, "unit-name", problem)
+            raise Invalid
+
+    def _unit(self, name: str, key_node: yaml.Node, node: yaml.Node) -> UnitEntry:
+        self._unit_name(name, key_node)
+        self.nodes.expect_mapping(node, f"unit {name}")
+        options, rest = self._options(node, self.result.defaults, _UNIT_KEYS, f"unit {name}")
+        template = unit_name_kind(name) is UnitNameKind.TEMPLATE
+        listen: tuple[Listen, ...] = ()
+        if "listen" not in rest:
+            self.nodes.report(key_node, "missing-key", f"unit {name} needs 'listen' (its ports)")
+        else:
+            listen = self._listen_list(rest["listen"][1], options, template)
+        via = self._via(rest["via"][1]) if "via" in rest else ()
+        description = None
+        if "description" in rest:
+            with contextlib.suppress(Invalid):
+                description = self.nodes.text(rest["description"][1], "description")
+        return UnitEntry(
+            name,
+            self.nodes.at(key_node),
+            listen,
+            options.wait_ms,
+            options.mode,
+            options.owner,
+            description,
+            via,
+        )
+
+    def _via(self, node: yaml.Node) -> tuple[str, ...]:
+        if not isinstance(node, yaml.SequenceNode):
+            self.nodes.report(
+                node,
+                "type",
+                f"'via' must be a list of unit names, e.g. [nginx.socket], "
+                f"got {self.nodes.describe(node)}",
+            )
+            return ()
+        names = []
+        for item in node.value:
+            value = self.nodes.scalar(item) if isinstance(item, yaml.ScalarNode) else None
+            problem = unit_name_problem(value) if isinstance(value, str) else "expected a unit name"
+            if problem is not None:
+                self.nodes.report(
+                    item,
+                    "unit-name",
+                    f"'via' entry {self.nodes.describe(item)} is not a valid unit name: {problem}",
+                )
+                continue
+            assert isinstance(value, str)
+            names.append(value)
+        return tuple(names)
+
+    def _listen_list(self, node: yaml.Node, options: Options, template: bool) -> tuple[Listen, ...]:
+        if not isinstance(node, yaml.SequenceNode):
+            self.nodes.report(
+                node,
+                "type",
+                f"'listen' must be a list such as [8080/tcp], got {self.nodes.describe(node)}",
+            )
+            return ()
+        if not node.value:
+            self.nodes.report(node, "type", "'listen' is empty (expected at least one port)")
+        listens = []
+        for item in node.value:
+            try:
+                listens.append(self._listen(item, options, template))
+            except Invalid:
+                continue
+        return tuple(listens)
+
+    def _listen(self, node: yaml.Node, options: Options, template: bool) -> Listen:
+        text_node = node
+        if isinstance(node, yaml.MappingNode):
+            options, rest = self._options(node, options, _LISTEN_KEYS, "a listen entry")
+            if "port" not in rest:
+                self.nodes.report(node, "missing-key", "a listen entry mapping needs 'port'")
+                raise Invalid
+            text_node = rest["port"][1]
+        if not isinstance(text_node, yaml.ScalarNode) or text_node.tag.rpartition(":")[2] not in (
+            "str",
+            "int",
+        ):
+            self.nodes.report(
+                text_node,
+                "type",
+                f"expected a port such as 8080/tcp, got {self.nodes.describe(text_node)}",
+            )
+            raise Invalid
+        # The source text, not YAML's reading of it: `1:80` must not become sexagesimal 140.
+        text = text_node.value
+        try:
+            parts = parse_listen(text)
+        except ClaimSyntaxError as exc:
+            self.nodes.report(text_node, "listen", f"'{text}': {exc.message}", offset=exc.offset)
+            raise Invalid from None
+        if parts.first is None and not template:
+            self.nodes.report(
+                text_node,
+                "listen",
+                f"'{text}': %i is only allowed in a template unit (name@.service)",
+            )
+            raise Invalid
+        return Listen(
+            text,
+            self.nodes.at(text_node),
+            parts,
+            options.v6only,
+            options.reuseaddr,
+            options.reuseport,
+        )

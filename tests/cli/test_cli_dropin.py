@@ -1,0 +1,182 @@
+"""`portguard dropin` as a user runs it: its lines, exit codes and one-line errors."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from portguard.cli import main
+from portguard.host.dropins import DROPIN_NAME
+from tests.conftest import SRC
+
+Run = tuple[int, str, str]
+
+
+def dropin(capsys: pytest.CaptureFixture[str], *args: str) -> Run:
+    code = main(["dropin", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def conf(root: Path, unit: str) -> Path:
+    return root / "etc/systemd/system" / f"{unit}.d" / DROPIN_NAME
+
+
+def files_below(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if not p.is_dir())
+
+
+def test_one_line_per_unit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = dropin(capsys, "--root", str(tmp_path), "a.service", "b@.service")
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        f"written {conf(tmp_path, 'a.service')}",
+        f"written {conf(tmp_path, 'b@.service')}",
+    ]
+
+    code, out, err = dropin(capsys, "--root", str(tmp_path), "a.service", "c.socket")
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        f"unchanged {conf(tmp_path, 'a.service')}",
+        f"written {conf(tmp_path, 'c.socket')}",
+    ]
+
+    code, out, err = dropin(capsys, "--root", str(tmp_path), "--remove", "a.service", "d.service")
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        f"removed {conf(tmp_path, 'a.service')}",
+        f"absent {conf(tmp_path, 'd.service')}",
+    ]
+    assert files_below(tmp_path) == [conf(tmp_path, "b@.service"), conf(tmp_path, "c.socket")]
+
+
+INJECTIONS = [
+    "evil.service\nExecStartPre=/bin/sh -c id",
+    "a%n.service",
+    "../../../tmp/x.service",
+    "a/b.service",
+    "..",
+    "my app.service",
+    "a].service",
+    "x=y.service",
+    "a.service\n[Unit]",
+    "a.target",
+    "a",
+]
+
+
+@pytest.mark.parametrize("bad", INJECTIONS)
+def test_a_bad_name_is_refused_and_nothing_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str
+) -> None:
+    code, out, err = dropin(capsys, "--root", str(tmp_path), "ok.service", bad, "ok2.service")
+    assert code == 64
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"portguard: {bad!r} is not a unit that can be guarded: ")
+    assert files_below(tmp_path) == []
+
+
+def test_every_bad_name_is_named_on_the_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = dropin(capsys, "--root", str(tmp_path), "a b.service", "c%d.service")
+    assert code == 64
+    assert err.count("\n") == 1
+    assert "'a b.service'" in err and "'c%d.service'" in err
+
+
+def test_reload_is_refused_for_an_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = dropin(capsys, "--root", str(tmp_path), "--reload", "a.service")
+    assert (code, out) == (64, "")
+    assert (
+        err == f"portguard: --reload with --root {tmp_path}: an image being built has no systemd\n"
+    )
+    assert files_below(tmp_path) == []
+
+
+def test_no_unit_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = dropin(capsys)
+    assert code == 64
+    assert err.count("\n") == 1 and "UNIT" in err
+
+
+def test_foreign_file_is_refused_but_the_others_are_done(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    foreign = conf(tmp_path, "b.service")
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text("[Service]\nExecStartPre=/usr/local/bin/mine\n")
+
+    for args in ([], ["--remove"]):
+        code, out, err = dropin(capsys, "--root", str(tmp_path), *args, "a.service", "b.service")
+        assert code == 73
+        assert out.splitlines() == [
+            f"{'removed' if args else 'written'} {conf(tmp_path, 'a.service')}"
+        ]
+        assert err.splitlines() == [
+            f"portguard: {foreign}: not written by portguard (its first line is not "
+            "'# portguard guard drop-in'); left alone"
+        ]
+        assert foreign.read_text() == "[Service]\nExecStartPre=/usr/local/bin/mine\n"
+
+
+def test_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = dropin(capsys, "--root", str(tmp_path / "nope"), "a.service")
+    assert (code, out) == (73, "")
+    assert err == f"portguard: {tmp_path / 'nope'}: No such file or directory\n"
+
+
+def as_unprivileged(argv: list[str]) -> list[str]:
+    """ARGV as a user that cannot write a root-owned 0755 directory."""
+    if os.geteuid() != 0:
+        return argv
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("needs setpriv (util-linux) to drop root")
+    return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+
+
+@pytest.fixture
+def read_only_image() -> Iterator[Path]:
+    """An image root whose etc/systemd/system the unprivileged user can read, not write.
+
+    Made in /tmp itself: pytest's tmp_path lies below a directory only root may enter.
+    """
+    root = Path(tempfile.mkdtemp(prefix="portguard-image-"))
+    system = root / "etc/systemd/system"
+    system.mkdir(parents=True)
+    for directory in (root, root / "etc", root / "etc/systemd", system):
+        directory.chmod(0o755 if os.geteuid() == 0 else 0o555)
+    try:
+        yield root
+    finally:
+        for directory in (root / "etc", root / "etc/systemd", system):
+            directory.chmod(0o755)
+        shutil.rmtree(root)
+
+
+def test_unwritable_directory_exits_73_without_a_traceback(read_only_image: Path) -> None:
+    argv = [sys.executable, "-m", "portguard", "dropin", "--root", str(read_only_image),
+            "myapp.service"]  # fmt: skip
+    result = subprocess.run(
+        as_unprivileged(argv),
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    system = read_only_image / "etc/systemd/system"
+    assert result.returncode == 73, result
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"portguard: {system / 'myapp.service.d'}: cannot create the directory: Permission denied\n"
+    )
+    assert list(system.iterdir()) == []
