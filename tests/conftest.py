@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import portguard
-from portguard.host.sysctl import LocalPorts, PortSet
 from portguard.registry.findings import Finding, Severity
 from portguard.registry.lint import check_registry
+from portguard.registry.localports import LocalPorts, PortSet
 from portguard.registry.model import LoadResult, RegistrySource, load
 
 # The code under test: src/ in a checkout. With PORTGUARD_TEST_INSTALLED=1 (the autopkgtest,

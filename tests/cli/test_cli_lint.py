@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 import portguard
 import portguard.cli.lint
 from portguard.cli import main
-from portguard.host.sysctl import LocalPorts, PortSet, read_local_ports
+from portguard.host.sysctl import read_local_ports
 from portguard.registry.findings import Severity
+from portguard.registry.localports import LocalPorts, PortSet
 from tests.conftest import (
     BAD_RULE_FILES,
     CHECKOUT,

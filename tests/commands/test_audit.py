@@ -27,11 +27,12 @@ from portguard.commands.audit import (
 from portguard.commands.exposition import audit_families, render_audit
 from portguard.errors import CannotWrite
 from portguard.errors import Unavailable as CensusFailed
-from portguard.host.sysctl import LocalPorts, PortSet
+from portguard.host.occupants import Occupant
 from portguard.host.units import FactsUnavailable, UnitFacts
-from portguard.policy.owners import Attribution, Holding, Occupant, Owner, OwnerKind
+from portguard.policy.owners import Attribution, Holding, Owner, OwnerKind
 from portguard.registry.assignments import Assignment, assignments
 from portguard.registry.claims import Proto
+from portguard.registry.localports import LocalPorts, PortSet
 from portguard.registry.model import Registry
 from tests.conftest import Registry as RegistryFiles
 from tests.prometheus_text import parse

@@ -18,12 +18,13 @@ from hypothesis import strategies as st
 from portguard.commands import init as bootstrap
 from portguard.commands.init import Capture, GeneratedRegistryInvalid, plan, render, validate
 from portguard.errors import Exit
-from portguard.host.sysctl import LocalPorts, PortSet
+from portguard.host.occupants import Occupant
 from portguard.host.units import UnitFacts
-from portguard.policy.owners import Holding, Occupant, Owner, OwnerKind
+from portguard.policy.owners import Holding, Owner, OwnerKind
 from portguard.registry.claims import Claim, Proto, overlaps, reach
 from portguard.registry.findings import Finding, Severity
 from portguard.registry.lint import check_registry
+from portguard.registry.localports import LocalPorts, PortSet
 from portguard.registry.model import Mode, Registry, RegistrySource, load
 from tests.conftest import DEFAULT_LOCAL_PORTS
 

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from portguard import hotpath
 from portguard.cli import main
 from portguard.commands import reserve
-from portguard.host.sysctl import RESERVED_PORTS, PortSet
+from portguard.host.sysctl import RESERVED_PORTS
+from portguard.registry.localports import PortSet
 from portguard.registry.model import Registry, RegistrySource, load
 
 REGISTRY = """\

@@ -9,11 +9,12 @@ import pytest
 
 from portguard.commands.whytext import as_data, headline, render
 from portguard.errors import Exit, UsageError
+from portguard.host.occupants import Occupant
 from portguard.host.processes import Process
 from portguard.host.sessions import Session
 from portguard.host.units import UnitFacts
 from portguard.policy.diagnosis import Occupancy, Query, TimeWait, diagnose, group, is_registered
-from portguard.policy.owners import Holding, Occupant, Owner, OwnerKind
+from portguard.policy.owners import Holding, Owner, OwnerKind
 from portguard.registry.assignments import Assignment, assigned
 from portguard.registry.claims import Claim, Proto
 from tests.conftest import Registry

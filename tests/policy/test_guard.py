@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from portguard.errors import Exit
+from portguard.host.occupants import Occupant
 from portguard.host.probe import Attempt, Bind, Outcome, binds
 from portguard.host.units import UnitFacts
 from portguard.policy.guard import Effects, Guarded, Wait, check, decide
-from portguard.policy.owners import Attribution, Holding, Occupant, Owner, OwnerKind
+from portguard.policy.owners import Attribution, Holding, Owner, OwnerKind
 from portguard.policy.report import Report, Verdict
 from portguard.registry.claims import Claim, Proto
 

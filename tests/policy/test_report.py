@@ -6,9 +6,10 @@ import re
 import pytest
 
 from portguard.errors import Exit
+from portguard.host.occupants import Occupant
 from portguard.host.probe import Attempt, Outcome, binds
 from portguard.policy.guard import Guarded, decide
-from portguard.policy.owners import Attribution, Holding, Occupant, Owner, OwnerKind
+from portguard.policy.owners import Attribution, Holding, Owner, OwnerKind
 from portguard.policy.report import EXIT, MESSAGE_ID, Report, Verdict, describe_owner, remedy_for
 from portguard.registry.claims import Claim, Proto
 

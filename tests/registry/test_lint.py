@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portguard.host.sysctl import LocalPorts, PortSet
 from portguard.registry.claims import overlaps
 from portguard.registry.findings import Severity
 from portguard.registry.lint import check_registry
+from portguard.registry.localports import LocalPorts, PortSet
 from portguard.registry.model import RegistrySource, load
 from tests.conftest import (
     BAD_RULE_FILES,

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from portguard.errors import CannotWrite, ConfigError, Exit, Unavailable
-from portguard.host.sysctl import LocalPorts
+from portguard.host.occupants import Occupant
 from portguard.host.units import FactsUnavailable, UnitFacts
-from portguard.policy.owners import CENSUS_FAILED, Attribution, Holding, Occupant, Owner
+from portguard.policy.owners import CENSUS_FAILED, Attribution, Holding, Owner
 from portguard.policy.report import describe_owner
 from portguard.registry.assignments import Assignment, assignments
 from portguard.registry.claims import Claim, Proto, overlaps
+from portguard.registry.localports import LocalPorts
 from portguard.registry.model import REGISTRY_DIR, Registry
 from portguard.registry.unitname import UnitNameKind, unit_name_kind
 

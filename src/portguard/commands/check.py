@@ -16,9 +16,10 @@ from portguard import hotpath
 from portguard.errors import ConfigError, PortguardError, UsageError
 from portguard.host import journal, probe
 from portguard.host.cgroups import own_cgroup, unit_of
+from portguard.host.occupants import Occupant
 from portguard.host.processes import wait_for_exit
 from portguard.policy.guard import Effects, Guarded, check
-from portguard.policy.owners import Attribution, Occupant
+from portguard.policy.owners import Attribution
 from portguard.policy.report import Report, Verdict
 from portguard.registry.claims import ClaimSyntaxError, Proto
 from portguard.registry.model import REGISTRY_DIR, Registry, RegistrySource, load

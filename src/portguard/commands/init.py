@@ -18,13 +18,15 @@ from typing import IO, Any
 import yaml
 
 from portguard.errors import PortguardError, Unavailable
-from portguard.host.sysctl import LocalPorts, read_local_ports
+from portguard.host.occupants import Occupant
+from portguard.host.sysctl import read_local_ports
 from portguard.host.units import FactsUnavailable, UnitFacts
-from portguard.policy.owners import CENSUS_FAILED, Holding, Occupant, Owner, OwnerKind
+from portguard.policy.owners import CENSUS_FAILED, Holding, Owner, OwnerKind
 from portguard.policy.report import describe_owner
 from portguard.registry.claims import Claim, IPAddress, Proto, is_wildcard, overlaps
 from portguard.registry.findings import Severity
 from portguard.registry.lint import check_registry
+from portguard.registry.localports import LocalPorts
 from portguard.registry.model import RegistrySource, load
 from portguard.registry.unitname import UnitNameKind, unit_name_kind
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from portguard.errors import CannotWrite, ConfigError, Denied, Exit, Unavailable
-from portguard.host.sysctl import PROC_SYS, RESERVED_PORTS, PortSet, read_sysctl
+from portguard.host.sysctl import PROC_SYS, RESERVED_PORTS, read_sysctl
+from portguard.registry.localports import PortSet
 from portguard.registry.model import REGISTRY_DIR, Registry
 
 SYSCTL_NAME = "net.ipv4.ip_local_reserved_ports"

@@ -16,6 +16,7 @@ from portguard.commands.check import load_registry
 from portguard.commands.whytext import as_data, render
 from portguard.errors import ConfigError, Unavailable
 from portguard.host import docker, netns, processes, sessions
+from portguard.host.occupants import Occupant
 from portguard.host.units import UnitFacts, unit_facts
 from portguard.policy.attribute import Context, attribute
 from portguard.policy.diagnosis import (
@@ -26,7 +27,7 @@ from portguard.policy.diagnosis import (
     group,
     is_registered,
 )
-from portguard.policy.owners import CENSUS_FAILED, Occupant, Owner, OwnerKind
+from portguard.policy.owners import CENSUS_FAILED, Owner, OwnerKind
 from portguard.registry.assignments import Assignment, assigned
 from portguard.registry.claims import overlaps
 from portguard.registry.model import REGISTRY_DIR

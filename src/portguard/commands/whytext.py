@@ -10,10 +10,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from portguard.host.occupants import Occupant
 from portguard.host.processes import Process
 from portguard.policy.attribute import user_name
 from portguard.policy.diagnosis import Diagnosis, Occupancy
-from portguard.policy.owners import Occupant, OwnerKind
+from portguard.policy.owners import OwnerKind
 from portguard.policy.report import describe_owner
 from portguard.registry.assignments import Assignment
 

@@ -19,7 +19,7 @@ from pyroute2.netlink.diag import (
     inet_diag_req,
 )
 
-from portguard.policy.owners import STATE_NAMES, TCP_TIME_WAIT, Occupant
+from portguard.host.occupants import STATE_NAMES, TCP_TIME_WAIT, Occupant
 from portguard.registry.claims import Proto
 
 # Numbers from linux/inet_diag.h and linux/tcp_states.h.

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from portguard.host import cgroups, docker, processes
+from portguard.host.occupants import Occupant
 from portguard.host.units import FactsUnavailable, UnitFacts, unit_facts
-from portguard.policy.owners import Attribution, Holding, Occupant, Owner, OwnerKind
+from portguard.policy.owners import Attribution, Holding, Owner, OwnerKind
 
 _CONTAINER_SCOPE = re.compile(r"^(?:docker|libpod|cri-containerd|crio)-([0-9a-f]{12,64})\.scope$")
 _SESSION_SCOPE = re.compile(r"^session-[^/]+\.scope$")

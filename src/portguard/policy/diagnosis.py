@@ -9,10 +9,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from portguard.errors import Exit, UsageError
+from portguard.host.occupants import Occupant
 from portguard.host.processes import Process
 from portguard.host.sessions import Session
 from portguard.host.units import UnitFacts
-from portguard.policy.owners import Holding, Occupant, Owner, OwnerKind
+from portguard.policy.owners import Holding, Owner, OwnerKind
 from portguard.policy.report import find_holder, remedy_for
 from portguard.registry.assignments import Assignment
 from portguard.registry.claims import Claim, IPAddress, Proto

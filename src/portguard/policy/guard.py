@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum, auto
 
+from portguard.host.occupants import Occupant
 from portguard.host.probe import Attempt, Bind, Outcome
-from portguard.policy.owners import CENSUS_FAILED, Attribution, Holding, Occupant, OwnerKind
+from portguard.policy.owners import CENSUS_FAILED, Attribution, Holding, OwnerKind
 from portguard.policy.report import Report, Verdict, describe_owner, find_holder, remedy_for
 from portguard.registry.claims import Claim, Proto, overlaps
 from portguard.registry.timespan import format_ms

@@ -6,9 +6,9 @@ Pure: the kernel's port settings come in as a parameter.
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from portguard.host.sysctl import LocalPorts
 from portguard.registry.claims import Claim, overlaps
 from portguard.registry.findings import Finding, Severity
+from portguard.registry.localports import LocalPorts
 from portguard.registry.model import Listen, LoadResult, Registry, UnitEntry
 
 
