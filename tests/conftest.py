@@ -2,8 +2,11 @@
 
 import os
 import re
+import shutil
+import sys
+import tempfile
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +44,33 @@ def pytest_configure(config: pytest.Config) -> None:
     """An installed-package run that imports the checkout instead would prove nothing."""
     if INSTALLED and SRC != DIST_PACKAGES:
         raise pytest.UsageError(f"PORTGUARD_TEST_INSTALLED=1 but portguard was imported from {SRC}")
+
+
+# The interpreter itself, not the venv's link to it: a child that drops root cannot traverse a
+# checkout under a directory only root may enter (/root, any mktemp -d).
+SYSTEM_PYTHON = os.path.realpath(sys.executable)
+
+
+@pytest.fixture(scope="session")
+def readable_src() -> Iterator[Path]:
+    """A copy of the code under test that any user can import, for children that drop root.
+
+    The checkout may lie below a directory only root can traverse; the installed package
+    (PORTGUARD_TEST_INSTALLED) is readable already and is used as is.
+    """
+    if INSTALLED:
+        yield SRC
+        return
+    top = Path(tempfile.mkdtemp(prefix="portguard-src-"))
+    try:
+        top.chmod(0o755)
+        shutil.copytree(SRC / "portguard", top / "portguard",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        for path in (top, *top.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        yield top
+    finally:
+        shutil.rmtree(top)
 
 
 # Linux's default ephemeral range with nothing reserved; the tests' ports stay below it

@@ -3,7 +3,6 @@
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 
 from portguard.cli import main
 from portguard.host.dropins import DROPIN_NAME
-from tests.conftest import SRC
+from tests.conftest import SYSTEM_PYTHON
 
 Run = tuple[int, str, str]
 
@@ -161,12 +160,15 @@ def read_only_image() -> Iterator[Path]:
         shutil.rmtree(root)
 
 
-def test_unwritable_directory_exits_73_without_a_traceback(read_only_image: Path) -> None:
-    argv = [sys.executable, "-m", "portguard", "dropin", "--root", str(read_only_image),
+def test_unwritable_directory_exits_73_without_a_traceback(
+    read_only_image: Path, readable_src: Path
+) -> None:
+    argv = [SYSTEM_PYTHON, "-m", "portguard", "dropin", "--root", str(read_only_image),
             "myapp.service"]  # fmt: skip
     result = subprocess.run(
         as_unprivileged(argv),
-        env={**os.environ, "PYTHONPATH": str(SRC)},
+        env={**os.environ, "PYTHONPATH": str(readable_src)},
+        cwd="/",
         capture_output=True,
         text=True,
         timeout=60,

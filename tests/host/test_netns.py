@@ -13,7 +13,7 @@ import pytest
 
 from portguard.errors import Exit, UsageError
 from portguard.host.netns import enter, netns_path
-from tests.conftest import SRC
+from tests.conftest import SRC, SYSTEM_PYTHON
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="setns() needs CAP_SYS_ADMIN; without it every file is EPERM"
@@ -70,12 +70,16 @@ def test_enter_a_namespace_of_another_kind() -> None:
         enter("/proc/self/ns/uts")
 
 
-def run_child(script: str, *args: str, user: int | None = None) -> dict[str, object]:
-    """Run SCRIPT in a new Python with portguard importable; it prints one JSON object."""
+def run_child(
+    script: str, *args: str, user: int | None = None, src: Path = SRC
+) -> dict[str, object]:
+    """Run SCRIPT in a new Python with portguard importable from SRC; it prints one JSON
+    object. USER: the uid it runs as (then SRC must be readable by that user)."""
     result = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        env={**os.environ, "PYTHONPATH": str(SRC)},
+        [SYSTEM_PYTHON if user is not None else sys.executable, "-c", script, *args],
+        env={**os.environ, "PYTHONPATH": str(src)},
         user=user,
+        cwd="/",
         capture_output=True,
         text=True,
         timeout=60,
@@ -137,8 +141,8 @@ else:
 
 
 @needs_root
-def test_a_user_without_privilege_is_told_to_run_as_root() -> None:
-    child = run_child(ENTER_AND_REPORT, "1", user=65534)
+def test_a_user_without_privilege_is_told_to_run_as_root(readable_src: Path) -> None:
+    child = run_child(ENTER_AND_REPORT, "1", user=65534, src=readable_src)
     assert child["error"] == "Denied"
     assert child["code"] == Exit.NOPERM
     assert "(run as root)" in str(child["message"])
