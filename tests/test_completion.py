@@ -140,7 +140,9 @@ def test_values_of_options_with_choices(
         assert complete(f"portguard {verb} {option}={value[:2]}") == {
             v for v in values if v.startswith(value[:2])
         }
-        assert complete(f"portguard {verb} --json {option} {value} ") == set()
+        # After the value, what the verb takes next: check's UNIT, nothing for the others.
+        after = UNITS if verb == "check" else set()
+        assert complete(f"portguard {verb} --json {option} {value} ") == after
 
 
 def test_dropin_completes_services_and_sockets(complete: Completer) -> None:

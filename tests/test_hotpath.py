@@ -289,9 +289,9 @@ def test_compiled_binds_match_the_claims(tree: Tree, ports: tuple[int, int]) -> 
     registry = load_registry(tree.root)
     units = compile_units(registry)
     assert units["myapp.service"] == (
-        (socket.AF_INET, socket.SOCK_STREAM, "0.0.0.0", ports[0], True, False, False),
-        (socket.AF_INET6, socket.SOCK_STREAM, "::", ports[0], True, False, True),
-        (socket.AF_INET, socket.SOCK_STREAM, "127.0.0.1", ports[1], True, False, False),
+        (socket.AF_INET, socket.SOCK_STREAM, "0.0.0.0", ports[0], True, False, False, False),
+        (socket.AF_INET6, socket.SOCK_STREAM, "::", ports[0], True, False, True, False),
+        (socket.AF_INET, socket.SOCK_STREAM, "127.0.0.1", ports[1], True, False, False, False),
     )
     assert units["redis@.service"][0][3] is None
 

@@ -53,3 +53,9 @@ class Denied(PortguardError):
     """Not permitted: the message says what needs root."""
 
     exit_code = Exit.NOPERM
+
+
+class Refused(PortguardError):
+    """The unit's own configuration keeps the guard from mirroring its start: not guarded."""
+
+    exit_code = Exit.CONFIG

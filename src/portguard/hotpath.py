@@ -10,17 +10,27 @@ would cost more than the interpreter's own start.
 """
 
 import _socket
+import errno
 import marshal
 import os
+import pwd
 from _blake2 import blake2b
 
 REGISTRY_DIR = "/etc/portguard"
 CACHE_DIR = "/run/portguard"
-FORMAT = 1
+FORMAT = 2
 
 # One bind as compiled: family, socket type, host, port (None: the template instance),
-# SO_REUSEADDR, SO_REUSEPORT, IPV6_V6ONLY.
-BindSpec = tuple[int, int, str, int | None, bool, bool, bool]
+# SO_REUSEADDR, SO_REUSEPORT, IPV6_V6ONLY, IP_FREEBIND.
+BindSpec = tuple[int, int, str, int | None, bool, bool, bool, bool]
+# Who binds: a uid, and whether it may bind below net.ipv4.ip_unprivileged_port_start
+# (CAP_NET_BIND_SERVICE). None: this process as it is.
+Identity = tuple[int, bool] | None
+# `check`'s options that say how the unit binds (the drop-in writes them; policy/mirror.py).
+BIND_OPTIONS = ("--user", "--caps", "--socket-options")
+SOCKET_OPTIONS = ("reuseaddr", "reuseport", "freebind", "transparent", "v6only")
+_IP_FREEBIND = 15  # linux/in.h; it lets an AF_INET6 socket bind a missing address too
+NOBODY = 65534
 # A unit's compiled binds, and the template instance standing for a None port.
 Entry = tuple[tuple[BindSpec, ...], int | None]
 
@@ -140,9 +150,27 @@ def store_cache(root: str, key: bytes, units: dict[str, tuple[BindSpec, ...]]) -
     return True
 
 
-def bind_errno(spec: BindSpec, port: int) -> int:
-    """0 when a bind with the service's options succeeds now, else its errno."""
-    family, kind, host, _, reuseaddr, reuseport, v6only = spec
+def bind_errno(spec: BindSpec, port: int, identity: Identity = None) -> int:
+    """0 when a bind with the service's options, as the service's identity, succeeds now,
+    else its errno. Taking on another identity needs root (the drop-in's `+`)."""
+    if identity is None or identity == (0, True):
+        return _bind(spec, port)
+    uid, may_bind = identity
+    # A non-zero effective uid empties the effective capabilities, CAP_NET_BIND_SERVICE too;
+    # root without that capability binds as nobody, which differs from it in nothing else
+    # a bind() without SO_REUSEPORT looks at.
+    os.seteuid(uid or NOBODY)
+    try:
+        code = _bind(spec, port)
+    finally:
+        os.seteuid(0)
+    if code == errno.EACCES and may_bind:
+        code = _bind(spec, port)  # a privileged port: as root, which has the capability
+    return code
+
+
+def _bind(spec: BindSpec, port: int) -> int:
+    family, kind, host, _, reuseaddr, reuseport, v6only, freebind = spec
     try:
         sock = _socket.socket(family, kind)
     except OSError as exc:
@@ -154,12 +182,64 @@ def bind_errno(spec: BindSpec, port: int) -> int:
             sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
         if family == _socket.AF_INET6:
             sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, int(v6only))
+        if freebind:
+            sock.setsockopt(_socket.IPPROTO_IP, _IP_FREEBIND, 1)
         sock.bind((host, port))
     except OSError as exc:
         return exc.errno or -1
     finally:
         sock.close()
     return 0
+
+
+def parse_bind_options(args: list[str]) -> tuple[Identity, frozenset[str] | None]:
+    """The identity and the socket options (None: the registry's) of --user, --caps and
+    --socket-options; raises ValueError naming what is wrong."""
+    values: dict[str, str] = {}
+    while args:
+        flag, _, value = args.pop(0).partition("=")
+        if flag not in BIND_OPTIONS or flag in values:
+            raise ValueError(f"unexpected argument {flag}")
+        if not _:
+            if not args:
+                raise ValueError(f"{flag} needs a value")
+            value = args.pop(0)
+        values[flag] = value
+    identity: Identity = None
+    if "--user" in values or "--caps" in values:
+        uid = user_id(values.get("--user", "root"))
+        caps = values.get("--caps", "net_bind_service" if uid == 0 else "none")
+        if caps not in ("net_bind_service", "none"):
+            raise ValueError(f"--caps {caps}: expected net_bind_service or none")
+        identity = (uid, caps == "net_bind_service")
+    options = None
+    if "--socket-options" in values:
+        options = frozenset(o for o in values["--socket-options"].split(",") if o)
+        unknown = sorted(options - set(SOCKET_OPTIONS))
+        if unknown:
+            raise ValueError(f"--socket-options: unknown {', '.join(unknown)}")
+    return identity, options
+
+
+def user_id(user: str) -> int:
+    """USER's uid (a name or a number); raises ValueError for a user this host does not know."""
+    if user.isdigit():
+        return int(user)
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise ValueError(f"--user {user}: no such user") from None
+
+
+def with_socket_options(spec: BindSpec, options: frozenset[str] | None) -> BindSpec:
+    """SPEC as PID 1 binds a .socket unit's address: its options replace the registry's."""
+    if options is None:
+        return spec
+    family, kind, host, port, _, _, v6only, _ = spec
+    v6only = v6only or ("v6only" in options and family == _socket.AF_INET6)
+    freebind = "freebind" in options or "transparent" in options
+    return (family, kind, host, port, "reuseaddr" in options, "reuseport" in options, v6only,
+            freebind)  # fmt: skip
 
 
 def unit_of_cgroup() -> str | None:
@@ -196,9 +276,14 @@ def run(argv: list[str]) -> int | None:
     if len(args) >= 2 and args[0] == "--registry":
         root = args[1]
         del args[:2]
-    if len(args) > 1 or (args and args[0].startswith("-")):
+    unit = args.pop(0) if args and not args[0].startswith("-") else None
+    try:
+        identity, socket_options = parse_bind_options(args)
+    except ValueError:
+        return None  # the full command says what is wrong
+    if identity not in (None, (0, True)) and os.geteuid() != 0:
         return None
-    unit = args[0] if args else unit_of_cgroup()
+    unit = unit or unit_of_cgroup()
     if unit is None or not os.path.isdir(root):
         return None
     found = digest(root)
@@ -209,6 +294,8 @@ def run(argv: list[str]) -> int | None:
     binds, instance = entry
     for spec in binds:
         port = spec[3] if spec[3] is not None else instance
-        if port is None or not 0 < port < 65536 or bind_errno(spec, port):
+        if port is None or not 0 < port < 65536:
+            return None
+        if bind_errno(with_socket_options(spec, socket_options), port, identity):
             return None
     return 0

@@ -5,6 +5,7 @@ Effects are real (files in tmp_path); the kernel log is a file the test names.
 """
 
 import os
+import re
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -21,23 +22,27 @@ from portguard.registry import fastreader
 from portguard.registry.lint import check_registry
 from portguard.registry.model import RegistrySource, load
 from tests.conftest import DATA, EXAMPLE_REGISTRY, RULES, SRC, position, shipped
+from tests.host.test_dropins import directives
 
 ENTRY = shipped(
     "systemd/portguard-generator", "/usr/lib/systemd/system-generators/portguard-generator"
 )
 PYTHON = "/usr/bin/python3"
 IS_ROOT = os.geteuid() == 0
-GUARD = "ExecStartPre=/usr/bin/portguard check"
-WARN_GUARD = "ExecStartPre=-/usr/bin/portguard check"
+GUARD = "ExecStartPre=+/usr/bin/portguard check"
+WARN_GUARD = "ExecStartPre=-+/usr/bin/portguard check"
 
 
 @dataclass
 class Setup:
-    """A registry root, an output directory and a kernel log, all in tmp_path."""
+    """A registry root, an output directory, a kernel log and a root of unit files (where
+    every unit the registry names gets a plain fragment unless a test wrote one), all in
+    tmp_path."""
 
     root: Path
     out: Path
     kmsg: Path
+    units: Path
     env: dict[str, str] = field(default_factory=dict)
 
     def write(self, text: str, name: str = "registry.yaml") -> Path:
@@ -45,6 +50,18 @@ class Setup:
         path.parent.mkdir(mode=0o755, exist_ok=True)
         path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
         os.chmod(path, 0o644)
+        for unit in re.findall(
+            r"^ +[\"']?([\w@.:-]+\.(?:service|socket))[\"']?:", path.read_text(), re.M
+        ):
+            if not (self.units / unit).exists():
+                self.unit(unit, PLAIN_SOCKET if unit.endswith(".socket") else PLAIN_SERVICE)
+        return path
+
+    def unit(self, name: str, text: str) -> Path:
+        """A unit file under the unit root's /usr/lib/systemd/system."""
+        path = self.units / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
         return path
 
     def run(self, *argv: str) -> int:
@@ -84,7 +101,14 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
         monkeypatch.setattr(generator, "is_safe", as_root)
     kmsg = tmp_path / "kmsg"
     kmsg.touch()  # the generator opens the kernel log, never creates it
-    yield Setup(root, out, kmsg, {generator.REGISTRY_ENV: str(root)})
+    system = tmp_path / "os"
+    env = {generator.REGISTRY_ENV: str(root), generator.UNIT_ROOT_ENV: str(system)}
+    yield Setup(root, out, kmsg, system / "usr/lib/systemd/system", env)
+
+
+UNIT_KEY = r"^ +[\"']?([\w@.:-]+\.(?:service|socket))[\"']?:"
+PLAIN_SERVICE = "[Service]\nExecStart=/usr/bin/daemon\n"
+PLAIN_SOCKET = "[Socket]\nListenStream=8080\n"
 
 
 THREE_MODES = """
@@ -145,7 +169,8 @@ def test_header_names_the_generator_and_the_source_file_line_column(setup: Setup
     line, column = position(written, "api.socket")  # inside the quotes, as lint says
     api = setup.dropin("api.socket").splitlines()
     assert f"from {path}:{line}:{column} " in api[1]
-    assert api[2:] == ["[Socket]", GUARD]
+    # PID 1 binds a socket unit's addresses, always with SO_REUSEADDR.
+    assert api[2:] == ["[Socket]", f"{GUARD} --socket-options reuseaddr"]
 
 
 def test_a_template_gets_the_templates_dropin(setup: Setup) -> None:
@@ -453,6 +478,9 @@ FAST_PATH_MODULES = {
     "portguard.commands.generator",
     "portguard.host",
     "portguard.host.dropins",
+    "portguard.host.unitfiles",
+    "portguard.policy",
+    "portguard.policy.mirror",
     "portguard.registry",
     "portguard.registry.fastreader",
     "portguard.registry.timespan",
@@ -684,3 +712,93 @@ def test_the_generated_registries_reach_both_answers(tmp_path: Path) -> None:
 
     sample()
     assert {(False, False), (True, True), (True, False)} <= answers
+
+
+# --- the unit files: the guard binds as the unit will, or the unit is not guarded ----------
+
+
+def test_the_guard_takes_on_the_units_user_and_runs_outside_its_exec_sandbox(setup: Setup) -> None:
+    """redis-server.service as Debian ships it: the guard must run although NoExecPaths=/."""
+    setup.unit("redis-server.service", """
+        [Service]
+        Type=notify
+        ExecStart=/usr/bin/redis-server /etc/redis/redis.conf --supervised systemd --daemonize no
+        User=redis
+        Group=redis
+        NoExecPaths=/
+        ExecPaths=/usr/bin/redis-server /usr/lib /lib
+        CapabilityBoundingSet=
+        PrivateUsers=true
+        RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+    """)  # fmt: skip
+    setup.write("version: 1\nunits:\n  redis-server.service:\n    listen: [6379]\n")
+
+    assert setup.run() == 0
+
+    assert directives(setup.dropin("redis-server.service")) == [
+        "[Service]", "ExecStartPre=+/usr/bin/portguard check --user redis"
+    ]  # fmt: skip
+    assert setup.log_lines() == []
+
+
+def test_a_drop_in_of_the_unit_changes_what_the_guard_mirrors(setup: Setup) -> None:
+    setup.unit("web.service", "[Service]\nExecStart=/usr/sbin/web\nUser=www-data\n")
+    setup.unit("web.service.d/caps.conf", "[Service]\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n")
+    setup.write("version: 1\nunits:\n  web.service:\n    listen: [80]\n")
+
+    assert setup.run() == 0
+
+    line = directives(setup.dropin("web.service"))[1]
+    assert line == "ExecStartPre=+/usr/bin/portguard check --user www-data --caps net_bind_service"
+
+
+@pytest.mark.parametrize(
+    ("fragment", "reason"),
+    [
+        (None, "web.service: not guarded: no unit file on disk"),
+        ("[Service]\nExecStart=/bin/a\nExecStart=!/bin/b\nType=oneshot\n",
+         "web.service: not guarded: its ExecStart= lines run with different identities"),
+        ("[Service]\nExecStart=/bin/a\nDynamicUser=yes\n",
+         "web.service: not guarded: DynamicUser=yes"),
+        ("[Service]\nExecStart=/bin/a\nUser=%i\n",
+         "web.service: not guarded: User=%i uses a specifier"),
+    ],
+)  # fmt: skip
+def test_a_unit_the_guard_cannot_mirror_is_left_unguarded_and_says_why(
+    setup: Setup, fragment: str | None, reason: str
+) -> None:
+    if fragment is not None:
+        setup.unit("web.service", fragment)
+    else:
+        setup.units.mkdir(parents=True, exist_ok=True)
+        (setup.units / "web.service").mkdir()  # a directory stops write() making a fragment
+    setup.write(THREE_MODES)
+    if fragment is None:
+        (setup.units / "web.service").rmdir()
+
+    assert setup.run() == 0
+
+    assert not (setup.out / "web.service.d").exists()
+    assert (setup.out / "batch.service.d" / DROPIN_NAME).exists()  # the others are guarded
+    (line,) = setup.log_lines()
+    assert line.startswith("<4>portguard-generator[")
+    assert reason in line
+
+
+def test_a_unit_only_another_generator_wrote_is_not_guarded(setup: Setup) -> None:
+    """Generators run side by side: another one's output may not be there yet."""
+    generated = setup.units.parent.parent.parent.parent / "run/systemd/generator/web.service"
+    generated.parent.mkdir(parents=True)
+    generated.write_text(PLAIN_SERVICE)
+    setup.units.mkdir(parents=True, exist_ok=True)
+    (setup.units / "web.service").mkdir()
+    setup.write(THREE_MODES)
+    (setup.units / "web.service").rmdir()
+
+    assert setup.run() == 0
+
+    assert not (setup.out / "web.service.d").exists()
+    assert (
+        "web.service: not guarded: no unit file on disk (written by another generator"
+        in (setup.log_lines()[0])
+    )

@@ -23,7 +23,7 @@ def directives(text: str) -> list[str]:
 )
 def test_one_section_and_one_guard_line(unit: str, section: str) -> None:
     text = dropin_text(unit, origin="written by a test")
-    assert directives(text) == [section, "ExecStartPre=/usr/bin/portguard check"]
+    assert directives(text) == [section, "ExecStartPre=+/usr/bin/portguard check"]
     assert text.endswith("\n")
 
 
@@ -35,16 +35,41 @@ def test_header_names_the_unit_and_the_origin() -> None:
 
 def test_warn_mode_ignores_the_guards_failure() -> None:
     text = dropin_text("myapp.service", origin="o", blocking=Blocking.LOGS)
-    assert directives(text) == ["[Service]", f"ExecStartPre=-{GUARD}"]
+    assert directives(text) == ["[Service]", f"ExecStartPre=-+{GUARD} check"]
 
 
-def test_no_prefix_runs_as_the_unit() -> None:
-    """Neither `+` nor `!`: the guard keeps the unit's User= and namespaces (README)."""
+def test_the_guard_runs_with_full_privileges_and_takes_the_units_identity_by_its_args() -> None:
+    """`+`: outside the exec sandbox, as root; the args say who the probe binds as (README)."""
     for blocking in Blocking:
-        line = directives(dropin_text("a.service", origin="o", blocking=blocking))[1]
+        text = dropin_text("a.service", origin="o", blocking=blocking,
+                           args=("--user", "redis", "--caps", "none"))  # fmt: skip
+        line = directives(text)[1]
         command = line.removeprefix("ExecStartPre=").removeprefix(blocking.value)
-        assert command == GUARD
-        assert command[0] == "/"
+        assert command == f"+{GUARD} check --user redis --caps none"
+
+
+def test_the_guard_path_is_the_one_given() -> None:
+    text = dropin_text("a.service", origin="o", guard="/usr/local/bin/portguard")
+    assert directives(text)[1] == "ExecStartPre=+/usr/local/bin/portguard check"
+
+
+@pytest.mark.parametrize(
+    ("guard", "args"),
+    [
+        ("portguard", ()),
+        ("/opt/my tools/portguard", ()),
+        ("/usr/bin/portguard\nExecStart=/bin/evil", ()),
+        ("/usr/bin/portguard", ("--user", "a b")),
+        ("/usr/bin/portguard", ("--user", "%i")),
+        ("/usr/bin/portguard", ("--user", "x\nExecStartPost=/bin/evil")),
+        ("/usr/bin/portguard", ("; /bin/evil",)),
+    ],
+)
+def test_a_guard_path_or_argument_outside_the_alphabet_is_refused(
+    guard: str, args: tuple[str, ...]
+) -> None:
+    with pytest.raises(ValueError):
+        dropin_text("a.service", origin="o", guard=guard, args=args)
 
 
 @pytest.mark.parametrize(
@@ -96,7 +121,7 @@ def test_any_valid_name_leaves_the_directives_alone(prefix: str, kind: str) -> N
     unit = f"{prefix}.{kind}"
     assert guardable_problem(unit) is None
     text = dropin_text(unit, origin="o")
-    assert directives(text) == [f"[{kind.capitalize()}]", f"ExecStartPre={GUARD}"]
+    assert directives(text) == [f"[{kind.capitalize()}]", f"ExecStartPre=+{GUARD} check"]
     # The name appears only in the comment, and no line continues onto the next.
     assert all(unit not in line for line in directives(text))
     assert not any(line.endswith("\\") for line in text.splitlines())

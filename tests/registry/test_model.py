@@ -45,9 +45,10 @@ def test_listen_forms_become_claims(reg: Files) -> None:
     v6 = ipaddress.IPv6Address("2001:db8::1")
     assert claims == [
         Claim(Proto.TCP, 8080, 8080),
-        Claim(Proto.UDP, 8081, 8081),
+        # A UDP socket shares its port only when its unit or listen entry says so.
+        Claim(Proto.UDP, 8081, 8081, reuseaddr=False),
         Claim(Proto.TCP, 8082, 8082, v4),
-        Claim(Proto.UDP, 8083, 8083, v6),
+        Claim(Proto.UDP, 8083, 8083, v6, reuseaddr=False),
         Claim(Proto.TCP, 9000, 9010),
         Claim(Proto.TCP, 8084, 8084, ipaddress.IPv6Address("::"), v6only=True, reuseport=True),
         Claim(Proto.TCP, 8085, 8085, reuseaddr=False),

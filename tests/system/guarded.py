@@ -164,16 +164,24 @@ def _install_code(sandbox: Sandbox) -> None:
 
 def install_portguard(sandbox: Sandbox) -> None:
     """/usr/bin/portguard inside SANDBOX (its overlay, never the host's) running the checkout,
-    as the package's bin/portguard does: what drop-ins and the generator call.
+    as the package's bin/portguard does (a Python script, so `dropin` sees its own path):
+    what drop-ins and the generator call.
     """
     _install_code(sandbox)
-    program = (
-        f"import sys; sys.path.insert(0, {INSTALLED_SRC!r}); "
-        "from portguard.__main__ import main; raise SystemExit(main())"
-    )
     sandbox.write_file(
-        PORTGUARD_BIN, f'#!/bin/sh\nexec {PYTHON} -I -c "{program}" "$@"\n', mode=0o755
+        PORTGUARD_BIN,
+        f"#!{PYTHON} -I\nimport sys\nsys.path.insert(0, {INSTALLED_SRC!r})\n"
+        "from portguard.__main__ import main\nraise SystemExit(main())\n",
+        mode=0o755,
     )
+
+
+def dropin(sandbox: Sandbox, *args: str, env: dict[str, str] | None = None,
+           user: int | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """`portguard dropin ARGS` by the installed /usr/bin/portguard, which the drop-in will run."""
+    install_portguard(sandbox)
+    prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] if user else []
+    return sandbox.run(*prefix, PORTGUARD_BIN, "dropin", *args, env=env or {}, check=False)
 
 
 GENERATOR_BIN = "/etc/systemd/system-generators/portguard-generator"

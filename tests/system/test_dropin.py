@@ -13,12 +13,10 @@ import subprocess
 import pytest
 
 from tests.system.guarded import (
-    PYTHON,
-    SRC,
+    dropin,
     install_portguard,
     listener,
     plain_unit,
-    portguard,
     start_guarded,
     write_registry,
 )
@@ -56,7 +54,7 @@ def set_up_conflict(sandbox: Sandbox) -> int:
 def test_round_trip_guards_then_unguards_the_unit(sandbox: Sandbox) -> None:
     holder = set_up_conflict(sandbox)
 
-    assert lines(portguard(sandbox, "dropin", "--reload", "myapp.service")) == (
+    assert lines(dropin(sandbox, "--reload", "myapp.service")) == (
         0,
         [f"written {CONF}", "reloaded systemd"],
         [],
@@ -64,7 +62,7 @@ def test_round_trip_guards_then_unguards_the_unit(sandbox: Sandbox) -> None:
 
     cat = sandbox.systemctl("cat", "myapp.service")
     assert f"# {CONF}\n# portguard guard drop-in for myapp.service\n" in cat
-    assert "[Service]\nExecStartPre=/usr/bin/portguard check\n" in cat
+    assert "[Service]\nExecStartPre=+/usr/bin/portguard check\n" in cat
     assert sandbox.unit_properties("myapp.service", "DropInPaths")["DropInPaths"] == CONF
     assert sandbox.read_file(CONF).startswith("# portguard guard drop-in for myapp.service\n")
     assert sandbox.run("stat", "-c", "%a %U", CONF, f"{CONF.rsplit('/', 1)[0]}").stdout == (
@@ -80,14 +78,14 @@ def test_round_trip_guards_then_unguards_the_unit(sandbox: Sandbox) -> None:
     assert guarded.entry["_SYSTEMD_UNIT"] == "myapp.service"
 
     before = identity(sandbox, CONF)
-    assert lines(portguard(sandbox, "dropin", "--reload", "myapp.service")) == (
+    assert lines(dropin(sandbox, "--reload", "myapp.service")) == (
         0,
         [f"unchanged {CONF}", "reloaded systemd"],
         [],
     )
     assert identity(sandbox, CONF) == before
 
-    assert lines(portguard(sandbox, "dropin", "--remove", "--reload", "myapp.service")) == (
+    assert lines(dropin(sandbox, "--remove", "--reload", "myapp.service")) == (
         0,
         [f"removed {CONF}", "reloaded systemd"],
         [],
@@ -101,7 +99,7 @@ def test_round_trip_guards_then_unguards_the_unit(sandbox: Sandbox) -> None:
     assert unguarded.entries == []
     assert exec_start_pre(sandbox, "myapp.service") == ""
 
-    assert lines(portguard(sandbox, "dropin", "--remove", "myapp.service")) == (
+    assert lines(dropin(sandbox, "--remove", "myapp.service")) == (
         0,
         [f"absent {CONF}"],
         [],
@@ -113,7 +111,7 @@ def test_without_reload_systemd_keeps_the_unit_as_loaded(sandbox: Sandbox) -> No
     # A running unit stays loaded (an inactive one is unloaded and read afresh on demand).
     assert sandbox.start("myapp.service").active
 
-    code, out, err = lines(portguard(sandbox, "dropin", "myapp.service"))
+    code, out, err = lines(dropin(sandbox, "myapp.service"))
 
     assert (code, out) == (0, [f"written {CONF}"])
     assert err == [
@@ -122,7 +120,7 @@ def test_without_reload_systemd_keeps_the_unit_as_loaded(sandbox: Sandbox) -> No
     # Loaded units keep what they were loaded with until the reload.
     assert exec_start_pre(sandbox, "myapp.service") == ""
 
-    assert lines(portguard(sandbox, "dropin", "--reload", "myapp.service"))[1] == [
+    assert lines(dropin(sandbox, "--reload", "myapp.service"))[1] == [
         f"unchanged {CONF}",
         "reloaded systemd",
     ]
@@ -135,10 +133,10 @@ def test_a_templates_drop_in_guards_its_instances(sandbox: Sandbox) -> None:
     write_registry(sandbox, registry_for("redis@.service", '"%i/tcp"'))
     plain_unit(sandbox, "redis@.service", SLEEPER)
 
-    code, out, _ = lines(portguard(sandbox, "dropin", "--reload", "redis@.service"))
+    code, out, _ = lines(dropin(sandbox, "--reload", "redis@.service"))
 
     assert (code, out[0]) == (0, "written /etc/systemd/system/redis@.service.d/50-portguard.conf")
-    assert "ExecStartPre=/usr/bin/portguard check" in sandbox.systemctl("cat", "redis@6380.service")
+    assert "ExecStartPre=+/usr/bin/portguard check" in sandbox.systemctl("cat", "redis@6380.service")
     assert start_guarded(sandbox, "redis@6379.service").result.active
     held = start_guarded(sandbox, "redis@6380.service")
     assert held.result.active_state == "failed"
@@ -155,7 +153,7 @@ def test_names_portguard_accepts_are_names_systemd_reads_drop_ins_for(sandbox: S
         section = "[Socket]\nListenStream=7000\n" if name.endswith(".socket") else SLEEPER
         plain_unit(sandbox, name, section)
 
-    code, out, err = lines(portguard(sandbox, "dropin", "--reload", *EDGE_NAMES))
+    code, out, err = lines(dropin(sandbox, "--reload", *EDGE_NAMES))
 
     assert (code, err) == (0, [])
     for name, line in zip(EDGE_NAMES, out, strict=False):
@@ -165,7 +163,7 @@ def test_names_portguard_accepts_are_names_systemd_reads_drop_ins_for(sandbox: S
         assert props["LoadState"] == "loaded", name
         assert shlex.split(props["DropInPaths"]) == [path], name  # `show` quotes a backslash
         assert (
-            "path=/usr/bin/portguard ; argv[]=/usr/bin/portguard check ;" in props["ExecStartPre"]
+            "path=/usr/bin/portguard ; argv[]=/usr/bin/portguard check" in props["ExecStartPre"]
         ), name
 
 
@@ -191,7 +189,7 @@ def test_a_bad_name_among_good_ones_changes_nothing(sandbox: Sandbox, bad: str) 
     sandbox.daemon_reload()
     before = sandbox.run("find", "/etc/systemd", *PWNED, check=False).stdout
 
-    code, out, err = lines(portguard(sandbox, "dropin", "--reload", "myapp.service", bad))
+    code, out, err = lines(dropin(sandbox, "--reload", "myapp.service", bad))
 
     assert (code, out) == (64, [])
     assert len(err) == 1
@@ -207,11 +205,8 @@ def test_a_failed_reload_is_one_line_and_exit_69(sandbox: Sandbox) -> None:
     assert sandbox.start("myapp.service").active  # stays loaded: a reload would show
 
     # An explicit bus address wins over systemd's private socket; this one leads nowhere.
-    completed = sandbox.run(
-        PYTHON, "-m", "portguard", "dropin", "--reload", "myapp.service",
-        env={"PYTHONPATH": SRC, "DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/run/no-such-bus"},
-        check=False,
-    )  # fmt: skip
+    completed = dropin(sandbox, "--reload", "myapp.service",
+                       env={"DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/run/no-such-bus"})  # fmt: skip
 
     code, out, err = lines(completed)
     assert (code, out) == (69, [f"written {CONF}"])
@@ -223,11 +218,8 @@ def test_a_failed_reload_is_one_line_and_exit_69(sandbox: Sandbox) -> None:
 
 
 def test_unprivileged_user_cannot_write_and_gets_one_line(sandbox: Sandbox) -> None:
-    completed = sandbox.run(
-        "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-        PYTHON, "-m", "portguard", "dropin", "myapp.service",
-        env={"PYTHONPATH": SRC}, check=False,
-    )  # fmt: skip
+    plain_unit(sandbox, "myapp.service", SLEEPER)
+    completed = dropin(sandbox, "myapp.service", user=65534)
 
     assert lines(completed) == (
         73,

@@ -21,8 +21,8 @@ from tests.system.sandbox import Sandbox
 from tests.system.test_check import guard_status, squat
 
 DROPIN = "50-portguard.conf"
-GUARD = "ExecStartPre=/usr/bin/portguard check"
-WARN_GUARD = "ExecStartPre=-/usr/bin/portguard check"
+GUARD = "ExecStartPre=+/usr/bin/portguard check"
+WARN_GUARD = "ExecStartPre=-+/usr/bin/portguard check"
 SLEEPER = "/bin/sleep infinity"
 
 

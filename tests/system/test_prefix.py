@@ -1,30 +1,23 @@
-"""Why the guard's `ExecStartPre=` has no prefix (`+` or `!`), measured against real systemd.
-
-Every guarded unit here gets its drop-in from `portguard dropin`, so the text under test is
-the one users get. The prefix variants are that same file with `+` or `!` inserted.
+"""How the guard runs (`ExecStartPre=+… check [--user U] [--caps C]`), measured against a real
+systemd. Every guarded unit gets its drop-in from `portguard dropin`, so the text under test
+is the one users get.
 
 What systemd does (252, Debian 12), as these tests assert it:
-- no prefix: the guard runs as the unit's User=, in the unit's network namespace;
-- `+` and `!`: the guard runs as root, and still in the unit's network namespace
-  (PrivateNetwork= applies to every command of the unit, prefixed or not);
-- so a prefix cannot change which namespace is probed, but it does lift User=: a privileged
-  port then looks free to the guard and the service fails afterwards with EACCES.
-
-What no prefix gives up, also asserted: the guard shares the unit's hardening, so
-RestrictAddressFamilies= without AF_NETLINK hides the owner (the verdict stands) and
-ProtectProc=invisible hides the owner's command.
+- `+` and `!` run a command as root, and still in the unit's network namespace
+  (PrivateNetwork= applies to every command of the unit, prefixed or not); no prefix runs it
+  as the unit's User=;
+- `+` lifts the exec sandbox (NoExecPaths=) and the address-family and /proc restrictions;
+- so the guard runs as root with `+`, and takes on the service's identity for the probe
+  alone: a privileged port the service may not bind is `denied` to the probe too.
 """
 
 from __future__ import annotations
 
-import pytest
-
 from tests.system.guarded import (
     Guarded,
-    install_portguard,
+    dropin,
     listener,
     plain_unit,
-    portguard,
     start_guarded,
     wait_listening,
     write_registry,
@@ -33,32 +26,33 @@ from tests.system.sandbox import Sandbox, wait_for
 from tests.system.test_check import guard_status, registry_for, squat
 
 SLEEPER = "/bin/sleep infinity"
-NOBODY_UID = "65534"
 
 
 def dropin_conf(unit: str) -> str:
     return f"/etc/systemd/system/{unit}.d/50-portguard.conf"
 
 
-def guard(sandbox: Sandbox, unit: str, *, prefix: str = "") -> None:
-    """`portguard dropin UNIT`, then PREFIX put before the guard's command; then reload."""
-    install_portguard(sandbox)
-    written = portguard(sandbox, "dropin", unit)
+def guard(sandbox: Sandbox, unit: str) -> str:
+    """`portguard dropin UNIT`, then a reload; the guard's line as written."""
+    written = dropin(sandbox, unit)
     assert written.returncode == 0, written.stderr
-    if prefix:
-        path = dropin_conf(unit)
-        text = sandbox.read_file(path)
-        assert text.count("\nExecStartPre=/usr/bin/portguard check\n") == 1, text
-        sandbox.write_file(path, text.replace("ExecStartPre=", f"ExecStartPre={prefix}"))
     sandbox.daemon_reload()
+    (line,) = [
+        line for line in sandbox.read_file(dropin_conf(unit)).splitlines()
+        if line.startswith("ExecStartPre=")
+    ]  # fmt: skip
+    return line
 
 
-def guarded_start(
-    sandbox: Sandbox, unit: str, *, claim: str, service: str, prefix: str = ""
-) -> Guarded:
+def failed(sandbox: Sandbox, unit: str) -> dict[str, str] | None:
+    props = sandbox.unit_properties(unit, "ActiveState", "ExecMainStatus")
+    return props if props["ActiveState"] == "failed" else None
+
+
+def guarded_start(sandbox: Sandbox, unit: str, *, claim: str, service: str) -> Guarded:
     write_registry(sandbox, registry_for(unit, claim))
     plain_unit(sandbox, unit, service)
-    guard(sandbox, unit, prefix=prefix)
+    guard(sandbox, unit)
     return start_guarded(sandbox, unit)
 
 
@@ -75,11 +69,12 @@ def test_as_nobody_a_held_port_names_the_owner_and_its_pid(sandbox: Sandbox) -> 
     assert started.result.active_state == "failed"
     assert guard_status(sandbox, "myapp.service") == 69
     entry = started.entry
-    assert entry["_UID"] == NOBODY_UID  # the guard ran as the unit's user
+    assert entry["_UID"] == "0"  # the guard ran as root (`+`), the probe as nobody
     assert entry["PORTGUARD_VERDICT"] == "held"
     assert entry["PORTGUARD_OWNER_KIND"] == "service"
     assert entry["PORTGUARD_OWNER_UNIT"] == "squatter.service"
-    assert entry["PORTGUARD_OWNER_PID"] == str(holder)  # MainPID over the system bus
+    assert entry["PORTGUARD_OWNER_PID"] == str(holder)
+    assert entry["PORTGUARD_OWNER_COMM"] == "python3"
     assert "PORTGUARD_UNKNOWN" not in entry
 
 
@@ -91,15 +86,23 @@ def test_as_nobody_a_free_privileged_port_is_denied(sandbox: Sandbox) -> None:
     assert started.result.active_state == "failed"
     assert guard_status(sandbox, "myapp.service") == 77
     entry = started.entry
-    assert entry["_UID"] == NOBODY_UID
     assert entry["PORTGUARD_VERDICT"] == "denied"
     assert entry["PORTGUARD_PORT"] == "80"
     assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in str(entry["PORTGUARD_REMEDY"])
     assert sandbox.run("ss", "-Hltn", "sport = :80").stdout == ""  # nobody holds it
-
-    # The remedy the entry names works: the guard and then the service bind 80 as nobody.
-    plain_unit(sandbox, "myapp.service", service + "AmbientCapabilities=CAP_NET_BIND_SERVICE\n")
+    # Without the guard the service itself is refused the bind: the verdict was the kernel's.
+    plain_unit(sandbox, "bare.service", service)
     sandbox.daemon_reload()
+    sandbox.start("bare.service")
+    wait_for(lambda: failed(sandbox, "bare.service"), timeout=10, what="the bare service to fail")
+    messages = [str(e.get("MESSAGE", "")) for e in sandbox.journal("bare.service")]
+    assert "PermissionError: [Errno 13] Permission denied" in messages
+
+    # The remedy the entry names works: a new drop-in mirrors the capability, and the guard
+    # and then the service bind 80 as nobody.
+    plain_unit(sandbox, "myapp.service", service + "AmbientCapabilities=CAP_NET_BIND_SERVICE\n")
+    line = guard(sandbox, "myapp.service")
+    assert line.endswith("check --user nobody --caps net_bind_service")
     sandbox.systemctl("reset-failed", "myapp.service")
     fixed = start_guarded(sandbox, "myapp.service")
     assert fixed.result.active, fixed.result.status
@@ -108,11 +111,8 @@ def test_as_nobody_a_free_privileged_port_is_denied(sandbox: Sandbox) -> None:
     wait_listening(sandbox, 80)
 
 
-@pytest.mark.parametrize("prefix", ["", "+", "!"])
-def test_private_network_unit_is_not_blocked_by_a_host_listener(
-    sandbox: Sandbox, prefix: str
-) -> None:
-    """With or without a prefix: systemd runs every command of the unit in its namespace."""
+def test_private_network_unit_is_not_blocked_by_a_host_listener(sandbox: Sandbox) -> None:
+    """systemd runs every command of the unit, `+` ones too, in its network namespace."""
     holder = squat(sandbox, "squatter.service", listener("0.0.0.0", 8080), 8080)
 
     started = guarded_start(
@@ -120,7 +120,6 @@ def test_private_network_unit_is_not_blocked_by_a_host_listener(
         "myapp.service",
         claim="8080/tcp",
         service=f"[Service]\nPrivateNetwork=yes\nExecStart={listener('0.0.0.0', 8080)}\n",
-        prefix=prefix,
     )
 
     assert started.result.active, started.result.status
@@ -136,7 +135,7 @@ MEASURE = "echo $(readlink /proc/self/ns/net) $(id -u) > /tmp/{name}"
 
 
 def test_what_each_prefix_changes(sandbox: Sandbox) -> None:
-    """The fact the choice rests on: only the user changes, never the network namespace."""
+    """The fact the design rests on: a prefix changes the user, never the network namespace."""
     commands = [("none", ""), ("plus", "+"), ("bang", "!")]
     lines = [f"ExecStartPre={p}/bin/sh -c '{MEASURE.format(name=n)}'" for n, p in commands]
     plain_unit(
@@ -155,87 +154,62 @@ def test_what_each_prefix_changes(sandbox: Sandbox) -> None:
     host_netns = sandbox.run("readlink", "/proc/1/ns/net").stdout.strip()
     main_netns, main_uid = seen["main"]
     assert main_netns != host_netns
-    assert main_uid == NOBODY_UID
-    assert seen["none"] == [main_netns, NOBODY_UID]
+    assert main_uid == "65534"
+    assert seen["none"] == [main_netns, "65534"]
     assert seen["plus"] == [main_netns, "0"]
     assert seen["bang"] == [main_netns, "0"]
 
 
-def failed(sandbox: Sandbox, unit: str) -> dict[str, str] | None:
-    props = sandbox.unit_properties(unit, "ActiveState", "ExecMainStatus")
-    return props if props["ActiveState"] == "failed" else None
+def test_a_bang_execstart_binds_as_root_and_the_guard_lets_it(sandbox: Sandbox) -> None:
+    """chrony.service's shape: User=_chrony, ExecStart=!chronyd, which binds as root."""
+    service = f"[Service]\nUser=nobody\nExecStart=!{listener('0.0.0.0', 323, proto='udp')}\n"
+
+    started = guarded_start(sandbox, "myapp.service", claim="323/udp", service=service)
+
+    assert started.result.active, started.result.status
+    assert started.entries == []
+    assert guard_status(sandbox, "myapp.service") == 0
+    wait_listening(sandbox, 323, "udp")
 
 
-@pytest.mark.parametrize("prefix", ["+", "!"])
-def test_a_prefix_makes_a_privileged_port_look_free(sandbox: Sandbox, prefix: str) -> None:
-    """`+` and `!` lift User=: the guard binds 80 as root and passes; the service then fails."""
-    started = guarded_start(
-        sandbox,
-        "myapp.service",
-        claim="80/tcp",
-        service=f"[Service]\nUser=nobody\nExecStart={listener('0.0.0.0', 80)}\n",
-        prefix=prefix,
+def test_the_guard_runs_under_noexecpaths_without_loosening_it(sandbox: Sandbox) -> None:
+    """redis-server.service's shape: NoExecPaths=/ with ExecPaths= for the daemon alone."""
+    daemon = listener("0.0.0.0", 6379)
+    service = (
+        f"[Service]\nUser=nobody\nExecStart={daemon}\nNoExecPaths=/\n"
+        "ExecPaths=/usr/bin/python3 /usr/lib /lib\nCapabilityBoundingSet=\nPrivateUsers=true\n"
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX\n"
     )
 
-    assert started.entries == []  # the guard saw nothing wrong
+    started = guarded_start(sandbox, "myapp.service", claim="6379/tcp", service=service)
+
+    assert started.result.active, started.result.status
     assert guard_status(sandbox, "myapp.service") == 0
-    state = wait_for(lambda: failed(sandbox, "myapp.service"), timeout=10, what="myapp to fail")
-    assert state["ExecMainStatus"] == "1"
-    messages = [str(e.get("MESSAGE", "")) for e in sandbox.journal("myapp.service")]
-    assert "PermissionError: [Errno 13] Permission denied" in messages
+    wait_listening(sandbox, 6379)
+    # The service's own sandbox is as it was: it still cannot run what ExecPaths= leaves out.
+    sandbox.write_file("/usr/local/bin/probe-exec", "#!/bin/sh\necho ran\n", mode=0o755)
+    tried = sandbox.run(
+        "systemd-run", "--wait", "--pipe", "-p", "NoExecPaths=/", "-p",
+        "ExecPaths=/usr/bin/python3 /usr/lib /lib", "/usr/local/bin/probe-exec", check=False,
+    )  # fmt: skip
+    assert tried.returncode != 0 and "ran" not in tried.stdout
 
 
-@pytest.mark.parametrize(
-    ("prefix", "families", "named"),
-    [
-        ("", "AF_UNIX AF_INET AF_INET6", False),
-        ("", "AF_UNIX AF_INET AF_INET6 AF_NETLINK", True),
-        ("+", "AF_UNIX AF_INET AF_INET6", True),
-    ],
-)
-def test_the_cost_restricted_address_families_hide_the_owner(
-    sandbox: Sandbox, prefix: str, families: str, named: bool
-) -> None:
-    """What no prefix gives up: under RestrictAddressFamilies= without AF_NETLINK the guard
-    cannot read the kernel's socket table. The verdict stands; the owner is unknown.
-    """
+def test_restricted_address_families_no_longer_hide_the_owner(sandbox: Sandbox) -> None:
+    """`+` lifts RestrictAddressFamilies= for the guard: sock_diag (AF_NETLINK) works."""
     squat(sandbox, "squatter.service", listener("0.0.0.0", 8080), 8080)
 
     started = guarded_start(
         sandbox,
         "myapp.service",
         claim="8080/tcp",
-        service=f"[Service]\nUser=nobody\nRestrictAddressFamilies={families}\n"
-        f"ExecStart={SLEEPER}\n",
-        prefix=prefix,
+        service=f"[Service]\nUser=nobody\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n"
+        f"ProtectProc=invisible\nExecStart={SLEEPER}\n",
     )
 
     assert started.result.active_state == "failed"
     assert guard_status(sandbox, "myapp.service") == 69
     entry = started.entry
     assert entry["PORTGUARD_VERDICT"] == "held"
-    if named:
-        assert entry["PORTGUARD_OWNER_UNIT"] == "squatter.service"
-    else:
-        assert "PORTGUARD_OWNER_UNIT" not in entry
-        assert "socket table could not be read" in str(entry["PORTGUARD_UNKNOWN"])
-
-
-def test_the_cost_protect_proc_hides_the_owners_command(sandbox: Sandbox) -> None:
-    """ProtectProc=invisible hides other users' processes from the guard: the unit and PID
-    are still named (cgroup, D-Bus), the holder's command is not.
-    """
-    holder = squat(sandbox, "squatter.service", listener("0.0.0.0", 8080), 8080)
-
-    started = guarded_start(
-        sandbox,
-        "myapp.service",
-        claim="8080/tcp",
-        service=f"[Service]\nUser=nobody\nProtectProc=invisible\nExecStart={SLEEPER}\n",
-    )
-
-    entry = started.entry
-    assert entry["PORTGUARD_VERDICT"] == "held"
     assert entry["PORTGUARD_OWNER_UNIT"] == "squatter.service"
-    assert entry["PORTGUARD_OWNER_PID"] == str(holder)
-    assert "PORTGUARD_OWNER_COMM" not in entry
+    assert entry["PORTGUARD_OWNER_COMM"] == "python3"  # /proc is not hidden from it either

@@ -18,10 +18,33 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
         "unit", nargs="?", metavar="UNIT", help="default: the unit this process runs in"
     )
     parser.add_argument("--json", action="store_true", help="also print the verdict as JSON")
+    mirror = parser.add_argument_group(
+        "how the unit binds", "written by the guard's drop-in from the unit's files; need root"
+    )
+    mirror.add_argument("--user", metavar="USER", help="probe as USER (default: root)")
+    mirror.add_argument(
+        "--caps",
+        choices=("net_bind_service", "none"),
+        help="whether USER may bind ports below 1024 (default: root may, others not)",
+    )
+    mirror.add_argument(
+        "--socket-options",
+        metavar="LIST",
+        help="a .socket unit's bind by PID 1: comma-separated reuseaddr, reuseport, "
+        "freebind, transparent, v6only; replaces the registry's options",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from portguard.commands.check import run as check  # noqa: PLC0415
 
-    return check(args.unit, args.registry, as_json=args.json, debug=args.debug)
+    bind_options = [
+        f"{flag}={value}"
+        for flag, value in (
+            ("--user", args.user), ("--caps", args.caps), ("--socket-options", args.socket_options)
+        )
+        if value is not None
+    ]  # fmt: skip
+    return check(args.unit, args.registry, as_json=args.json, debug=args.debug,
+                 bind_options=bind_options)  # fmt: skip

@@ -21,7 +21,7 @@ from portguard.host.processes import wait_for_exit
 from portguard.policy.guard import Effects, Guarded, check
 from portguard.policy.owners import Attribution
 from portguard.policy.report import Report, Verdict
-from portguard.registry.claims import ClaimSyntaxError, Proto
+from portguard.registry.claims import Claim, ClaimSyntaxError, Proto
 from portguard.registry.model import REGISTRY_DIR, Registry, RegistrySource, load
 from portguard.registry.unitname import unit_name_problem
 
@@ -91,7 +91,21 @@ def guarded_for(registry: Registry, unit: str) -> Guarded | None:
     return Guarded(unit, claims, entry.wait_ms, entry.via, entry.owner)
 
 
-def real_effects(self_cgroup: str | None) -> Effects:
+def binder_of(bind_options: list[str]) -> probe.Binder:
+    """Who the probe binds as, from the drop-in's options; UsageError when they are wrong."""
+    try:
+        identity, socket_options = hotpath.parse_bind_options(list(bind_options))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if identity not in (None, (0, True)) and os.geteuid() != 0:
+        raise UsageError(
+            "taking on the unit's identity (--user, --caps) needs root",
+            hint="the guard's drop-in runs it as ExecStartPre=+",
+        )
+    return probe.Binder(identity, socket_options)
+
+
+def real_effects(self_cgroup: str | None, binder: probe.Binder | None = None) -> Effects:
     def census(ports: Iterable[tuple[Proto, int]]) -> list[Occupant]:
         from portguard.host.sockets import census as kernel_census  # noqa: PLC0415
 
@@ -104,7 +118,10 @@ def real_effects(self_cgroup: str | None) -> Effects:
         context = Context.here(self_cgroup=self_cgroup, facts_timeout=timeout)
         return find_owners(occupants, context, also)
 
-    return Effects(probe.probe, census, attribute, wait_for_exit, time.monotonic)
+    def trial(claims: Iterable[Claim]) -> list[probe.Attempt]:
+        return probe.probe(claims, binder)
+
+    return Effects(trial, census, attribute, wait_for_exit, time.monotonic)
 
 
 def emit(report: Report, *, as_json: bool) -> int:
@@ -117,10 +134,18 @@ def emit(report: Report, *, as_json: bool) -> int:
     return int(report.exit_code)
 
 
-def run(unit_arg: str | None, registry: Path | None, *, as_json: bool, debug: bool) -> int:
+def run(
+    unit_arg: str | None,
+    registry: Path | None,
+    *,
+    as_json: bool,
+    debug: bool,
+    bind_options: list[str] | None = None,
+) -> int:
     unit = which_unit(unit_arg)
+    binder = binder_of(bind_options or [])
     try:
-        return emit(_decide(unit, registry or Path(REGISTRY_DIR)), as_json=as_json)
+        return emit(_decide(unit, registry or Path(REGISTRY_DIR), binder), as_json=as_json)
     except ConfigError as exc:
         summary = exc.message + (f" ({exc.hint})" if exc.hint else "")
         report = Report(Verdict.CONFIG_ERROR, unit, summary, "fix the registry, then start again")
@@ -135,7 +160,7 @@ def run(unit_arg: str | None, registry: Path | None, *, as_json: bool, debug: bo
         return emit(report, as_json=as_json)
 
 
-def _decide(unit: str, registry_path: Path) -> Report:
+def _decide(unit: str, registry_path: Path, binder: probe.Binder) -> Report:
     if not registry_path.exists():
         raise ConfigError(f"no registry at {registry_path}")
     registry = load_registry(registry_path)
@@ -149,4 +174,4 @@ def _decide(unit: str, registry_path: Path) -> Report:
         )
     own = own_cgroup()
     self_cgroup = own if own and unit_of(own) == unit else None
-    return check(guarded, real_effects(self_cgroup))
+    return check(guarded, real_effects(self_cgroup, binder))

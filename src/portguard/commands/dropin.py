@@ -2,7 +2,9 @@
 
 Files are written atomically (a temporary file in the same directory, fsync, rename) and only
 when their content changes; a file at our path that portguard did not write (its first line
-is not `MARK`) is never overwritten or removed.
+is not `MARK`) is never overwritten or removed. The drop-in runs the portguard that runs
+now, with the arguments that make its probe bind as the unit will (policy/mirror.py, from
+the unit's files below the root); a unit it cannot mirror is refused, not guarded wrongly.
 """
 
 import contextlib
@@ -16,8 +18,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from portguard.errors import CannotWrite, Exit, UsageError
-from portguard.host.dropins import DROPIN_NAME, MARK, dropin_text, guardable_problem
+from portguard.errors import CannotWrite, Exit, Refused, UsageError
+from portguard.host.dropins import DROPIN_NAME, GUARD, MARK, dropin_text, guardable_problem
+from portguard.host.unitfiles import UnitFileError, read_settings
+from portguard.policy.mirror import Decline, guard_args
 
 UNIT_DIR = Path("etc/systemd/system")
 # Longer than systemd's own 25 s method-call timeout, so the bus's own error usually comes first.
@@ -63,10 +67,51 @@ def check_names(units: Sequence[str]) -> None:
         raise UsageError("; ".join(refused))
 
 
-def add_dropin(unit: str, *, root: Path) -> Change:
+def running_guard(argv0: str | None = None) -> str:
+    """The path of the portguard executable running now, for the drop-in to run at each start."""
+    return guard_path(os.path.abspath(argv0 if argv0 is not None else sys.argv[0]))
+
+
+def guard_path(path: str, *, root: Path | None = None) -> str:
+    """PATH, if it can be the guard a unit runs at each start; UsageError saying why not:
+    `python3 -m portguard` has no executable, and the guard runs as root, so nobody else may
+    be able to change it (a directory others may write must keep the sticky bit). Below an
+    image's ROOT, only its form is checked."""
+    if not os.path.isabs(path) or os.path.basename(path) == "__main__.py":
+        raise UsageError(
+            f"{path} cannot be a unit's ExecStartPre=: name an installed portguard executable "
+            f"(the package's is {GUARD})"
+        )
+    if root is not None and os.path.realpath(root) != "/":
+        return path
+    if not os.access(path, os.X_OK) or not os.path.isfile(path):
+        raise UsageError(f"{path} cannot be a unit's ExecStartPre=: not an executable file")
+    for place in (path, *(str(parent) for parent in Path(path).parents)):
+        st = os.stat(place)
+        others_write = st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != 0)
+        sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX and place != path
+        if st.st_uid != 0 or (others_write and not sticky_dir):
+            raise UsageError(
+                f"{path} cannot be a unit's guard: {place} is not root's alone, and the guard "
+                "runs as root"
+            )
+    return path
+
+
+def mirror_args(unit: str, *, root: Path) -> tuple[str, ...]:
+    """The guard's arguments for UNIT, from its unit files below ROOT; Refused when the guard
+    cannot bind as UNIT will."""
+    try:
+        return guard_args(unit, read_settings(unit, str(root)))
+    except (UnitFileError, Decline) as exc:
+        reason = str(exc).removeprefix(f"{unit}: ")
+        raise Refused(f"{unit}: not guarded: {reason}") from None
+
+
+def add_dropin(unit: str, *, root: Path, guard: str = GUARD, args: tuple[str, ...] = ()) -> Change:
     """Write UNIT's drop-in below ROOT, unless the same text is already there."""
     path = dropin_path(unit, root=root)
-    text = dropin_text(unit, origin=origin(unit))
+    text = dropin_text(unit, origin=origin(unit), guard=guard, args=args)
     _require_dir(root)
     if _read_ours(path) == text:
         return Change(unit, path, Outcome.UNCHANGED)
@@ -101,21 +146,37 @@ def remove_dropin(unit: str, *, root: Path) -> Change:
     return Change(unit, path, Outcome.REMOVED)
 
 
-def run(units: Sequence[str], *, remove: bool, reload: bool, root: Path | None) -> int:
-    """The `dropin` verb: one line per unit on stdout, errors on stderr; the exit code."""
+def run(
+    units: Sequence[str],
+    *,
+    remove: bool,
+    reload: bool,
+    root: Path | None,
+    guard: str | None = None,
+) -> int:
+    """The `dropin` verb: one line per unit on stdout, errors on stderr; the exit code.
+
+    GUARD: the portguard the drop-ins run (default: the one running now).
+    """
     check_names(units)
     base = root or Path("/")
     if reload and os.path.realpath(base) != "/":
         raise UsageError(f"--reload with --root {base}: an image being built has no systemd")
-    change = remove_dropin if remove else add_dropin
+    if not remove:
+        guard = guard_path(guard, root=root) if guard else running_guard()
     code = Exit.OK
     changed = False
     for unit in dict.fromkeys(units):
         try:
-            done = change(unit, root=base)
-        except CannotWrite as exc:
+            if remove:
+                done = remove_dropin(unit, root=base)
+            else:
+                assert guard is not None
+                _require_dir(base)
+                done = add_dropin(unit, root=base, guard=guard, args=mirror_args(unit, root=base))
+        except (CannotWrite, Refused) as exc:
             print(f"portguard: {exc.message}", file=sys.stderr)
-            code = Exit.CANTCREAT
+            code = max(code, exc.exit_code)
             continue
         print(done, flush=True)
         changed |= done.outcome in (Outcome.WRITTEN, Outcome.REMOVED)

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
-from portguard.hotpath import BindSpec, bind_errno
+from portguard.hotpath import BindSpec, Identity, bind_errno, with_socket_options
 from portguard.registry.claims import Claim, Proto
 
 
@@ -75,16 +75,25 @@ def spec_of(bind: Bind, *, template: bool = False) -> BindSpec:
     claim = bind.claim
     tcp = claim.proto is Proto.TCP
     kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
-    # SO_REUSEADDR exists to pass TCP's TIME-WAIT. UDP has no TIME-WAIT, and there the
-    # option would let the probe share a port that another UDP socket holds.
-    reuseaddr = claim.reuseaddr and tcp
     port = None if template else bind.port
-    return (int(bind.family), int(kind), bind.host, port, reuseaddr, claim.reuseport, bind.v6only)
+    return (int(bind.family), int(kind), bind.host, port, claim.reuseaddr, claim.reuseport,
+            bind.v6only, claim.freebind)  # fmt: skip
 
 
-def try_bind(bind: Bind) -> Attempt:
+@dataclass(frozen=True, slots=True)
+class Binder:
+    """Who binds and how, when that is not simply the registry's claim bound by this process:
+    the service's identity, and a .socket unit's own options (both from the drop-in)."""
+
+    identity: Identity = None
+    socket_options: frozenset[str] | None = None
+
+
+def try_bind(bind: Bind, binder: Binder | None = None) -> Attempt:
     """Bind once with the service's options, then close; never listen()."""
-    code = bind_errno(spec_of(bind), bind.port)
+    binder = binder or Binder()
+    spec = with_socket_options(spec_of(bind), binder.socket_options)
+    code = bind_errno(spec, bind.port, binder.identity)
     if code == 0:
         return Attempt(bind, Outcome.FREE)
     if code not in _OUTCOMES:
@@ -101,7 +110,7 @@ def ipv6_available() -> bool:
     return True
 
 
-def probe(claims: Iterable[Claim]) -> list[Attempt]:
+def probe(claims: Iterable[Claim], binder: Binder | None = None) -> list[Attempt]:
     """Trial-bind every claim; the list holds one attempt per family and port."""
     ipv6 = ipv6_available()
-    return [try_bind(b) for claim in claims for b in binds(claim, ipv6=ipv6)]
+    return [try_bind(b, binder) for claim in claims for b in binds(claim, ipv6=ipv6)]

@@ -33,6 +33,7 @@ class Claim:
     v6only: bool = False
     reuseaddr: bool = True
     reuseport: bool = False
+    freebind: bool = False  # IP_FREEBIND: binds an address this host does not have (yet)
 
     @property
     def ports(self) -> range:
@@ -153,7 +154,13 @@ def parse_port_text(text: str) -> tuple[int, int]:
 
 
 def make_claim(
-    parts: ListenParts, *, v6only: bool, reuseaddr: bool, reuseport: bool, instance: str | None
+    parts: ListenParts,
+    *,
+    v6only: bool,
+    reuseaddr: bool,
+    reuseport: bool,
+    instance: str | None,
+    freebind: bool = False,
 ) -> Claim:
     """A concrete claim; `instance` fills a `%i` port and must then be a port number."""
     if parts.first is None or parts.last is None:
@@ -162,7 +169,18 @@ def make_claim(
         first, last = parse_port_text(instance)
     else:
         first, last = parts.first, parts.last
-    return Claim(parts.proto, first, last, parts.address, v6only, reuseaddr, reuseport)
+    return Claim(parts.proto, first, last, parts.address, v6only, reuseaddr, reuseport, freebind)
+
+
+def shares(a: Claim, b: Claim) -> bool:
+    """Whether the kernel lets two sockets bound with these options hold the same port at
+    once: both SO_REUSEPORT (for sockets of one uid, which a registry cannot see), or both
+    UDP with SO_REUSEADDR (mDNS responders side by side)."""
+    if a.proto is not b.proto:
+        return False
+    if a.reuseport and b.reuseport:
+        return True
+    return a.proto is Proto.UDP and a.reuseaddr and b.reuseaddr
 
 
 # --- overlap: the kernel's view of which binds collide -------------------------------------

@@ -30,11 +30,11 @@ _Claim = tuple[str, int, int, str]
 
 _STR, _INT, _BOOL, _NULL = (f"tag:yaml.org,2002:{kind}" for kind in ("str", "int", "bool", "null"))
 _MODES = ("enforce", "warn", "audit")
-_OPTION_KEYS = ("wait", "mode", "reuseaddr", "reuseport", "v6only")
+_OPTION_KEYS = ("wait", "mode", "reuseaddr", "reuseport", "v6only", "freebind")
 _DEFAULT_KEYS = (*_OPTION_KEYS, "owner")
 _UNIT_KEYS = ("listen", "owner", "description", "via", *_OPTION_KEYS)
-_LISTEN_KEYS = ("port", "v6only", "reuseaddr", "reuseport")
-_BOOL_KEYS = ("reuseaddr", "reuseport", "v6only")
+_LISTEN_KEYS = ("port", "v6only", "reuseaddr", "reuseport", "freebind")
+_BOOL_KEYS = ("reuseaddr", "reuseport", "v6only", "freebind")
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 # A subset of what claims.parse_listen accepts: [ADDRESS:]PORT[-PORT][/tcp|udp], or %i for

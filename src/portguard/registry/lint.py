@@ -6,7 +6,7 @@ Pure: the kernel's port settings come in as a parameter.
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from portguard.registry.claims import Claim, overlaps
+from portguard.registry.claims import Claim, overlaps, shares
 from portguard.registry.findings import Finding, Severity
 from portguard.registry.localports import LocalPorts
 from portguard.registry.model import Listen, LoadResult, Registry, UnitEntry
@@ -56,7 +56,7 @@ def _overlapping_pairs(placed: list[_Placed]) -> Iterator[tuple[_Placed, _Placed
             if a.claim.proto == current.claim.proto and a.claim.last >= current.claim.first
         ]
         for earlier in active:
-            if overlaps(earlier.claim, current.claim):
+            if overlaps(earlier.claim, current.claim) and not shares(earlier.claim, current.claim):
                 yield (earlier, current) if earlier.order < current.order else (current, earlier)
         active.append(current)
 

@@ -15,7 +15,14 @@ from typing import Any
 import yaml
 
 from portguard.hotpath import registry_files
-from portguard.registry.claims import Claim, ClaimSyntaxError, ListenParts, make_claim, parse_listen
+from portguard.registry.claims import (
+    Claim,
+    ClaimSyntaxError,
+    ListenParts,
+    Proto,
+    make_claim,
+    parse_listen,
+)
 from portguard.registry.findings import Finding, Location, Severity
 from portguard.registry.timespan import TimespanError, parse_timespan_ms
 from portguard.registry.unitname import (
@@ -45,7 +52,13 @@ class Options:
     reuseaddr: bool = True
     reuseport: bool = False
     v6only: bool = False
+    freebind: bool = False
     owner: str | None = None
+    # A UDP socket shares its port only when its unit or its listen entry says so: the
+    # defaults' reuseaddr/reuseport are TCP habits, and a UDP probe that shares by mistake
+    # would call a held port free.
+    udp_reuseaddr: bool = False
+    udp_reuseport: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +71,7 @@ class Listen:
     v6only: bool
     reuseaddr: bool
     reuseport: bool
+    freebind: bool = False
 
     @property
     def is_template(self) -> bool:
@@ -71,6 +85,7 @@ class Listen:
             reuseaddr=self.reuseaddr,
             reuseport=self.reuseport,
             instance=instance,
+            freebind=self.freebind,
         )
 
 
@@ -175,10 +190,10 @@ def _error(location: Location, rule: str, message: str) -> Finding:
 # --- one file ------------------------------------------------------------------------------
 
 _TOP_KEYS = ("version", "defaults", "units")
-_OPTION_KEYS = ("wait", "mode", "reuseaddr", "reuseport", "v6only")
+_OPTION_KEYS = ("wait", "mode", "reuseaddr", "reuseport", "v6only", "freebind")
 _DEFAULT_KEYS = (*_OPTION_KEYS, "owner")
 _UNIT_KEYS = ("listen", "owner", "description", "via", *_OPTION_KEYS)
-_LISTEN_KEYS = ("port", "v6only", "reuseaddr", "reuseport")
+_LISTEN_KEYS = ("port", "v6only", "reuseaddr", "reuseport", "freebind")
 _GUARDABLE_TYPES = ("service", "socket")
 
 
@@ -234,9 +249,10 @@ class _FileParser:
             raise Invalid from None
 
     def _options(
-        self, node: yaml.Node, base: Options, allowed: Sequence[str], where: str
+        self, node: yaml.Node, base: Options, allowed: Sequence[str], where: str, *, udp: bool
     ) -> tuple[Options, dict[str, tuple[yaml.Node, yaml.Node]]]:
-        """Options set in a mapping over BASE; returns the keys it did not handle."""
+        """Options set in a mapping over BASE; returns the keys it did not handle. UDP: the
+        mapping's reuseaddr/reuseport apply to UDP claims too (a unit's, a listen entry's)."""
         changes: dict[str, Any] = {}
         rest: dict[str, tuple[yaml.Node, yaml.Node]] = {}
         readers = {
@@ -249,8 +265,10 @@ class _FileParser:
                 if key in readers:
                     attr, read = readers[key]
                     changes[attr] = read(value_node)
-                elif key in ("reuseaddr", "reuseport", "v6only"):
+                elif key in ("reuseaddr", "reuseport", "v6only", "freebind"):
                     changes[key] = self.nodes.bool(value_node, key)
+                    if udp and key in ("reuseaddr", "reuseport"):
+                        changes[f"udp_{key}"] = changes[key]
                 else:
                     rest[key] = (key_node, value_node)
             except Invalid:
@@ -297,7 +315,7 @@ class _FileParser:
         if not self._mapping_or_empty(node, "'defaults'"):
             return
         self.result.defaults, _ = self._options(
-            node, self.result.defaults, _DEFAULT_KEYS, "'defaults'"
+            node, self.result.defaults, _DEFAULT_KEYS, "'defaults'", udp=False
         )
 
     def _units(self, node: yaml.Node) -> None:
@@ -325,7 +343,9 @@ class _FileParser:
     def _unit(self, name: str, key_node: yaml.Node, node: yaml.Node) -> UnitEntry:
         self._unit_name(name, key_node)
         self.nodes.expect_mapping(node, f"unit {name}")
-        options, rest = self._options(node, self.result.defaults, _UNIT_KEYS, f"unit {name}")
+        options, rest = self._options(
+            node, self.result.defaults, _UNIT_KEYS, f"unit {name}", udp=True
+        )
         template = unit_name_kind(name) is UnitNameKind.TEMPLATE
         listen: tuple[Listen, ...] = ()
         if "listen" not in rest:
@@ -393,7 +413,7 @@ class _FileParser:
     def _listen(self, node: yaml.Node, options: Options, template: bool) -> Listen:
         text_node = node
         if isinstance(node, yaml.MappingNode):
-            options, rest = self._options(node, options, _LISTEN_KEYS, "a listen entry")
+            options, rest = self._options(node, options, _LISTEN_KEYS, "a listen entry", udp=True)
             if "port" not in rest:
                 self.nodes.report(node, "missing-key", "a listen entry mapping needs 'port'")
                 raise Invalid
@@ -422,11 +442,13 @@ class _FileParser:
                 f"'{text}': %i is only allowed in a template unit (name@.service)",
             )
             raise Invalid
+        udp = parts.proto is Proto.UDP
         return Listen(
             text,
             self.nodes.at(text_node),
             parts,
             options.v6only,
-            options.reuseaddr,
-            options.reuseport,
+            options.udp_reuseaddr if udp else options.reuseaddr,
+            options.udp_reuseport if udp else options.reuseport,
+            options.freebind,
         )

@@ -1,0 +1,176 @@
+"""Unit files on disk, read as systemd reads them: the fragment and its drop-ins.
+
+The generator cannot ask systemd (it runs before systemd loads any unit), and `dropin --root`
+reads an image that is not running, so the guard learns how a unit starts from its files:
+the search path and precedence of systemd.unit(5) (`systemd-analyze unit-paths`), the
+fragment (an instance falls back to its template), then every `*.conf` of the drop-in
+directories -- the unit's own, its template's, its name prefixes' (`a-b-.service.d`) and
+its type's (`service.d`) -- where a file name in a higher directory hides the same name in
+a lower one, and all are applied in the lexical order of their names.
+
+Builtins and os only: the generator imports this at boot. Values are kept raw, in order, per
+section and key; what a key means (a list that an empty assignment resets, a last-wins
+setting) is the caller's to apply.
+"""
+
+import os
+
+# systemd-analyze unit-paths, system scope, highest precedence first (Debian 12 adds
+# /lib/systemd/system before /usr/lib; a merged /usr makes them one directory).
+SEARCH_PATH = (
+    "/etc/systemd/system.control",
+    "/run/systemd/system.control",
+    "/run/systemd/transient",
+    "/run/systemd/generator.early",
+    "/etc/systemd/system",
+    "/etc/systemd/system.attached",
+    "/run/systemd/system",
+    "/run/systemd/system.attached",
+    "/run/systemd/generator",
+    "/usr/local/lib/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/run/systemd/generator.late",
+)
+# Written by generators, which systemd runs in parallel: the portguard generator cannot rely
+# on another one's output being there yet, and names the unit as not found instead.
+GENERATED = (
+    "/run/systemd/generator.early",
+    "/run/systemd/generator",
+    "/run/systemd/generator.late",
+)
+_READ_LIMIT = 1 << 20
+
+# (section, key) -> raw values in the order systemd applies them.
+Settings = dict[tuple[str, str], list[str]]
+
+
+class UnitFileError(Exception):
+    """The unit's configuration cannot be read from disk; the message says why."""
+
+
+def search_path(root: str = "/") -> list[str]:
+    """The search path inside ROOT, each directory once (by its real path)."""
+    seen: set[str] = set()
+    paths = []
+    for directory in SEARCH_PATH:
+        path = os.path.join(root, directory.lstrip("/"))
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            paths.append(path)
+    return paths
+
+
+def _names(unit: str) -> tuple[list[str], list[str]]:
+    """The names a fragment may have, and the drop-in directory names, most specific first."""
+    stem, _, suffix = unit.rpartition(".")
+    prefix, at, instance = stem.partition("@")
+    fragments = [unit]
+    dropins = [unit]
+    if at and instance:
+        template = f"{prefix}@.{suffix}"
+        fragments.append(template)
+        dropins.append(template)
+    # a-b-c.service reads a-b-.service.d and a-.service.d too (systemd 246 and later).
+    parts = prefix.split("-")
+    for count in range(len(parts) - 1, 0, -1):
+        dropins.append("-".join(parts[:count]) + "-." + suffix)
+    dropins.append(suffix)  # service.d: every service
+    return fragments, dropins
+
+
+def locate(unit: str, root: str = "/", *, generated: bool = True) -> tuple[str, list[str]]:
+    """The unit's fragment and its drop-ins in the order systemd applies them.
+
+    GENERATED=False: a fragment that only a generator wrote counts as missing (the generator
+    itself runs beside the others). Raises UnitFileError when there is no fragment, or it is
+    masked.
+    """
+    paths = search_path(root)
+    skipped = {os.path.join(root, g.lstrip("/")) for g in GENERATED} if not generated else set()
+    fragments, dropin_names = _names(unit)
+    fragment = None
+    for name in fragments:
+        for directory in paths:
+            candidate = os.path.join(directory, name)
+            if os.path.lexists(candidate):
+                fragment = candidate
+                break
+        if fragment is not None:
+            break
+    if fragment is None or os.path.dirname(fragment) in skipped:
+        where = "written by another generator, " if fragment else ""
+        raise UnitFileError(f"{unit}: no unit file on disk ({where}not readable before boot)")
+    if os.path.realpath(fragment) == "/dev/null" or _is_empty_link(fragment):
+        raise UnitFileError(f"{unit}: masked")
+    chosen: dict[str, str] = {}
+    for directory in paths:
+        for name in dropin_names:
+            folder = os.path.join(directory, f"{name}.d")
+            try:
+                entries = os.listdir(folder)
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.endswith(".conf") and entry not in chosen:
+                    chosen[entry] = os.path.join(folder, entry)
+    dropins = [chosen[name] for name in sorted(chosen)]
+    return fragment, [d for d in dropins if os.path.realpath(d) != "/dev/null"]
+
+
+def _is_empty_link(path: str) -> bool:
+    return os.path.islink(path) and os.readlink(path) == "/dev/null"
+
+
+def read_settings(unit: str, root: str = "/", *, generated: bool = True) -> Settings:
+    """Every assignment of the unit's fragment and drop-ins, in the order systemd applies them."""
+    fragment, dropins = locate(unit, root, generated=generated)
+    settings: Settings = {}
+    for path in (fragment, *dropins):
+        for section, key, value in parse(_read(path)):
+            settings.setdefault((section, key), []).append(value)
+    return settings
+
+
+def _read(path: str) -> str:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, _READ_LIMIT)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise UnitFileError(f"{path}: {exc.strerror}") from None
+    if len(data) >= _READ_LIMIT:
+        raise UnitFileError(f"{path}: larger than {_READ_LIMIT} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UnitFileError(f"{path}: not UTF-8") from None
+
+
+def parse(text: str) -> list[tuple[str, str, str]]:
+    """(section, key, value) of each assignment, as systemd's parser reads a unit file: `#`
+    and `;` comment lines, a trailing backslash joins the next line (a comment line inside
+    the continuation is skipped), whitespace around `=` and the value is dropped."""
+    found = []
+    section = ""
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if pending and line.startswith(("#", ";")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = pending + line, ""
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        key, equals, value = line.partition("=")
+        if equals:
+            found.append((section, key.strip(), value.strip()))
+    return found
