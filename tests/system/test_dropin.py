@@ -136,7 +136,9 @@ def test_a_templates_drop_in_guards_its_instances(sandbox: Sandbox) -> None:
     code, out, _ = lines(dropin(sandbox, "--reload", "redis@.service"))
 
     assert (code, out[0]) == (0, "written /etc/systemd/system/redis@.service.d/50-portguard.conf")
-    assert "ExecStartPre=+/usr/bin/portguard check" in sandbox.systemctl("cat", "redis@6380.service")
+    assert "ExecStartPre=+/usr/bin/portguard check" in sandbox.systemctl(
+        "cat", "redis@6380.service"
+    )
     assert start_guarded(sandbox, "redis@6379.service").result.active
     held = start_guarded(sandbox, "redis@6380.service")
     assert held.result.active_state == "failed"

@@ -213,3 +213,35 @@ def test_restricted_address_families_no_longer_hide_the_owner(sandbox: Sandbox) 
     assert entry["PORTGUARD_VERDICT"] == "held"
     assert entry["PORTGUARD_OWNER_UNIT"] == "squatter.service"
     assert entry["PORTGUARD_OWNER_COMM"] == "python3"  # /proc is not hidden from it either
+
+
+def test_a_restart_loop_ends_at_the_start_limit_and_the_journal_keeps_every_owner(
+    sandbox: Sandbox,
+) -> None:
+    """Restart=always on a held port: the guard adds no Restart*/StartLimit* setting, so the
+    loop ends at systemd's start limit. `systemctl status` then shows only the refused start
+    (systemd's lines since the unit last left `inactive`, and the guard's status=69), so the
+    owner is in `journalctl -u UNIT -t portguard`, once per attempt, which README points to.
+    """
+    squat(sandbox, "squatter.service", listener("0.0.0.0", 8080), 8080)
+    write_registry(sandbox, registry_for("myapp.service", "8080/tcp"))
+    plain_unit(sandbox, "myapp.service",
+               f"[Service]\nExecStart={SLEEPER}\nRestart=always\nRestartSec=100ms\n")  # fmt: skip
+    guard(sandbox, "myapp.service")
+    assert "Restart" not in sandbox.read_file(dropin_conf("myapp.service"))
+    sandbox.run("systemctl", "start", "myapp.service", check=False)
+
+    def gave_up() -> dict[str, str] | None:
+        props = sandbox.unit_properties("myapp.service", "ActiveState", "NRestarts", "SubState")
+        return props if props["ActiveState"] == "failed" and props["NRestarts"] == "5" else None
+
+    wait_for(gave_up, timeout=30, what="the start limit")
+    status = sandbox.run("systemctl", "status", "--no-pager", "myapp.service", check=False).stdout
+    assert "Start request repeated too quickly" in status
+    assert "status=69" in status
+    entries = [
+        e for e in sandbox.journal("myapp.service")
+        if e.get("SYSLOG_IDENTIFIER") == "portguard" and e.get("PORTGUARD_VERDICT") == "held"
+    ]  # fmt: skip
+    assert len(entries) == 5  # the first start and four restarts; the fifth was refused
+    assert {e["PORTGUARD_OWNER_UNIT"] for e in entries} == {"squatter.service"}
