@@ -5,6 +5,7 @@ code, so the assertions are about what `check` and `audit` will read, not about 
 """
 
 import ipaddress
+from dataclasses import replace
 from datetime import UTC, datetime
 from io import StringIO
 from pathlib import Path
@@ -16,10 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from portguard.commands import init as bootstrap
-from portguard.commands.init import Capture, GeneratedRegistryInvalid, plan, render, validate
+from portguard.commands.init import GeneratedRegistryInvalid, render, validate
 from portguard.errors import Exit
 from portguard.host.occupants import Occupant
 from portguard.host.units import UnitFacts
+from portguard.policy.inventory import Capture, plan
 from portguard.policy.owners import Holding, Owner, OwnerKind
 from portguard.registry.claims import Claim, Proto, overlaps, reach
 from portguard.registry.findings import Finding, Severity
@@ -299,8 +301,8 @@ def test_a_port_two_units_hold_is_given_to_the_first_and_the_other_is_a_comment(
     tmp_path: Path,
 ) -> None:
     text = write(capture(
-        (sock("0.0.0.0", 5353, "udp"), service("b.service")),
-        (sock("0.0.0.0", 5353, "udp"), service("a.service")),
+        (sock("0.0.0.0", 5300), service("b.service")),
+        (sock("0.0.0.0", 5300), service("a.service")),
         (sock("0.0.0.0", 6000), service("b.service")),
         (sock("::", 7000), service("c.service")),
         (sock("127.0.0.1", 7000), service("d.service")),
@@ -308,13 +310,13 @@ def test_a_port_two_units_hold_is_given_to_the_first_and_the_other_is_a_comment(
     registry, findings = read_back(text, tmp_path)
 
     assert findings == ()
-    assert listens(registry, "a.service") == ["0.0.0.0:5353/udp"]
+    assert listens(registry, "a.service") == ["0.0.0.0:5300/tcp"]
     assert listens(registry, "b.service") == ["0.0.0.0:6000/tcp"]
     assert listens(registry, "c.service") == ["7000/tcp"]
     assert "d.service" not in registry.units  # nothing of its own left: no empty entry
     lines = comments(text)
     assert (
-        "0.0.0.0:5353/udp: held by b.service too, but it overlaps 0.0.0.0:5353/udp given to "
+        "0.0.0.0:5300/tcp: held by b.service too, but it overlaps 0.0.0.0:5300/tcp given to "
         "a.service above, left out (give one of them another port, or list one in the "
         "other's 'via')"
     ) in lines
@@ -330,12 +332,73 @@ def test_an_invalid_text_is_refused_as_internal_error(tmp_path: Path) -> None:
     assert "[overlap]" in raised.value.message
 
 
-def test_a_warning_alone_does_not_refuse_the_registry(tmp_path: Path) -> None:
-    # A TCP listener on an ephemeral port is still a listener; lint only warns about it.
-    captured = capture((sock("::", 45000), service("a.service")))
-    registry, findings = read_back(write(captured), tmp_path)
-    assert [f.rule for f in findings] == ["ephemeral"]
-    assert listens(registry, "a.service") == ["45000/tcp"]
+def test_a_warning_alone_does_not_refuse_the_registry() -> None:
+    validate("version: 1\nunits:\n  a.service: {listen: [45000/tcp]}\n", DEFAULT_LOCAL_PORTS)
+
+
+def test_two_udp_sockets_on_one_port_share_it_and_both_units_keep_their_claim(
+    tmp_path: Path,
+) -> None:
+    """avahi-daemon beside another mDNS responder: the kernel let both bind 5353/udp."""
+    text = write(capture(
+        (sock("0.0.0.0", 5353, "udp"), service("avahi-daemon.service")),
+        (sock("0.0.0.0", 5353, "udp"), service("systemd-resolved.service")),
+        (sock("0.0.0.0", 53, "udp"), service("systemd-resolved.service")),
+    ))  # fmt: skip
+    registry, findings = read_back(text, tmp_path)
+
+    assert findings == ()
+    for unit in ("avahi-daemon.service", "systemd-resolved.service"):
+        (entry,) = [e for e in registry.units[unit].listen if e.claim().first == 5353]
+        assert (entry.reuseaddr, entry.reuseport) == (True, True)
+    assert "{port: '0.0.0.0:5353/udp', reuseaddr: true, reuseport: true}" in text
+    (dns,) = [e for e in registry.units["systemd-resolved.service"].listen if e.text.startswith(
+        "0.0.0.0:53/")]  # fmt: skip
+    assert (dns.reuseaddr, dns.reuseport) == (False, False)  # one socket alone: no sharing
+
+
+def test_a_listener_on_an_ephemeral_port_is_a_comment_not_a_claim(tmp_path: Path) -> None:
+    """containerd's stream server: 127.0.0.1 on a port the kernel picks at each start."""
+    text = write(capture(
+        (sock("127.0.0.1", 45000), service("containerd.service")),
+        (sock("0.0.0.0", 8080), service("web.service")),
+    ))  # fmt: skip
+    registry, findings = read_back(text, tmp_path)
+
+    assert findings == ()
+    assert "containerd.service" not in registry.units
+    assert listens(registry, "web.service") == ["0.0.0.0:8080/tcp"]
+    assert any(
+        line.startswith("127.0.0.1:45000/tcp: containerd.service: in the ephemeral range")
+        for line in comments(text)
+    ), comments(text)
+
+
+def test_a_reserved_port_in_the_ephemeral_range_is_claimed(tmp_path: Path) -> None:
+    reserved = LocalPorts((32768, 60999), PortSet.parse("45000"))
+    text = write(capture((sock("127.0.0.1", 45000), service("app.service")), local_ports=reserved))
+    registry, findings = read_back(text, tmp_path)
+    assert errors(findings) == []
+    assert listens(registry, "app.service") == ["127.0.0.1:45000/tcp"]
+
+
+@pytest.mark.parametrize(("pinned", "claimed"), [(frozenset(), False), (frozenset({662}), True)])
+def test_rpc_statd_ports_are_claimed_only_when_nfs_conf_pins_them(
+    tmp_path: Path, pinned: frozenset[int], claimed: bool
+) -> None:
+    captured = capture(
+        (sock("0.0.0.0", 662), service("rpc-statd.service")),
+        (sock("0.0.0.0", 662, "udp"), service("rpc-statd.service")),
+        (sock("0.0.0.0", 111), service("rpcbind.service")),
+    )
+    text = write(replace(captured, statd_ports=pinned))
+    registry, findings = read_back(text, tmp_path)
+    assert findings == ()
+    assert listens(registry, "rpcbind.service") == ["0.0.0.0:111/tcp"]
+    assert ("rpc-statd.service" in registry.units) is claimed
+    if not claimed:
+        why = "rpc-statd.service picks this port at random at each start; pin it with /etc/nfs"
+        assert any(why in line for line in comments(text)), comments(text)
 
 
 # --- hostile text --------------------------------------------------------------------------
