@@ -17,9 +17,10 @@ demo: setup
 deb:
 	tools/build-deb
 
-# Cached debootstrapped bookworm and trixie roots (built once, then reused).
+# Cached debootstrapped bookworm and trixie roots (built once, then reused): minimal ones for
+# the package test, and ones with real Debian daemons for tests/system/test_debian_services.py.
 roots:
-	tools/roots bookworm trixie
+	tools/roots bookworm trixie bookworm-services trixie-services
 
 package-test: setup deb roots
 	$(PYTHON) -m pytest tests/system/test_package.py $(PYTEST_ARGS)

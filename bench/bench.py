@@ -443,11 +443,43 @@ def _lines(fd: int, count: int, timeout: float = 5.0) -> list[str]:
 # --- part 3 -----------------------------------------------------------------------------------
 
 TARGET_GENERATOR_MS = 100.0
+# The registry, the unit root and a kernel log of our own come first in argv: a declined
+# unit's line must never reach the host's /dev/kmsg.
 GENERATOR = (
     "import os, sys; os.environ['PORTGUARD_REGISTRY'] = sys.argv.pop(1); "
+    "os.environ['PORTGUARD_UNIT_ROOT'] = sys.argv.pop(1); kmsg = sys.argv.pop(1); "
     f"sys.path.insert(0, {str(SRC)!r}); "
-    "from portguard.commands.generator import main; raise SystemExit(main(sys.argv[1:]))"
+    "from portguard.commands.generator import main; "
+    "raise SystemExit(main(sys.argv[1:], kmsg=kmsg))"
 )
+
+
+def unit_root(parent: Path, units: int, *, dropins: bool) -> Path:
+    """A root whose /usr/lib/systemd/system has a stock-looking fragment for every bench unit
+    (User=, hardening), and with DROPINS a vendor drop-in for each as well: what the
+    generator reads to mirror each unit's start."""
+    root = parent / f"units-{units}{'-dropins' if dropins else ''}"
+    system = root / "usr/lib/systemd/system"
+    system.mkdir(parents=True)
+    for i in range(units):
+        name = f"bench{i:04d}.service"
+        (system / name).write_text(
+            "[Unit]\nDescription=bench\n\n[Service]\nType=notify\n"
+            f"ExecStart=/usr/bin/daemon --port {i}\nUser=svc{i % 7}\nNoExecPaths=/\n"
+            "ExecPaths=/usr/bin/daemon\nCapabilityBoundingSet=\nPrivateUsers=true\n"
+            "ProtectSystem=strict\n\n[Install]\nWantedBy=multi-user.target\n"
+        )
+        if dropins:
+            (system / f"{name}.d").mkdir()
+            (system / f"{name}.d" / "10-vendor.conf").write_text("[Service]\nRestart=always\n")
+    for name in ("shared.service", "shared.socket"):
+        section = (
+            "[Socket]\nListenStream=1\n"
+            if name.endswith("socket")
+            else ("[Service]\nExecStart=/usr/bin/daemon\n")
+        )
+        (system / name).write_text(section)
+    return root
 
 
 def output_dir() -> Path:
@@ -464,11 +496,16 @@ def output_dir() -> Path:
 class GeneratorSeries(Series):
     """The generator into an empty output directory each run, as at boot; checks its output."""
 
-    def __init__(self, label: str, root: Path, expected: int, launcher: Launcher) -> None:
+    def __init__(
+        self, label: str, root: Path, units: Path, expected: int, launcher: Launcher
+    ) -> None:
         self.out = output_dir()
         out = str(self.out)
-        super().__init__(label, [PYTHON, "-I", "-B", "-c", GENERATOR, str(root), out, out, out],
-                         launcher)  # fmt: skip
+        self.kmsg = self.out.parent / f"{self.out.name}.kmsg"
+        self.kmsg.touch()
+        argv = [PYTHON, "-I", "-B", "-c", GENERATOR, str(root), str(units), str(self.kmsg),
+                out, out, out]  # fmt: skip
+        super().__init__(label, argv, launcher)
         self.expected = expected
 
     def run(self) -> None:
@@ -476,8 +513,9 @@ class GeneratorSeries(Series):
         self.out.mkdir(mode=0o755)
         super().run()
         made = list(self.out.glob("*.d/50-portguard.conf"))
-        if len(made) != self.expected:
-            raise SystemExit(f"bench: {self.label} wrote {len(made)} drop-ins, not {self.expected}")
+        if len(made) != self.expected or self.kmsg.read_text():
+            raise SystemExit(f"bench: {self.label} wrote {len(made)} drop-ins, not "
+                             f"{self.expected}; its log: {self.kmsg.read_text()!r}")  # fmt: skip
 
 
 def generator(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
@@ -506,14 +544,28 @@ def generator(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
         if accepted != fast:
             raise SystemExit(f"bench: the fast reader {'declined' if fast else 'took'} {root}")
 
+    units = unit_root(workdir, LARGE_UNITS, dropins=False)
+    with_dropins = unit_root(workdir, LARGE_UNITS, dropins=True)
     launcher = Launcher(env)
     series: list[Series] = [
         Series("`python3 -I -c pass`", [PYTHON, "-I", "-c", "pass"], launcher),
-        GeneratorSeries(f"generator, {SMALL_UNITS}-unit registry", small, SMALL_UNITS, launcher),
-        GeneratorSeries(f"generator, {LARGE_UNITS:,}-unit registry", large, LARGE_UNITS, launcher),
+        GeneratorSeries(
+            f"generator, {SMALL_UNITS}-unit registry", small, units, SMALL_UNITS, launcher
+        ),
+        GeneratorSeries(
+            f"generator, {LARGE_UNITS:,}-unit registry", large, units, LARGE_UNITS, launcher
+        ),
+        GeneratorSeries(
+            f"generator, {LARGE_UNITS:,}-unit registry, a vendor drop-in each",
+            large,
+            with_dropins,
+            LARGE_UNITS,
+            launcher,
+        ),
         GeneratorSeries(
             f"generator, {LARGE_UNITS + 2:,} units the fast reader declines (full reader)",
             declined,
+            units,
             LARGE_UNITS + 2,
             launcher,
         ),
@@ -533,6 +585,7 @@ def generator(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
         for s in series:
             if isinstance(s, GeneratorSeries):
                 shutil.rmtree(s.out, ignore_errors=True)
+                s.kmsg.unlink(missing_ok=True)
     bare = series[0]
     rows = [
         "| generator | runs | median ms | p90 ms | min ms | x bare | peak RSS MiB (max) | target |",
@@ -550,7 +603,9 @@ def generator(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
     notes = [
         f"generator: `{PYTHON} -I -B -c` running portguard.commands.generator.main from {SRC}, as "
         "systemd/portguard-generator does, into an emptied output directory on "
-        f"{fs} each run; every run's drop-ins counted",
+        f"{fs} each run; every run's drop-ins counted. Each unit's files are read to mirror "
+        "its start: a hardened fragment (User=, NoExecPaths=, PrivateUsers=) under "
+        "/usr/lib/systemd/system of a unit root, and in one row a vendor drop-in each",
     ]
     return rows, notes
 

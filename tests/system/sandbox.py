@@ -547,11 +547,16 @@ def _teardown(launcher: subprocess.Popen[bytes], cgroup: Path) -> None:
 
 @contextmanager
 def boot(
-    *, lowerdir: Path = Path("/"), docker: bool = False, boot_timeout: float = 60
+    *,
+    lowerdir: Path = Path("/"),
+    docker: bool = False,
+    services: bool = False,
+    boot_timeout: float = 60,
 ) -> Iterator[Sandbox]:
     """Boot a sandbox over `lowerdir`, yield it, and tear it down whatever happens.
 
-    With `docker`, docker.service, docker.socket and containerd.service are left unmasked.
+    With `docker`, docker.service, docker.socket and containerd.service are left unmasked;
+    with `services` (a root of its own whose daemons are under test), PostgreSQL too.
     Raises BootError, with the failed units and the journal's tail, when the system does
     not reach `running` within `boot_timeout` seconds.
     """
@@ -572,6 +577,7 @@ def boot(
                 "unshare", "--pid", "--fork", "--kill-child=SIGKILL",
                 "--mount", "--uts", "--ipc", "--net", "--cgroup",
                 str(SANDBOX_INIT), str(lowerdir), *(["--docker"] if docker else []),
+                *(["--services"] if services else []),
                 "--bind", str(PROJECT),
             ]  # fmt: skip
             join_cgroup = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(cgroup / "cgroup.procs")]

@@ -1,0 +1,434 @@
+"""Do no harm on a real Debian host: stock daemons, their own unit files, the package's generator.
+
+A cached root per release (tools/roots SUITE-services) holds Debian's nginx, apache2,
+postgresql, redis-server, chrony, avahi-daemon, dnsmasq, systemd-resolved, docker.io and
+containerd, nfs-common and prometheus-node-exporter with the units their packages ship. It
+boots as a sandboxed systemd with the .deb installed; then, as a new user would:
+`portguard init` -> `lint` clean -> the registry enforced -> every captured unit restarts
+with the guard's drop-in in place and the guard having run (redis and chrony guarded, not
+declined). Then the real conflicts, each proved twice: under the guard the start fails at
+once naming the real owner, and without it (the unit set to `mode: audit`) the daemon itself
+fails with EADDRINUSE in its own words.
+
+The boot prepares what a test host needs: one web server and one DNS server enabled at a
+time (the other is the conflict), chrony with -x (it must never touch the shared clock),
+systemd-resolved answering mDNS beside avahi (two responders sharing 5353/udp), and the NFS
+pipefs mount masked (it cannot be mounted in a namespace sandbox).
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.system.debroot import (
+    Stopwatch,
+    built_package,
+    extracted,
+    install,
+    root_tarball,
+)
+from tests.system.guarded import listener, plain_unit, wait_listening
+from tests.system.sandbox import Sandbox, boot, wait_for
+
+REGISTRY = "/etc/portguard/registry.yaml"
+GENERATED = "/run/systemd/generator"
+SUITES = ("bookworm", "trixie")
+# What a unit's own log says when its bind fails, as each daemon words EADDRINUSE.
+IN_USE = {
+    "apache2.service": r"Address already in use.*make_sock: could not bind|could not bind to "
+    r"address.*\n?.*Address already in use|\(98\)Address already in use",
+    "dnsmasq.service": r"failed to create listening socket for port 53: Address already in use",
+    # pg_ctlcluster refuses first, from the cluster's Unix socket lock on the same port,
+    # before postgres's own bind() could get EADDRINUSE.
+    "postgresql@second": r"could not bind IPv[46] address .*: Address already in use"
+    r"|Port conflict: another instance is already running on \S+ with port 5432",
+    "redis-server.service": r"Could not create server TCP listening socket .*6379: bind: "
+    r"Address already in use",
+    # chronyd does not fail: it runs on without its command port (chronyc cannot reach it).
+    "chrony.service": r"Could not open command socket on 127\.0\.0\.1:323",
+    "prometheus-node-exporter.service": r"bind: address already in use",
+}
+
+
+# Daemons whose start goes on without the port they could not bind.
+KEEPS_RUNNING = ("chrony.service",)
+# Daemons that log to a file of their own, not to the journal.
+LOG_FILES = {"redis-server.service": "/var/log/redis/redis-server.log"}
+
+
+def prepare(root: Path) -> None:
+    """The extracted root as a test host runs it (see the module's docstring)."""
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    for name in ("apache2.service", "dnsmasq.service"):
+        (wants / name).unlink(missing_ok=True)
+    (root / "etc/systemd/system/run-rpc_pipefs.mount").symlink_to("/dev/null")
+    chrony = root / "etc/default/chrony"
+    chrony.write_text(chrony.read_text().replace('DAEMON_OPTS="-F 1"', 'DAEMON_OPTS="-F 1 -x"'))
+    assert '"-F 1 -x"' in chrony.read_text()
+    resolved = root / "etc/systemd/resolved.conf.d"
+    resolved.mkdir(parents=True, exist_ok=True)
+    (resolved / "mdns.conf").write_text("[Resolve]\nMulticastDNS=yes\n")
+
+
+@dataclass
+class Host:
+    """A booted services root with portguard installed and init's registry enforced."""
+
+    sandbox: Sandbox
+    suite: str
+    captured: str  # what `portguard init` printed
+    registry: dict[str, Any]  # the registry enforced, as YAML data
+    clock: Stopwatch
+    mdns_peer: str  # the other mDNS responder beside avahi
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def postgresql(self) -> str:
+        """The release's main cluster's unit (postgresql@15-main on Debian 12, @17 on 13)."""
+        (unit,) = [
+            u for u in self.registry["units"] if re.fullmatch(r"postgresql@\d+-main.service", u)
+        ]
+        return unit
+
+    def write_registry(self, registry: dict[str, Any]) -> None:
+        self.sandbox.write_file(REGISTRY, yaml.safe_dump(registry, sort_keys=False))
+        self.sandbox.daemon_reload()
+
+    def units(self) -> list[str]:
+        return list(self.registry["units"])
+
+
+def mdns_peer(sandbox: Sandbox) -> str:
+    """The mDNS responder beside avahi: systemd-resolved with MulticastDNS=yes (257 opens
+    5353/udp for it); resolved 252 opens it only on a link with mDNS and a carrier, which the
+    sandbox has not, so there a small responder of ours takes 5353/udp with SO_REUSEADDR, as
+    resolved's socket has it."""
+    if "systemd-resolve" in sandbox.run("ss", "-Hulpn", "sport = :5353").stdout:
+        return "systemd-resolved.service"
+    command = listener("0.0.0.0", 5353, proto="udp", reuseaddr=True)
+    plain_unit(sandbox, "mdns-responder.service", f"[Service]\nExecStart={command}\n")
+    sandbox.daemon_reload()
+    assert sandbox.start("mdns-responder.service").active
+    wait_for(lambda: "python3" in sandbox.run("ss", "-Hulpn", "sport = :5353").stdout or None,
+             timeout=10, what="the mDNS responder")  # fmt: skip
+    return "mdns-responder.service"
+
+
+@pytest.fixture(scope="module", params=SUITES)
+def host(request: pytest.FixtureRequest) -> Iterator[Host]:
+    suite: str = request.param
+    deb = built_package()
+    clock = Stopwatch(f"{suite}-services")
+    with extracted(root_tarball(f"{suite}-services")) as root:
+        clock.split("extract")
+        prepare(root)
+        with boot(lowerdir=root, services=True, boot_timeout=120) as sandbox:
+            clock.split("boot")
+            installed = install(sandbox, deb)
+            assert installed.returncode == 0, installed.stdout + installed.stderr
+            # rpc.statd runs when an NFS mount needs it; start it so init meets its ports.
+            sandbox.start("rpc-statd.service")
+            peer = mdns_peer(sandbox)
+            captured = sandbox.run("portguard", "init").stdout
+            clock.split("init")
+            registry = yaml.safe_load(captured)
+            registry["defaults"]["mode"] = "enforce"
+            host = Host(sandbox, suite, captured, registry, clock, peer)
+            host.write_registry(registry)
+            yield host
+
+
+def test_init_captures_the_daemons_and_leaves_random_ports_out(host: Host) -> None:
+    units = host.units()
+    assert host.postgresql
+    for expected in ("nginx.service", "redis-server.service",
+                     "chrony.service", "avahi-daemon.service", "systemd-resolved.service",
+                     "prometheus-node-exporter.service", "rpcbind.service"):  # fmt: skip
+        assert expected in units, host.captured
+    # Ports chosen at random at each start are comments, never claims.
+    assert "containerd.service" not in units
+    assert "rpc-statd.service" not in units
+    assert "rpc-statd.service picks this port at random" in host.captured
+    assert re.search(r"containerd\.service: in the ephemeral range", host.captured)
+    # Two mDNS responders share 5353/udp: both keep the claim, as shared.
+    for unit in ("avahi-daemon.service", host.mdns_peer):
+        shared = [e for e in host.registry["units"][unit]["listen"] if isinstance(e, dict)
+                  and e["port"].endswith("5353/udp")]  # fmt: skip
+        assert len(shared) == 1, unit
+        assert (shared[0]["reuseaddr"], shared[0]["reuseport"]) == (True, True), unit
+
+
+def test_the_enforced_registry_is_lint_clean(host: Host) -> None:
+    linted = host.sandbox.run("portguard", "lint", check=False)
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+    assert "0 errors, 0 warnings" in linted.stderr
+
+
+def generated_dropin(sandbox: Sandbox, unit: str) -> str | None:
+    path = f"{GENERATED}/{unit}.d/50-portguard.conf"
+    shown = sandbox.run("cat", path, check=False)
+    return shown.stdout if shown.returncode == 0 else None
+
+
+def guard_run(sandbox: Sandbox, unit: str) -> str:
+    """The guard's ExecStartPre= as systemd last ran it (path, argv, status)."""
+    pre = sandbox.unit_properties(unit, "ExecStartPre")["ExecStartPre"]
+    runs = [r for r in pre.split("} ; {") if "portguard" in r]
+    assert len(runs) == 1, pre
+    return runs[0]
+
+
+def test_every_captured_unit_restarts_guarded(host: Host) -> None:
+    """The heart of it: no stock unit is blocked by the guard itself."""
+    sandbox = host.sandbox
+    with host.clock.lap("restart every unit"):
+        for unit in host.units():
+            dropin = generated_dropin(sandbox, unit)
+            assert dropin is not None, (
+                f"{unit} is not guarded: "
+                + sandbox.run(
+                    "journalctl", "-b", "-t", "portguard-generator", "--no-pager", check=False
+                ).stdout
+            )
+            restarted = sandbox.run("systemctl", "restart", unit, check=False, timeout=90)
+            assert restarted.returncode == 0, (unit, restarted.stderr, sandbox.systemctl(
+                "status", "--full", unit, check=False))  # fmt: skip
+            wait_for(lambda u=unit: sandbox.unit_properties(u, "ActiveState")["ActiveState"]
+                     == "active" or None, timeout=30, what=f"{unit} active")  # fmt: skip
+            run = guard_run(sandbox, unit)
+            assert "status=0" in run and "code=exited" in run, (unit, run)
+    # The identities the drop-ins carry, read from Debian's own unit files.
+    redis = generated_dropin(sandbox, "redis-server.service")
+    assert redis is not None and redis.rstrip().endswith("+/usr/bin/portguard check --user redis")
+    chrony = generated_dropin(sandbox, "chrony.service")
+    assert chrony is not None and chrony.rstrip().endswith("+/usr/bin/portguard check")
+    assert sandbox.run("journalctl", "-b", "-t", "portguard-generator", "-p", "warning",
+                       "--no-pager", "-q", check=False).stdout == ""  # fmt: skip
+
+
+@dataclass
+class Conflict:
+    """VICTIM claims PORTS (its own claims in the registry), which HOLDER holds."""
+
+    victim: str
+    listen: list[Any]
+    holder: str  # the unit the journal must name
+    start_holder: Callable[[Host], None]
+    stop_holder: Callable[[Host], None]
+
+
+def enforce_for(host: Host, victim: str, listen: list[Any], holder: str, mode: str) -> None:
+    """The registry with VICTIM claiming LISTEN in MODE, the HOLDER's overlapping claims
+    dropped (the registry gives the port to the victim; the holder is now the squatter)."""
+    registry = yaml.safe_load(yaml.safe_dump(host.registry))
+    units = registry["units"]
+    units.pop(holder, None)
+    units[victim] = {"listen": listen, "mode": mode}
+    host.write_registry(registry)
+
+
+def held_start(host: Host, conflict: Conflict) -> dict[str, Any]:
+    sandbox = host.sandbox
+    enforce_for(host, conflict.victim, conflict.listen, conflict.holder, "enforce")
+    assert generated_dropin(sandbox, conflict.victim) is not None
+    cursor = sandbox.journal_cursor()
+    sandbox.run("systemctl", "start", conflict.victim, check=False, timeout=90)
+    entries = [e for e in sandbox.journal(conflict.victim, since_cursor=cursor)
+               if e.get("PORTGUARD_VERDICT")]  # fmt: skip
+    assert entries, sandbox.systemctl("status", "--full", conflict.victim, check=False)
+    return entries[0]
+
+
+def unguarded_failure(host: Host, conflict: Conflict) -> str:
+    """The victim started without the guard: its own log, which must say EADDRINUSE."""
+    sandbox = host.sandbox
+    sandbox.run("systemctl", "reset-failed", conflict.victim, check=False)
+    enforce_for(host, conflict.victim, conflict.listen, conflict.holder, "audit")
+    assert generated_dropin(sandbox, conflict.victim) is None
+    log_file = LOG_FILES.get(conflict.victim)
+    if log_file:
+        sandbox.run("truncate", "-s", "0", log_file)
+    cursor = sandbox.journal_cursor()
+    sandbox.run("systemctl", "start", conflict.victim, check=False, timeout=90)
+    seen: list[str] = []
+
+    def said_so() -> str | None:
+        text = "\n".join(str(e.get("MESSAGE", "")) for e in
+                         sandbox.journal(conflict.victim, since_cursor=cursor))  # fmt: skip
+        if log_file:
+            text += "\n" + sandbox.read_file(log_file)
+        seen[:] = [text]
+        failed = conflict.victim in KEEPS_RUNNING or "Failed to start" in text
+        words = IN_USE[
+            re.sub(r"@\d+-", "@", conflict.victim.removesuffix(".service"))
+            if conflict.victim.startswith("postgresql@")
+            else conflict.victim
+        ]
+        return text if failed and re.search(words, text) else None
+
+    try:
+        return wait_for(said_so, timeout=30, what=f"{conflict.victim}'s own EADDRINUSE line")
+    except TimeoutError:
+        raise AssertionError(f"{conflict.victim} said instead:\n{seen[0]}") from None
+
+
+def restore(host: Host, conflict: Conflict) -> None:
+    sandbox = host.sandbox
+    sandbox.run("systemctl", "stop", conflict.victim, check=False, timeout=60)
+    sandbox.run("systemctl", "reset-failed", conflict.victim, check=False)
+    conflict.stop_holder(host)
+    host.write_registry(host.registry)
+
+
+def start_unit(unit: str) -> Callable[[Host], None]:
+    def start(host: Host) -> None:
+        assert host.sandbox.start(unit, timeout=60).active, unit
+
+    return start
+
+
+def squatter(port: int, proto: str = "tcp") -> Callable[[Host], None]:
+    """A plain service holding 0.0.0.0:PORT without SO_REUSEADDR."""
+
+    def start(host: Host) -> None:
+        command = listener("0.0.0.0", port, proto=proto, reuseaddr=False)
+        plain_unit(host.sandbox, "squatter.service", f"[Service]\nExecStart={command}\n")
+        host.sandbox.daemon_reload()
+        assert host.sandbox.start("squatter.service").active
+        wait_listening(host.sandbox, port, proto)
+        held = host.sandbox.run("ss", "-Hanp", f"sport = :{port}").stdout
+        assert "python3" in held, held
+
+    return start
+
+
+def stop_unit(unit: str) -> Callable[[Host], None]:
+    def stop(host: Host) -> None:
+        host.sandbox.run("systemctl", "stop", unit, check=False, timeout=60)
+
+    return stop
+
+
+def restart_unit(unit: str) -> Callable[[Host], None]:
+    def restart(host: Host) -> None:
+        host.sandbox.run("systemctl", "restart", unit, check=False, timeout=60)
+
+    return restart
+
+
+def run_conflict(host: Host, conflict: Conflict) -> tuple[dict[str, Any], str]:
+    # A daemon already running (redis, chrony, node-exporter) is stopped first, so the holder
+    # can take its port; the victim's next start is what the guard judges.
+    host.sandbox.run("systemctl", "stop", conflict.victim, check=False, timeout=60)
+    conflict.start_holder(host)
+    try:
+        entry = held_start(host, conflict)
+        own_words = unguarded_failure(host, conflict)
+    finally:
+        restore(host, conflict)
+    return entry, own_words
+
+
+def assert_held_by(entry: dict[str, Any], holder: str) -> None:
+    assert entry["PORTGUARD_VERDICT"] == "held", entry
+    assert entry["PORTGUARD_OWNER_UNIT"] == holder, entry
+
+
+def test_nginx_holds_80_and_apache2_is_blocked_naming_it(host: Host) -> None:
+    conflict = Conflict("apache2.service", ["80/tcp"], "nginx.service",
+                        lambda h: None, lambda h: None)  # fmt: skip
+    entry, _ = run_conflict(host, conflict)
+    assert_held_by(entry, "nginx.service")
+    assert "nginx.service" in str(entry["PORTGUARD_REMEDY"]), entry
+
+
+def test_resolved_holds_53_and_dnsmasq_is_blocked_naming_it(host: Host) -> None:
+    conflict = Conflict("dnsmasq.service", ["53/udp", "53/tcp"], "systemd-resolved.service",
+                        lambda h: None, lambda h: None)  # fmt: skip
+    entry, _ = run_conflict(host, conflict)
+    assert_held_by(entry, "systemd-resolved.service")
+
+
+def test_a_second_postgresql_cluster_on_5432_is_blocked_naming_the_first(host: Host) -> None:
+    version = host.postgresql.split("@")[1].split("-")[0]
+    made = host.sandbox.run("pg_createcluster", version, "second", "-p", "5432", check=False,
+                            timeout=120)  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+    host.sandbox.daemon_reload()
+    conflict = Conflict(f"postgresql@{version}-second.service",
+                        ["127.0.0.1:5432/tcp", "[::1]:5432/tcp"], host.postgresql,
+                        lambda h: None, lambda h: None)  # fmt: skip
+    entry, _ = run_conflict(host, conflict)
+    assert_held_by(entry, host.postgresql)
+
+
+def test_something_on_6379_blocks_redis_naming_it(host: Host) -> None:
+    conflict = Conflict("redis-server.service", ["127.0.0.1:6379/tcp", "[::1]:6379/tcp"],
+                        "squatter.service", squatter(6379),
+                        stop_unit("squatter.service"))  # fmt: skip
+    entry, _ = run_conflict(host, conflict)
+    assert_held_by(entry, "squatter.service")
+    host.sandbox.run("systemctl", "start", "redis-server.service", check=False, timeout=60)
+
+
+def test_something_on_323_udp_blocks_chrony_naming_it(host: Host) -> None:
+    conflict = Conflict("chrony.service", ["127.0.0.1:323/udp", "[::1]:323/udp"],
+                        "squatter.service", squatter(323, "udp"),
+                        stop_unit("squatter.service"))  # fmt: skip
+    entry, _ = run_conflict(host, conflict)
+    assert_held_by(entry, "squatter.service")
+    host.sandbox.run("systemctl", "start", "chrony.service", check=False, timeout=60)
+
+
+BUSYBOX_IMAGE = textwrap.dedent("""\
+    set -e
+    rm -rf /tmp/img && mkdir -p /tmp/img/bin /tmp/img/www
+    cp /bin/busybox /tmp/img/bin/busybox && ln -s busybox /tmp/img/bin/sh
+    echo portguard > /tmp/img/www/index.html
+    tar -C /tmp/img -c . | docker import - portguard-test:1 >/dev/null
+""")
+
+
+def test_a_docker_container_on_9100_blocks_node_exporter(host: Host) -> None:
+    def publish(h: Host) -> None:
+        h.sandbox.run("sh", "-c", BUSYBOX_IMAGE, timeout=120)
+        h.sandbox.run("docker", "run", "-d", "--name", "metrics-squatter", "-p", "9100:80",
+                      "portguard-test:1", "/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www",
+                      timeout=120)  # fmt: skip
+        wait_listening(h.sandbox, 9100)
+
+    def remove(h: Host) -> None:
+        h.sandbox.run("docker", "rm", "-f", "metrics-squatter", check=False, timeout=60)
+
+    conflict = Conflict("prometheus-node-exporter.service", ["9100/tcp"], "docker.service",
+                        publish, remove)  # fmt: skip
+    entry, _ = run_conflict(host, conflict)
+    assert entry["PORTGUARD_VERDICT"] == "held", entry
+    # docker-proxy holds the port for the container; the guard, root under `+`, names it.
+    assert entry["PORTGUARD_OWNER_KIND"] == "container", entry
+    assert "metrics-squatter" in str(entry.get("PORTGUARD_OWNER_CONTAINER", "")), entry
+    assert "docker.service" not in str(entry["PORTGUARD_REMEDY"]).replace(
+        "systemctl stop docker", "!!"
+    ), entry
+    host.sandbox.run("systemctl", "start", "prometheus-node-exporter.service", check=False)
+
+
+def test_avahi_starts_beside_another_mdns_responder(host: Host) -> None:
+    """Both set SO_REUSEADDR on 5353/udp; the kernel lets both bind, and so must the guard."""
+    sandbox = host.sandbox
+    peer = "systemd-resolve" if host.mdns_peer == "systemd-resolved.service" else "python3"
+    shared = sandbox.run("ss", "-Hulpn", "sport = :5353").stdout
+    assert peer in shared, shared
+    restarted = sandbox.run("systemctl", "restart", "avahi-daemon.service", check=False)
+    assert restarted.returncode == 0, sandbox.systemctl("status", "avahi-daemon", check=False)
+    assert "status=0" in guard_run(sandbox, "avahi-daemon.service")
+    shared = sandbox.run("ss", "-Hulpn", "sport = :5353").stdout
+    assert "avahi-daemon" in shared and peer in shared, shared
