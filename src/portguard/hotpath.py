@@ -3,9 +3,10 @@
 `check` runs before every guarded start at every boot, and almost always finds its ports
 free. This module proves exactly that case and nothing else: it reads the registry's
 files, finds their compiled form by a hash of their contents (so it can never be stale),
-trial-binds the unit's precomputed binds and exits 0. Anything else -- a busy port, a
-cache miss, an unregistered unit, unusual flags, unsafe files -- returns None, and the
-full implementation decides and reports. Importing argparse, json or dataclasses alone
+trial-binds the unit's precomputed binds -- as the identity the drop-in names (--user,
+--caps: seteuid for the bind alone) and with a socket unit's own options -- and exits 0.
+Anything else -- a busy port, a cache miss, an unregistered unit, unusual flags, unsafe
+files -- returns None, and the full implementation decides and reports. Importing argparse, json or dataclasses alone
 would cost more than the interpreter's own start.
 """
 
@@ -197,10 +198,10 @@ def parse_bind_options(args: list[str]) -> tuple[Identity, frozenset[str] | None
     --socket-options; raises ValueError naming what is wrong."""
     values: dict[str, str] = {}
     while args:
-        flag, _, value = args.pop(0).partition("=")
+        flag, equals, value = args.pop(0).partition("=")
         if flag not in BIND_OPTIONS or flag in values:
             raise ValueError(f"unexpected argument {flag}")
-        if not _:
+        if not equals:
             if not args:
                 raise ValueError(f"{flag} needs a value")
             value = args.pop(0)
