@@ -6,8 +6,8 @@ files, finds their compiled form by a hash of their contents (so it can never be
 trial-binds the unit's precomputed binds -- as the identity the drop-in names (--user,
 --caps: seteuid for the bind alone) and with a socket unit's own options -- and exits 0.
 Anything else -- a busy port, a cache miss, an unregistered unit, unusual flags, unsafe
-files -- returns None, and the full implementation decides and reports. Importing argparse, json or dataclasses alone
-would cost more than the interpreter's own start.
+files -- returns None, and the full implementation decides and reports. Importing
+argparse, json or dataclasses alone would cost more than the interpreter's own start.
 """
 
 import _socket
