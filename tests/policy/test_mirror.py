@@ -46,6 +46,8 @@ def args(unit: str, text: str) -> tuple[str, ...]:
         ("[Service]\nExecStart=/a\nPrivateUsers=yes\n", ("--caps", "none")),
         ("[Service]\nExecStart=/a\nUser=r\nPrivateUsers=true\n"
          "AmbientCapabilities=CAP_NET_BIND_SERVICE\n", ("--user", "r")),
+        # Type=oneshot's several lines: `-` changes how a failure counts, not who runs it
+        ("[Service]\nType=oneshot\nExecStart=-/a\nExecStart=/b\nUser=u\n", ("--user", "u")),
         # the last ExecStart= list after a reset is what runs
         ("[Service]\nExecStart=!/a\nExecStart=\nExecStart=/b\nUser=u\n", ("--user", "u")),
     ],

@@ -100,12 +100,15 @@ def _service_args(settings: Settings) -> tuple[str, ...]:
 
 
 def _exec_start_prefixes(settings: Settings) -> set[str]:
+    """The identity each ExecStart= line runs with, by its prefix: `+`, `!` (and `!!`) or ''
+    (`-`, `@`, `:` and `|` change the command's handling, not who runs it)."""
     lines: list[str] = []
     for value in settings.get(("Service", "ExecStart"), []):
         lines = [] if value == "" else [*lines, value]  # an empty assignment resets the list
     if not lines:
         raise Decline("it has no ExecStart=")
-    return {line[: len(line) - len(line.lstrip(_PREFIXES))] for line in lines}
+    prefixes = {line[: len(line) - len(line.lstrip(_PREFIXES))] for line in lines}
+    return {"+" if "+" in p else "!" if "!" in p else "" for p in prefixes}
 
 
 def _private_users(settings: Settings) -> bool:
