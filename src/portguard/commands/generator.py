@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from portguard.host.dropins import DROPIN_NAME, Blocking, dropin_text
-from portguard.host.unitfiles import UnitFileError, read_settings
+from portguard.host.unitfiles import UnitFileError, UnitFiles
 from portguard.hotpath import distrust, first_unsafe, registry_files
 from portguard.policy.mirror import Decline, guard_args
 
@@ -155,11 +155,12 @@ def write_dropins(
     mirror (from its unit files under UNIT_ROOT); one kernel-log line for each unit it
     cannot, which stays unguarded. Returns one line per write that failed."""
     failures = []
+    files = UnitFiles(unit_root, generated=False)
     for unit, mode, origin in units:
         if mode not in _BLOCKING:
             continue
         try:
-            args = guard_args(unit, read_settings(unit, unit_root, generated=False))
+            args = guard_args(unit, files.read_settings(unit))
         except (UnitFileError, Decline) as exc:
             reason = str(exc).removeprefix(f"{unit}: ")
             log(f"{unit}: not guarded: {reason} (registry: {origin})", kmsg=kmsg, level=LOG_WARNING)

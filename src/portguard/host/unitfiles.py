@@ -80,57 +80,82 @@ def _names(unit: str) -> tuple[list[str], list[str]]:
     return fragments, dropins
 
 
-def locate(unit: str, root: str = "/", *, generated: bool = True) -> tuple[str, list[str]]:
-    """The unit's fragment and its drop-ins in the order systemd applies them.
+class UnitFiles:
+    """The unit search path below ROOT, each directory listed once, so that finding many
+    units' files costs a set lookup each rather than a stat per directory (the generator
+    reads every registered unit's files at each boot). GENERATED=False: a fragment that only
+    a generator wrote counts as missing (the portguard generator runs beside the others)."""
 
-    GENERATED=False: a fragment that only a generator wrote counts as missing (the generator
-    itself runs beside the others). Raises UnitFileError when there is no fragment, or it is
-    masked.
-    """
-    paths = search_path(root)
-    skipped = {os.path.join(root, g.lstrip("/")) for g in GENERATED} if not generated else set()
-    fragments, dropin_names = _names(unit)
-    fragment = None
-    for name in fragments:
-        for directory in paths:
-            candidate = os.path.join(directory, name)
-            if os.path.lexists(candidate):
-                fragment = candidate
-                break
-        if fragment is not None:
-            break
-    if fragment is None or os.path.dirname(fragment) in skipped:
-        where = "written by another generator, " if fragment else ""
-        raise UnitFileError(f"{unit}: no unit file on disk ({where}not readable before boot)")
-    if os.path.realpath(fragment) == "/dev/null" or _is_empty_link(fragment):
-        raise UnitFileError(f"{unit}: masked")
-    chosen: dict[str, str] = {}
-    for directory in paths:
-        for name in dropin_names:
-            folder = os.path.join(directory, f"{name}.d")
+    def __init__(self, root: str = "/", *, generated: bool = True) -> None:
+        self.paths = search_path(root)
+        skipped = {os.path.join(root, g.lstrip("/")) for g in GENERATED} if not generated else ()
+        self.skipped = frozenset(skipped)
+        self.names: dict[str, frozenset[str]] = {}
+        # Symbolic links, from the directory entries' types: only these can be masks.
+        self.links: set[str] = set()
+        for directory in self.paths:
             try:
-                entries = os.listdir(folder)
+                with os.scandir(directory) as entries:
+                    listed = list(entries)
             except OSError:
-                continue
-            for entry in entries:
-                if entry.endswith(".conf") and entry not in chosen:
-                    chosen[entry] = os.path.join(folder, entry)
-    dropins = [chosen[name] for name in sorted(chosen)]
-    return fragment, [d for d in dropins if os.path.realpath(d) != "/dev/null"]
+                listed = []
+            self.names[directory] = frozenset(e.name for e in listed)
+            self.links.update(e.path for e in listed if e.is_symlink())
+
+    def locate(self, unit: str) -> tuple[str, list[str]]:
+        """The unit's fragment and its drop-ins in the order systemd applies them; raises
+        UnitFileError when there is no fragment, or it is masked."""
+        fragments, dropin_names = _names(unit)
+        found = next(((d, n) for n in fragments for d in self.paths if n in self.names[d]), None)
+        if found is None or found[0] in self.skipped:
+            where = "written by another generator, " if found else ""
+            raise UnitFileError(f"{unit}: no unit file on disk ({where}not readable before boot)")
+        fragment = os.path.join(*found)
+        if fragment in self.links and _masked(fragment):
+            raise UnitFileError(f"{unit}: masked")
+        chosen: dict[str, str] = {}
+        for directory in self.paths:
+            present = self.names[directory]
+            for name in dropin_names:
+                if f"{name}.d" not in present:
+                    continue
+                folder = os.path.join(directory, f"{name}.d")
+                try:
+                    entries = os.listdir(folder)
+                except OSError:
+                    continue
+                for entry in entries:
+                    if entry.endswith(".conf") and entry not in chosen:
+                        chosen[entry] = os.path.join(folder, entry)
+        dropins = [chosen[name] for name in sorted(chosen)]
+        return fragment, [d for d in dropins if not _masked(d)]
+
+    def read_settings(self, unit: str) -> Settings:
+        """Every assignment of the unit's fragment and drop-ins, in systemd's order."""
+        fragment, dropins = self.locate(unit)
+        settings: Settings = {}
+        for path in (fragment, *dropins):
+            for section, key, value in parse(_read(path)):
+                settings.setdefault((section, key), []).append(value)
+        return settings
 
 
-def _is_empty_link(path: str) -> bool:
-    return os.path.islink(path) and os.readlink(path) == "/dev/null"
+def _masked(path: str) -> bool:
+    """A unit file or drop-in linked to /dev/null (`systemctl mask`)."""
+    try:
+        return os.path.islink(path) and os.readlink(path) == "/dev/null"
+    except OSError:
+        return False
+
+
+def locate(unit: str, root: str = "/", *, generated: bool = True) -> tuple[str, list[str]]:
+    """UnitFiles(root).locate(unit), for one unit."""
+    return UnitFiles(root, generated=generated).locate(unit)
 
 
 def read_settings(unit: str, root: str = "/", *, generated: bool = True) -> Settings:
-    """Every assignment of the unit's fragment and drop-ins, in the order systemd applies them."""
-    fragment, dropins = locate(unit, root, generated=generated)
-    settings: Settings = {}
-    for path in (fragment, *dropins):
-        for section, key, value in parse(_read(path)):
-            settings.setdefault((section, key), []).append(value)
-    return settings
+    """UnitFiles(root).read_settings(unit), for one unit."""
+    return UnitFiles(root, generated=generated).read_settings(unit)
 
 
 def _read(path: str) -> str:
