@@ -5,7 +5,9 @@ it loads units, with three output directories (one, for tests, stands for all th
 one writes NORMAL/UNIT.d/50-portguard.conf for each `enforce` unit (the guard's failure
 blocks the start) and each `warn` unit (`ExecStartPre=-`: logged, ignored), none for
 `audit`. A template key (`redis@.service`) gets the template's drop-in, which every
-instance inherits.
+instance inherits. Each unit's own files (host/unitfiles.py, systemd's search path and
+precedence) say how its ExecStart= binds, and the drop-in passes that to the guard
+(policy/mirror.py); a unit it cannot mirror gets no drop-in and one kernel-log line.
 
 Boot must never break because of us: a missing registry generates nothing, silently; a
 broken one (lint errors, unreadable, or writable by someone other than root, as `check`
@@ -13,7 +15,8 @@ judges it) generates nothing and leaves one line in the kernel log (stderr when 
 cannot be opened); so does any surprise. The exit status is always 0. Nothing is written
 outside the output directory: no cache, no /run/portguard, no byte-code (the entry runs
 with -B). The registry is read by fastreader.py, and by the full reader (model.py and
-lint.py) only when that one declines; never pyroute2, pystemd, or the rest of `check`.
+lint.py) only when that one declines; never the netlink or D-Bus libraries, nor the rest
+of `check` (tests/commands/test_generator.py proves it).
 """
 
 import contextlib
