@@ -18,7 +18,9 @@ pipefs mount masked (it cannot be mounted in a namespace sandbox).
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ from tests.system.debroot import (
 )
 from tests.system.guarded import listener, plain_unit, wait_listening
 from tests.system.sandbox import Sandbox, boot, wait_for
+from tests.system.test_unitfiles import READER
 
 REGISTRY = "/etc/portguard/registry.yaml"
 GENERATED = "/run/systemd/generator"
@@ -432,3 +435,17 @@ def test_avahi_starts_beside_another_mdns_responder(host: Host) -> None:
     assert "status=0" in guard_run(sandbox, "avahi-daemon.service")
     shared = sandbox.run("ss", "-Hulpn", "sport = :5353").stdout
     assert "avahi-daemon" in shared and peer in shared, shared
+
+
+def test_the_reader_reads_debians_units_as_systemd_does(host: Host) -> None:
+    """Fragment, drop-ins (the generator's own among them) and User= of every stock unit."""
+    sandbox = host.sandbox
+    shown = {}
+    for unit in [*host.units(), "apache2.service", "dnsmasq.service", "rpc-statd.service"]:
+        props = sandbox.unit_properties(unit, "FragmentPath", "DropInPaths", "User")
+        shown[unit] = [props["FragmentPath"], shlex.split(props["DropInPaths"]), props["User"]]
+    read = sandbox.run("python3", "-c", READER, json.dumps(shown),
+                       env={"PYTHONPATH": "/usr/lib/python3/dist-packages"})  # fmt: skip
+    views = json.loads(read.stdout)
+    for unit in shown:
+        assert views[unit]["ours"] == views[unit]["systemd"], unit
