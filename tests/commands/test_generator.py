@@ -802,3 +802,34 @@ def test_a_unit_only_another_generator_wrote_is_not_guarded(setup: Setup) -> Non
         "web.service: not guarded: no unit file on disk (written by another generator"
         in (setup.log_lines()[0])
     )
+
+
+def test_an_anchor_defined_twice_is_refused_by_both_readers(setup: Setup) -> None:
+    """YAML's composer refuses a duplicate anchor; the fast reader, which never composes,
+    must not vouch for it, or the generator would guard units `check` then refuses."""
+    path = setup.write("""
+        version: 1
+        units:
+          a.service: &x {listen: [8080]}
+          b.service: &x {listen: [8081]}
+    """)
+    assert fastreader.read(str(path), []) is None
+
+    assert setup.run() == 0
+
+    assert setup.written() == []
+    (line,) = setup.log_lines()
+    assert "registry invalid" in line and "anchor" in line
+
+
+def test_a_v4_mapped_address_goes_to_the_full_reader(setup: Setup) -> None:
+    path = setup.write("""
+        version: 1
+        units:
+          a.service:
+            listen: [{port: "[::ffff:127.0.0.1]:8080/tcp", v6only: true}]
+    """)
+    assert fastreader.read(str(path), []) is None
+    assert setup.run() == 0
+    assert setup.written() == []
+    assert "IPv4-mapped" in setup.log_lines()[0]

@@ -94,7 +94,7 @@ OVERLAP_MATRIX = [
     ('"[::1]:80/tcp"', "127.0.0.1:80/tcp", False),  # IPv6 loopback is not IPv4's
     ("0.0.0.0:80/tcp", '"[::1]:80/tcp"', False),
     ('"[::ffff:127.0.0.1]:80/tcp"', "127.0.0.1:80/tcp", True),  # v4-mapped is IPv4
-    ('{port: "[::ffff:127.0.0.1]:80/tcp", v6only: true}', "127.0.0.1:80/tcp", False),
+    # ([::ffff:127.0.0.1] with v6only can never be bound: the `listen` rule refuses it.)
     ('"[::ffff:0.0.0.0]:80/tcp"', "10.0.0.1:80/tcp", True),  # mapped any is IPv4's wildcard
     ("127.0.0.1:80/tcp", "127.0.0.1:80/tcp", True),
     ("127.0.0.1:80/tcp", "127.0.0.2:80/tcp", False),

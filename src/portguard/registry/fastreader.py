@@ -4,7 +4,7 @@ The full reader (model.py, then lint.py) keeps a location for every value and ex
 every problem; importing it and reading 1,000 units costs the generator several times the
 interpreter's own start, at every boot. This reader walks libyaml's event stream once and
 accepts only what it can judge completely: the known keys, untagged scalars typed by YAML's
-own resolver, no aliases, ports written as numbers or ranges (on an IPv4 or a
+own resolver, no anchors or aliases, ports written as numbers or ranges (on an IPv4 or a
 bracketed IPv6 address at most), valid unit names, and no two units' claims that share a
 port, whatever their addresses (so there is no overlap to judge). Anything else, or
 anything it is unsure of, makes it decline (None), and the generator asks the full reader,
@@ -148,11 +148,15 @@ class _File:
     def _next(self) -> yaml.Event:
         assert self.parser is not None
         # None after the stream's end. An alias is never the event a caller expects, so it
-        # declines there; an anchor alone changes nothing.
+        # declines there. An anchor declines too: YAML's composer refuses one defined twice,
+        # which this event stream alone cannot see, and a reader that vouched for it would
+        # guard units that `check` then refuses.
         event = self.parser.get_event()
         if event is None:
             raise _Decline
         if getattr(event, "tag", None) is not None:  # explicit tags: the full reader's job
+            raise _Decline
+        if getattr(event, "anchor", None) is not None:
             raise _Decline
         return event
 
@@ -305,9 +309,12 @@ class _File:
             import ipaddress  # noqa: PLC0415 - only for the registries that need it
 
             try:
-                no_tcp = ipaddress.IPv6Address(found["v6"]).is_multicast
+                address = ipaddress.IPv6Address(found["v6"])
             except ValueError:
                 raise _Decline from None
+            if address.ipv4_mapped is not None:  # v6only decides whether it can bind at all
+                raise _Decline
+            no_tcp = address.is_multicast
         else:  # multicast or the broadcast address: TCP cannot listen there
             octets = (found["address"] or "0.0.0.0").split(".")
             no_tcp = 224 <= int(octets[0]) <= 239 or octets == ["255"] * 4

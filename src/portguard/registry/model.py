@@ -442,6 +442,15 @@ class _FileParser:
                 f"'{text}': %i is only allowed in a template unit (name@.service)",
             )
             raise Invalid
+        mapped = getattr(parts.address, "ipv4_mapped", None)
+        if mapped is not None and options.v6only:
+            self.nodes.report(
+                text_node,
+                "listen",
+                f"'{text}': an IPv4-mapped address with v6only: true can never be bound (the "
+                f"kernel answers EINVAL); drop v6only, or claim {mapped} itself",
+            )
+            raise Invalid
         udp = parts.proto is Proto.UDP
         return Listen(
             text,
