@@ -341,3 +341,69 @@ def test_free_path_imports_only_builtin_modules(tree: Tree, ports: tuple[int, in
                   "portguard.cli", "portguard.commands.check",
                   "portguard.registry.model"):  # fmt: skip
         assert heavy not in loaded
+
+
+# --- trust walks the whole resolved path ------------------------------------------------------
+
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="another user's directory needs chown")
+
+
+def owned_by(path: Path, uid: int, mode: int) -> Path:
+    os.chown(path, uid, uid)
+    path.chmod(mode)
+    return path
+
+
+@needs_root
+def test_a_registry_linked_into_a_users_directory_is_not_trusted(tmp_path: Path) -> None:
+    """/etc/portguard/registry.yaml -> /tmp/evil/r.yaml: the file is root's, but the user who
+    owns its directory can swap it and move a guarded unit's claim."""
+    (tmp_path / "evil").mkdir()
+    evil = owned_by(tmp_path / "evil", NOBODY, 0o755)
+    target = evil / "r.yaml"
+    target.write_text("version: 1\nunits: {}\n")
+    target.chmod(0o644)
+    root = tmp_path / "portguard"
+    root.mkdir(mode=0o755)
+    (root / "registry.yaml").symlink_to(target)
+
+    assert hotpath.first_unsafe([str(root / "registry.yaml")]) == str(evil)
+    assert hotpath.digest(str(root)) is None  # so the free path does not answer
+
+
+@needs_root
+def test_a_directory_a_user_owns_above_the_registry_is_not_trusted(tmp_path: Path) -> None:
+    (tmp_path / "srv").mkdir()
+    above = owned_by(tmp_path / "srv", NOBODY, 0o755)
+    root = above / "portguard"
+    root.mkdir(mode=0o755)
+    (root / "registry.yaml").write_text("version: 1\n")
+    assert hotpath.first_unsafe([str(root), str(root / "registry.yaml")]) == str(above)
+
+
+@needs_root
+def test_a_sticky_root_directory_on_the_way_is_trusted_with_roots_entries(tmp_path: Path) -> None:
+    (tmp_path / "tmp").mkdir()
+    shared = owned_by(tmp_path / "tmp", 0, 0o1777)
+    root = shared / "portguard"
+    root.mkdir(mode=0o755)
+    (root / "registry.yaml").write_text("version: 1\n")
+    assert hotpath.first_unsafe([str(root / "registry.yaml")]) is None
+    # Without the sticky bit anyone could rename root's entry away and put theirs in its place.
+    shared.chmod(0o777)
+    assert hotpath.first_unsafe([str(root / "registry.yaml")]) == str(shared)
+
+
+def test_a_full_run_leaves_no_temporary_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hotpath, "CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    real_write = os.write
+
+    def full(fd: int, data: bytes) -> int:
+        return real_write(fd, data[: len(data) // 2])  # ENOSPC half way, as a full tmpfs does
+
+    monkeypatch.setattr(os, "write", full)
+    assert hotpath.store_cache(str(tmp_path / "registry"), b"key", {"a.service": ()}) is False
+    assert list(tmp_path.iterdir()) == []

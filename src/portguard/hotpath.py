@@ -55,14 +55,34 @@ def is_safe(st: os.stat_result) -> bool:
 
 
 def first_unsafe(paths: list[str]) -> str | None:
-    """The first of PATHS that exists and is not root's alone (check and the generator agree)."""
+    """The first place a user other than root could change on the way to any of PATHS that
+    exists: the path itself, or a directory from / down to it, symbolic links resolved (as
+    sshd's StrictModes walks). A world-writable directory may be on the way only when it is
+    sticky and root's, so that only root can replace what is in it (/tmp). Check, the
+    generator and the cache agree on it."""
+    judged: dict[str, bool] = {}
     for path in paths:
         try:
-            st = os.stat(path)
+            real = os.path.realpath(path, strict=True)
         except FileNotFoundError:
             continue
-        if not is_safe(st):
-            return path
+        except OSError:
+            return path  # a path that cannot be followed cannot be vouched for
+        places = [real]
+        while places[-1] != "/":
+            places.append(os.path.dirname(places[-1]))
+        for index, place in enumerate(reversed(places)):
+            last = index == len(places) - 1
+            if not last and judged.get(place):
+                continue
+            try:
+                st = os.stat(place)
+            except OSError:
+                return place
+            sticky_root_dir = not last and st.st_uid == 0 and st.st_mode & 0o1000
+            if not (is_safe(st) or sticky_root_dir):
+                return path if place == real else place
+            judged[place] = True
     return None
 
 
@@ -78,14 +98,8 @@ def digest(root: str) -> tuple[bytes, list[str]] | None:
     """A hash of the registry's names and contents; None when a file is missing or unsafe."""
     files = registry_files(root)
     hashed = blake2b(digest_size=32)
-    for directory in (root, os.path.join(root, "registry.d")):
-        try:
-            if not is_safe(os.stat(directory)):
-                return None
-        except FileNotFoundError:
-            continue
-        except OSError:
-            return None
+    if first_unsafe([root, os.path.join(root, "registry.d"), *files]) is not None:
+        return None
     for path in files:
         data = _read_trusted(path)
         if data is None:
@@ -142,11 +156,18 @@ def store_cache(root: str, key: bytes, units: dict[str, tuple[BindSpec, ...]]) -
         os.makedirs(CACHE_DIR, mode=0o755, exist_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, marshal.dumps({"format": FORMAT, "key": key, "units": units}))
+            data = marshal.dumps({"format": FORMAT, "key": key, "units": units})
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, "short write")
         finally:
             os.close(fd)
         os.replace(temporary, path)
     except OSError:
+        # A full /run must not keep our half-written temporary. (No contextlib: builtins only.)
+        try:  # noqa: SIM105
+            os.unlink(temporary)
+        except OSError:
+            pass
         return False
     return True
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from portguard import hotpath
 from portguard.errors import CannotWrite, Exit, Refused, UsageError
 from portguard.host.dropins import DROPIN_NAME, GUARD, MARK, dropin_text, guardable_problem
 from portguard.host.unitfiles import UnitFileError, read_settings
@@ -86,15 +87,13 @@ def guard_path(path: str, *, root: Path | None = None) -> str:
         return path
     if not os.access(path, os.X_OK) or not os.path.isfile(path):
         raise UsageError(f"{path} cannot be a unit's ExecStartPre=: not an executable file")
-    for place in (path, *(str(parent) for parent in Path(path).parents)):
-        st = os.stat(place)
-        others_write = st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != 0)
-        sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX and place != path
-        if st.st_uid != 0 or (others_write and not sticky_dir):
-            raise UsageError(
-                f"{path} cannot be a unit's guard: {place} is not root's alone, and the guard "
-                "runs as root"
-            )
+    # The registry's own trust rule: root's alone from / down, links resolved, sticky allowed.
+    unsafe = hotpath.first_unsafe([path])
+    if unsafe is not None:
+        raise UsageError(
+            f"{path} cannot be a unit's guard: {unsafe} is not root's alone, and the guard "
+            "runs as root"
+        )
     return path
 
 
