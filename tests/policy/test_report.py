@@ -77,6 +77,7 @@ def test_held_journal_fields() -> None:
         "PRIORITY": "3",
         "SYSLOG_IDENTIFIER": "portguard",
         "PORTGUARD_VERDICT": "held",
+        "OBJECT_SYSTEMD_UNIT": "myapp.service",
         "PORTGUARD_UNIT": "myapp.service",
         "PORTGUARD_PORT": "8080",
         "PORTGUARD_PROTO": "tcp",

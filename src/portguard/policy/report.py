@@ -95,6 +95,10 @@ class Report:
             fields["MESSAGE_ID"] = MESSAGE_ID[self.verdict]
         owner = self.owner
         optional = {
+            # `journalctl -u UNIT` (and `systemctl status`) also match entries a root process
+            # sends about UNIT: the guard's verdict stays with its unit even when journald
+            # reads the sender's cgroup too late, after a short-lived guard has exited.
+            "OBJECT_SYSTEMD_UNIT": self.unit,
             "PORTGUARD_UNIT": self.unit,
             "PORTGUARD_PORT": self.port,
             "PORTGUARD_PROTO": self.proto,
