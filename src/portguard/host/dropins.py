@@ -11,7 +11,7 @@ reason.
 import re
 from enum import StrEnum
 
-from portguard.registry.unitname import unit_name_problem, unit_type
+from portguard.registry.unitname import guard_dir_problem, unit_name_problem, unit_type
 
 DROPIN_NAME = "50-portguard.conf"
 GUARD = "/usr/bin/portguard"
@@ -31,7 +31,7 @@ class Blocking(StrEnum):
 
 def guardable_problem(unit: str) -> str | None:
     """Why UNIT cannot carry the guard, or None."""
-    problem = unit_name_problem(unit)
+    problem = unit_name_problem(unit) or guard_dir_problem(unit)
     if problem:
         return problem
     if unit_type(unit) not in _SECTION:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 import yaml
 
 from portguard.registry.timespan import parse_timespan_ms
-from portguard.registry.unitname import unit_name_problem
+from portguard.registry.unitname import guard_dir_problem, unit_name_problem
 
 # (unit, mode, file:line:col of its key), as the full reader gives them.
 Unit = tuple[str, str, str]
@@ -238,7 +238,9 @@ class _File:
 
     def _unit(self, name: str) -> str | None:
         """Reads a unit's mapping; returns its own mode, if it sets one."""
-        if unit_name_problem(name) or name.rpartition(".")[2] not in ("service", "socket"):
+        if unit_name_problem(name) or guard_dir_problem(name):
+            raise _Decline
+        if name.rpartition(".")[2] not in ("service", "socket"):
             raise _Decline
         self.unit = name
         self.template = name.rpartition(".")[0].endswith("@") and name.count("@") == 1

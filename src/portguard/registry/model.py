@@ -27,6 +27,7 @@ from portguard.registry.findings import Finding, Location, Severity
 from portguard.registry.timespan import TimespanError, parse_timespan_ms
 from portguard.registry.unitname import (
     UnitNameKind,
+    guard_dir_problem,
     split_instance,
     unit_name_kind,
     unit_name_problem,
@@ -329,7 +330,9 @@ class _FileParser:
 
     def _unit_name(self, name: str, node: yaml.Node) -> None:
         problem = unit_name_problem(name)
-        if problem is None and name.rpartition(".")[2] not in _GUARDABLE_TYPES:
+        if problem is None and guard_dir_problem(name):
+            problem = f"'{name}' cannot be guarded: {guard_dir_problem(name)}"
+        elif problem is None and name.rpartition(".")[2] not in _GUARDABLE_TYPES:
             problem = (
                 f"'{name}' cannot be guarded: expected a .service or .socket unit "
                 "(the guard runs from ExecStartPre=)"

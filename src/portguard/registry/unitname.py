@@ -5,6 +5,20 @@ from enum import StrEnum
 
 # systemd's UNIT_NAME_MAX is 256 including the terminating NUL.
 UNIT_NAME_MAX = 255
+# The guard's drop-in lives in NAME.d/, and a file name is at most 255 bytes (NAME_MAX).
+GUARDED_NAME_MAX = UNIT_NAME_MAX - len(".d")
+
+
+def guard_dir_problem(name: str) -> str | None:
+    """Why NAME, a valid unit name, cannot get the guard's drop-in directory, or None."""
+    if len(name.encode()) > GUARDED_NAME_MAX:
+        return (
+            f"a guarded unit's name is at most {GUARDED_NAME_MAX} characters: its drop-in "
+            "directory NAME.d must fit a file name's 255"
+        )
+    return None
+
+
 UNIT_TYPES = frozenset(
     {
         "service",
