@@ -286,3 +286,19 @@ def test_parse_listen_raises_only_claim_syntax_errors(text: str) -> None:
 def test_only_the_two_wildcards_are_wildcards_on_every_python(text: str, wildcard: bool) -> None:
     # Python 3.13 (Debian 13) calls ::ffff:0.0.0.0 `is_unspecified`; 3.11 (Debian 12) does not.
     assert is_wildcard(ipaddress.ip_address(text)) is wildcard
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("[::ffff:127.0.0.1]:8080/tcp", "[::ffff:127.0.0.1]:8080/tcp"),
+        ("[::1]:53/udp", "[::1]:53/udp"),
+        ("[2001:db8::1]:80", "[2001:db8::1]:80/tcp"),
+        ("10.0.0.1:9000-9010/tcp", "10.0.0.1:9000-9010/tcp"),
+    ],
+)
+def test_a_claim_is_shown_as_the_registry_writes_it(text: str, shown: str) -> None:
+    """Python prints ::ffff:127.0.0.1 as ::ffff:7f00:1, which nobody wrote."""
+    parts = parse_listen(text)
+    claim = make_claim(parts, v6only=False, reuseaddr=True, reuseport=False, instance=None)
+    assert str(claim) == shown

@@ -5,7 +5,7 @@ host/sockets.py fills them from sock_diag.
 
 from dataclasses import dataclass
 
-from portguard.registry.claims import Claim, IPAddress, Proto
+from portguard.registry.claims import Claim, IPAddress, Proto, host_text
 
 TCP_TIME_WAIT = 6
 # ss(8)'s names, so what we print reads like what operators already know.
@@ -39,5 +39,4 @@ class Occupant:
         return Claim(self.proto, self.port, self.port, self.address, v6only=self.v6only)
 
     def __str__(self) -> str:
-        host = f"[{self.address}]" if self.address.version == 6 else str(self.address)
-        return f"{host}:{self.port}/{self.proto}"
+        return f"{host_text(self.address)}:{self.port}/{self.proto}"

@@ -43,9 +43,16 @@ class Claim:
         ports = str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
         if self.address is None:
             return f"{ports}/{self.proto}"
-        if self.address.version == 6:
-            return f"[{self.address}]:{ports}/{self.proto}"
-        return f"{self.address}:{ports}/{self.proto}"
+        return f"{host_text(self.address)}:{ports}/{self.proto}"
+
+
+def host_text(address: IPAddress) -> str:
+    """ADDRESS as a registry writes it before `:PORT`: IPv6 in brackets, and a v4-mapped one
+    as ::ffff:a.b.c.d (Python's own text, ::ffff:7f00:1, is not what anyone typed)."""
+    if address.version == 4:
+        return str(address)
+    mapped = address.ipv4_mapped
+    return f"[::ffff:{mapped}]" if mapped is not None else f"[{address}]"
 
 
 class ClaimSyntaxError(ValueError):
