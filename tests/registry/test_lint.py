@@ -1,5 +1,6 @@
 """check_registry: the rules in tests/data/rules, kernel overlap rules, ephemeral ports."""
 
+import ipaddress
 import itertools
 import time
 from pathlib import Path
@@ -8,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portguard.registry.claims import overlaps
+from portguard.registry.claims import Claim, Proto, overlaps, shares
 from portguard.registry.findings import Severity
-from portguard.registry.lint import check_registry
+from portguard.registry.lint import _overlapping_pairs, _Placed, check_registry
 from portguard.registry.localports import LocalPorts, PortSet
 from portguard.registry.model import RegistrySource, load
 from tests.conftest import (
@@ -495,3 +496,37 @@ def test_any_file_content_gives_findings_never_an_exception(reg: Registry, data:
             assert finding.location.column > 0
         assert finding.message
         assert finding.severity in (Severity.ERROR, Severity.WARNING)
+
+
+_ADDRESSES = [None, "0.0.0.0", "127.0.0.1", "127.0.0.2", "::", "::1", "::ffff:127.0.0.1",
+              "::ffff:0.0.0.0", "2001:db8::1"]  # fmt: skip
+
+
+@st.composite
+def claims(draw: st.DrawFn) -> Claim:
+    first = draw(st.integers(80, 90))
+    last = draw(st.integers(first, 92))
+    text = draw(st.sampled_from(_ADDRESSES))
+    address = None if text is None else ipaddress.ip_address(text)
+    v6only = draw(st.booleans()) and address is not None and address.version == 6
+    if v6only and address is not None and address.ipv4_mapped is not None:
+        v6only = False  # lint refuses a mapped address with v6only
+    proto = draw(st.sampled_from(list(Proto)))
+    share = draw(st.booleans())
+    return Claim(proto, first, last, address, v6only, reuseaddr=share, reuseport=share and
+                 draw(st.booleans()))  # fmt: skip
+
+
+@settings(max_examples=400)
+@given(st.lists(claims(), max_size=25))
+def test_the_indexed_sweep_finds_exactly_the_colliding_pairs(found: list[Claim]) -> None:
+    """The sweep against every pair: the same collisions, each once (Seen 11: lint was
+    quadratic, 14 s for 5,000 units on 127.0.0.N:8080)."""
+    placed = [_Placed(claim, None, None, order) for order, claim in enumerate(found)]  # type: ignore[arg-type]
+    swept = sorted((a.order, b.order) for a, b in _overlapping_pairs(placed))
+    oracle = sorted(
+        (i, j)
+        for i, j in itertools.combinations(range(len(found)), 2)
+        if overlaps(found[i], found[j]) and not shares(found[i], found[j])
+    )
+    assert swept == oracle

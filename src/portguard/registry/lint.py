@@ -3,10 +3,11 @@
 Pure: the kernel's port settings come in as a parameter.
 """
 
+import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from portguard.registry.claims import Claim, overlaps, shares
+from portguard.registry.claims import Claim, overlaps, reach, shares
 from portguard.registry.findings import Finding, Severity
 from portguard.registry.localports import LocalPorts
 from portguard.registry.model import Listen, LoadResult, Registry, UnitEntry
@@ -46,19 +47,47 @@ def _placed_claims(registry: Registry) -> Iterator[_Placed]:
 
 
 def _overlapping_pairs(placed: list[_Placed]) -> Iterator[tuple[_Placed, _Placed]]:
-    """Pairs whose claims collide, by a sweep over port ranges rather than every pair."""
+    """Pairs whose claims collide, by a sweep over port ranges rather than every pair: the
+    claims still open at a port are indexed by what they reach, so a claim meets only those
+    on its own address or a wildcard of its family (5,000 units on 127.0.0.N:8080 compare
+    nothing), and every candidate is confirmed by `overlaps`."""
     ordered = sorted(placed, key=lambda p: (p.claim.proto, p.claim.first))
-    active: list[_Placed] = []
+    ending: list[tuple[int, int]] = []  # (last port, order) of the open claims: a heap
+    opened: dict[int, _Placed] = {}
+    by_family: dict[int, dict[int, _Placed]] = {4: {}, 6: {}}
+    wildcards: dict[int, dict[int, _Placed]] = {4: {}, 6: {}}
+    by_address: dict[tuple[int, object], dict[int, _Placed]] = {}
+    proto = None
     for current in ordered:
-        active = [
-            a
-            for a in active
-            if a.claim.proto == current.claim.proto and a.claim.last >= current.claim.first
-        ]
-        for earlier in active:
-            if overlaps(earlier.claim, current.claim) and not shares(earlier.claim, current.claim):
+        claim = current.claim
+        if claim.proto != proto:  # TCP and UDP never collide: start afresh
+            proto = claim.proto
+            ending, opened = [], {}
+            by_family, wildcards, by_address = {4: {}, 6: {}}, {4: {}, 6: {}}, {}
+        while ending and ending[0][0] < claim.first:
+            gone = opened.pop(heapq.heappop(ending)[1])
+            for family, address in reach(gone.claim):
+                by_family[family].pop(gone.order, None)
+                place = wildcards[family] if address is None else by_address[(family, address)]
+                place.pop(gone.order, None)
+        candidates: dict[int, _Placed] = {}
+        for family, address in reach(claim):
+            if address is None:
+                candidates.update(by_family[family])
+            else:
+                candidates.update(wildcards[family])
+                candidates.update(by_address.get((family, address), {}))
+        for earlier in candidates.values():
+            if overlaps(earlier.claim, claim) and not shares(earlier.claim, claim):
                 yield (earlier, current) if earlier.order < current.order else (current, earlier)
-        active.append(current)
+        opened[current.order] = current
+        heapq.heappush(ending, (claim.last, current.order))
+        for family, address in reach(claim):
+            by_family[family][current.order] = current
+            if address is None:
+                wildcards[family][current.order] = current
+            else:
+                by_address.setdefault((family, address), {})[current.order] = current
 
 
 def _overlap_findings(placed: list[_Placed]) -> Iterator[Finding]:
