@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from portguard.host.unitfiles import UnitFileError, locate, parse, read_settings, search_path
+from portguard.host.unitfiles import UnitFileError, UnitFiles, parse, read_settings, search_path
 
 USR = "usr/lib/systemd/system"
 ETC = "etc/systemd/system"
@@ -51,7 +51,7 @@ def test_the_first_fragment_in_the_search_path_wins(tmp_path: Path) -> None:
 
 def test_an_instance_falls_back_to_its_template(tmp_path: Path) -> None:
     put(tmp_path, f"{USR}/redis@.service", "[Service]\nUser=redis\n")
-    fragment, _ = locate("redis@6379.service", str(tmp_path))
+    fragment, _ = UnitFiles(str(tmp_path)).locate("redis@6379.service")
     assert fragment.endswith("/redis@.service")
     assert values(tmp_path, "redis@6379.service", "User") == ["redis"]
 

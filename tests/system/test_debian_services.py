@@ -23,7 +23,7 @@ import re
 import shlex
 import textwrap
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,6 @@ class Host:
     registry: dict[str, Any]  # the registry enforced, as YAML data
     clock: Stopwatch
     mdns_peer: str  # the other mDNS responder beside avahi
-    notes: list[str] = field(default_factory=list)
 
     @property
     def postgresql(self) -> str:
@@ -291,13 +290,6 @@ def restore(host: Host, conflict: Conflict) -> None:
     host.write_registry(host.registry)
 
 
-def start_unit(unit: str) -> Callable[[Host], None]:
-    def start(host: Host) -> None:
-        assert host.sandbox.start(unit, timeout=60).active, unit
-
-    return start
-
-
 def squatter(port: int, proto: str = "tcp") -> Callable[[Host], None]:
     """A plain service holding 0.0.0.0:PORT without SO_REUSEADDR."""
 
@@ -318,13 +310,6 @@ def stop_unit(unit: str) -> Callable[[Host], None]:
         host.sandbox.run("systemctl", "stop", unit, check=False, timeout=60)
 
     return stop
-
-
-def restart_unit(unit: str) -> Callable[[Host], None]:
-    def restart(host: Host) -> None:
-        host.sandbox.run("systemctl", "restart", unit, check=False, timeout=60)
-
-    return restart
 
 
 def run_conflict(host: Host, conflict: Conflict) -> tuple[dict[str, Any], str]:

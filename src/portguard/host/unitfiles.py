@@ -148,11 +148,6 @@ def _masked(path: str) -> bool:
         return False
 
 
-def locate(unit: str, root: str = "/", *, generated: bool = True) -> tuple[str, list[str]]:
-    """UnitFiles(root).locate(unit), for one unit."""
-    return UnitFiles(root, generated=generated).locate(unit)
-
-
 def read_settings(unit: str, root: str = "/", *, generated: bool = True) -> Settings:
     """UnitFiles(root).read_settings(unit), for one unit."""
     return UnitFiles(root, generated=generated).read_settings(unit)
