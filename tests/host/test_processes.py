@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from portguard.host.processes import holders_of, process, wait_for_exit
+from portguard.host.processes import SocketOptions, holders_of, options_of, process, wait_for_exit
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BTIME = 1_700_000_000
@@ -165,3 +165,31 @@ def test_wait_for_exit_of_a_gone_process_returns_at_once() -> None:
     began = time.monotonic()
     wait_for_exit([gone.pid], 30.0)
     assert time.monotonic() - began < 1
+
+
+def test_a_holders_socket_options_are_read_from_a_copy_of_its_descriptor() -> None:
+    """What sock_diag does not show -- SO_REUSEADDR, SO_REUSEPORT, IPV6_V6ONLY of a
+    connection -- read from another process's socket, which keeps it open and unchanged."""
+    script = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_INET6)\n"
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)\n"
+        "s.bind(('::1', 0))\n"
+        "print(s.fileno(), flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert child.stdout is not None
+        fd = int(child.stdout.readline())
+        inode = os.stat(f"/proc/{child.pid}/fd/{fd}").st_ino
+        found = options_of(inode, child.pid)
+        assert found == SocketOptions(reuseaddr=True, reuseport=False, v6only=True)
+        assert options_of(inode + 1_000_000, child.pid) is None  # not a socket it holds
+        assert os.readlink(f"/proc/{child.pid}/fd/{fd}") == f"socket:[{inode}]"  # still open
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    assert options_of(inode, child.pid) is None  # gone

@@ -3,13 +3,14 @@ when the policy waits."""
 
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
 from portguard.errors import Exit
 from portguard.host.occupants import Occupant
 from portguard.host.probe import Attempt, Bind, Outcome, binds
+from portguard.host.processes import SocketOptions
 from portguard.host.units import UnitFacts
 from portguard.policy.guard import Effects, Guarded, Wait, check, decide
 from portguard.policy.owners import Attribution, Holding, Owner, OwnerKind
@@ -265,14 +266,88 @@ def test_holder_that_hides_its_pids_is_reprobed_not_waited_on_blindly() -> None:
 # --- TIME-WAIT ----------------------------------------------------------------------------------
 
 
-def test_time_wait_with_reuseaddr_is_not_a_blocker() -> None:
-    """SO_REUSEADDR passes TIME-WAIT, so it cannot be what refused the bind."""
-    world = World(holdings=held_by(TIME_WAIT, time_wait(3_000)))
+def test_time_wait_blocks_a_bind_with_reuseaddr_when_it_is_all_there_is() -> None:
+    """Seen 3: a TIME-WAIT left by a socket without SO_REUSEADDR blocks even a bind that sets
+    it. The probe said busy and nothing else is on the port: it is the TIME-WAIT, with a
+    bounded wait, not "an unknown holder"."""
+    world = World(holdings=held_by(TIME_WAIT, time_wait(3_000)), busy_until=3.0)
     report = world.check(guarded(Claim(Proto.TCP, PORT, PORT, ANY_V4, reuseaddr=True)))
-    assert world.waits == []
+    assert world.waits == [((), 3.0)]
+    assert report.verdict is Verdict.RELEASED
+    assert "TIME-WAIT" in report.summary
+
+
+def connection(address: str, state: str = "ESTAB", *, expires_ms: int | None = None) -> Occupant:
+    """A connection's end on PORT, as sock_diag shows it (no v6only for connections)."""
+    peer = (ipaddress.ip_address(address), 51515)
+    return Occupant(Proto.TCP, state, ipaddress.ip_address(address), PORT, peer,
+                    inode=0 if expires_ms else 5151, uid=0,
+                    cgroup_id=None if expires_ms else 78, v6only=False,
+                    expires_ms=expires_ms)  # fmt: skip
+
+
+def options(
+    *, reuseaddr: bool = False, reuseport: bool = False, v6only: bool = False
+) -> SocketOptions:
+    return SocketOptions(reuseaddr=reuseaddr, reuseport=reuseport, v6only=v6only)
+
+
+def test_a_dual_stack_leftover_connection_is_named_for_ipv4s_wildcard() -> None:
+    """Seen 2: a connection a [::] listener accepted shows as [::1]:P, yet it blocks
+    0.0.0.0:P. The owner is named, not "an unknown holder"."""
+    holdings = [Holding(connection("::1"), SERVICE, options())]
+    report = World(holdings=holdings).check(guarded(Claim(Proto.TCP, PORT, PORT, ANY_V4)))
     assert report.verdict is Verdict.HELD
-    assert report.owner is None
-    assert "TIME-WAIT" not in report.summary
+    assert report.owner == SERVICE
+    assert report.state == "ESTAB"
+
+
+def test_a_v6only_connection_does_not_explain_ipv4s_wildcard() -> None:
+    """Read from its holder, the socket is v6only: not the blocker; the TIME-WAIT is."""
+    holdings = [Holding(connection("::1"), SERVICE, options(v6only=True)),
+                Holding(connection("::ffff:127.0.0.1", "TIME-WAIT", expires_ms=3_000),
+                        TIME_WAIT)]  # fmt: skip
+    world = World(holdings=holdings, busy_until=3.0)
+    report = world.check(guarded(Claim(Proto.TCP, PORT, PORT, ANY_V4)))
+    assert report.verdict is Verdict.RELEASED
+    assert world.waits == [((), 3.0)]
+
+
+def test_a_dual_stack_time_wait_that_outlasts_the_wait_is_a_drain_timeout() -> None:
+    """Seen 2 and 3 together: only a TIME-WAIT shown as [::ffff:127.0.0.1]:P is there, and
+    the claim sets SO_REUSEADDR; with `wait: 0s` it is 75, naming the seconds left."""
+    leftover = connection("::ffff:127.0.0.1", "TIME-WAIT", expires_ms=42_000)
+    world = World(holdings=[Holding(leftover, TIME_WAIT)])
+    report = world.check(guarded(Claim(Proto.TCP, PORT, PORT, ANY_V4), wait_ms=0))
+    assert report.verdict is Verdict.DRAIN_TIMEOUT
+    assert int(report.exit_code) == 75
+    assert "TIME-WAIT for 42s more" in report.summary
+
+
+def test_a_connection_that_set_reuseaddr_too_does_not_block_a_reuseaddr_bind() -> None:
+    """Both set SO_REUSEADDR: the kernel lets the bind pass the connection, so the TIME-WAIT
+    beside it is what blocks, and the service waits for it."""
+    claim = Claim(Proto.TCP, PORT, PORT, ANY_V4, reuseaddr=True)
+    left = connection("127.0.0.1", "TIME-WAIT", expires_ms=2_000)
+    holdings = [Holding(connection("127.0.0.1"), SERVICE, options(reuseaddr=True)),
+                Holding(left, TIME_WAIT)]  # fmt: skip
+    world = World(holdings=holdings, busy_until=2.0)
+    assert world.check(guarded(claim)).verdict is Verdict.RELEASED
+    # Its holder did not set it: the connection is what blocks, at once.
+    holdings[0] = Holding(connection("127.0.0.1"), SERVICE, options(reuseaddr=False))
+    assert World(holdings=holdings).check(guarded(claim)).verdict is Verdict.HELD
+
+
+def test_a_listener_of_the_same_reuseport_group_is_not_the_blocker() -> None:
+    claim = Claim(Proto.TCP, PORT, PORT, ANY_V4, reuseport=True)
+    same_user = Holding(listener(address="0.0.0.0"), SERVICE, options(reuseport=True))
+    tw = Holding(connection("127.0.0.1", "TIME-WAIT", expires_ms=1_000), TIME_WAIT)
+    world = World(holdings=[same_user, tw], busy_until=1.0)
+    subject = replace(guarded(claim), uid=0)
+    assert world.check(subject).verdict is Verdict.RELEASED
+    # Another user's SO_REUSEPORT listener is not in the group: it blocks.
+    other = replace(subject, uid=1000)
+    assert World(holdings=[same_user, tw]).check(other).verdict is Verdict.HELD
 
 
 def test_time_wait_with_reuseaddr_does_not_stretch_a_wait_for_a_leftover() -> None:

@@ -10,6 +10,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from portguard import hotpath
@@ -174,4 +175,5 @@ def _decide(unit: str, registry_path: Path, binder: probe.Binder) -> Report:
         )
     own = own_cgroup()
     self_cgroup = own if own and unit_of(own) == unit else None
-    return check(guarded, real_effects(self_cgroup, binder))
+    uid = binder.identity[0] if binder.identity else os.geteuid()
+    return check(replace(guarded, uid=uid), real_effects(self_cgroup, binder))

@@ -5,6 +5,7 @@ follows the bind, so a probe never accepts a connection and leaves no TIME-WAIT 
 """
 
 import errno
+import ipaddress
 import os
 import socket
 from collections.abc import Iterable, Iterator
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from portguard.hotpath import BindSpec, Identity, bind_errno, with_socket_options
-from portguard.registry.claims import Claim, Proto
+from portguard.registry.claims import Claim, Proto, host_text
 
 
 class Outcome(StrEnum):
@@ -36,8 +37,7 @@ class Bind:
         return socket.AF_INET6 if ":" in self.host else socket.AF_INET
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}/{self.claim.proto}"
+        return f"{host_text(ipaddress.ip_address(self.host))}:{self.port}/{self.claim.proto}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 import os
 import select
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -81,6 +82,67 @@ def holders_of(inode: int, candidates: Iterable[int]) -> list[int]:
             except OSError:
                 continue
     return holding
+
+
+_SYS_PIDFD_GETFD = 438  # the same number on every architecture (new syscalls share one table)
+
+
+@dataclass(frozen=True, slots=True)
+class SocketOptions:
+    """What the socket table does not show of a socket, yet decides what it blocks."""
+
+    reuseaddr: bool
+    reuseport: bool
+    v6only: bool  # sock_diag reports it for listeners and unconnected sockets only
+
+
+def options_of(inode: int, pid: int) -> SocketOptions | None:
+    """The options of the socket INODE, open in PID; None when they cannot be read (the
+    process is gone, or this is not root). They are read from a copy of the holder's
+    descriptor (pidfd_getfd), which changes nothing for the holder."""
+    fd = _fd_of(inode, pid)
+    if fd is None:
+        return None
+    import ctypes  # noqa: PLC0415 - only on a busy port, and only for connections
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    try:
+        copy = libc.syscall(_SYS_PIDFD_GETFD, pidfd, fd, 0)
+    finally:
+        os.close(pidfd)
+    if copy < 0:
+        return None
+    try:
+        with socket.socket(fileno=copy) as sock:
+            v6only = sock.family == socket.AF_INET6 and sock.getsockopt(
+                socket.IPPROTO_IPV6, socket.IPV6_V6ONLY
+            )
+            return SocketOptions(
+                reuseaddr=bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)),
+                reuseport=bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)),
+                v6only=bool(v6only),
+            )
+    except OSError:
+        return None
+
+
+def _fd_of(inode: int, pid: int) -> int | None:
+    target = f"socket:[{inode}]"
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                return int(fd)
+        except OSError:
+            continue
+    return None
 
 
 def wait_for_exit(pids: Iterable[int], seconds: float) -> None:

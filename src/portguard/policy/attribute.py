@@ -56,10 +56,8 @@ def attribute(
         facts = {}
         gaps.append(f"{exc}; unit details (MainPID, socket activation) are missing")
     finder = _Finder(context, facts, gaps)
-    holdings = tuple(
-        Holding(o, finder.owner(o, paths.get(o.cgroup_id) if o.cgroup_id else None))
-        for o in occupants
-    )
+    holdings = tuple(finder.holding(o, paths.get(o.cgroup_id) if o.cgroup_id else None)
+                     for o in occupants)  # fmt: skip
     return Attribution(holdings, tuple(dict.fromkeys(gaps)), facts)
 
 
@@ -78,6 +76,14 @@ class _Finder:
         self.facts = facts
         self.gaps = gaps
         self._listing: list[dict[str, Any]] | None = None
+
+    def holding(self, occupant: Occupant, path: str | None) -> Holding:
+        owner = self.owner(occupant, path)
+        options = None
+        if not occupant.is_time_wait and owner.pids:
+            # Whether it blocks a bind depends on these (guard._blockers).
+            options = processes.options_of(occupant.inode, owner.pids[0])
+        return Holding(occupant, owner, options)
 
     def owner(self, occupant: Occupant, path: str | None) -> Owner:
         if occupant.is_time_wait:

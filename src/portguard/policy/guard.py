@@ -12,7 +12,7 @@ from portguard.host.occupants import Occupant
 from portguard.host.probe import Attempt, Bind, Outcome
 from portguard.policy.owners import CENSUS_FAILED, Attribution, Holding, OwnerKind
 from portguard.policy.report import Report, Verdict, describe_owner, find_holder, remedy_for
-from portguard.registry.claims import Claim, Proto, overlaps
+from portguard.registry.claims import Claim, Proto, overlaps, reach
 from portguard.registry.timespan import format_ms
 
 # The kernel's default net.ipv4.ip_unprivileged_port_start.
@@ -30,6 +30,7 @@ class Guarded:
     wait_ms: int
     via: tuple[str, ...] = ()
     team: str | None = None
+    uid: int | None = None  # who binds: SO_REUSEPORT shares only between sockets of one uid
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def decide(
     draining: list[tuple[Bind, Holding]] = []
     time_wait_ms = 0
     for attempt in busy:
-        blockers = _blockers(attempt.bind, attribution.holdings)
+        blockers = _blockers(attempt.bind, attribution.holdings, guarded.uid)
         if not blockers:
             return _held_unknown(guarded, attempt.bind, attribution)
         for holding in blockers:
@@ -169,19 +170,72 @@ def decide(
     return Wait(tuple(sorted(pids)), elapsed_ms + min(remaining, step), blocker)
 
 
-def _blockers(bind: Bind, holdings: Iterable[Holding]) -> list[Holding]:
-    """The holdings that collide with BIND, listeners first (they are the usual culprit)."""
+def _blockers(bind: Bind, holdings: Iterable[Holding], uid: int | None) -> list[Holding]:
+    """The sockets that may be why BIND was refused, the likeliest first.
+
+    The probe already knows the port is refused; this only names who by, from a socket
+    table that does not show all the kernel weighs (a socket's options are read from its
+    holder when we may; a TIME-WAIT's never):
+    - a socket that is not a TCP listener blocks a bind that sets SO_REUSEADDR only if it
+      did not set it too, and none of the same uid blocks when both set SO_REUSEPORT;
+    - a connection of a dual-stack IPv6 socket, shown as [::1]:P, still blocks IPv4's
+      wildcard when its socket was bound to [::] (a [::] listener accepted it, or it is
+      connected UDP) or connect() chose its port.
+    So: the sockets that surely block; then TIME-WAIT, which runs out on its own, so the
+    service waits rather than failing a start the kernel may allow in a moment; then the
+    sockets that may block.
+    """
     claim = bind.claim
     target = Claim(claim.proto, bind.port, bind.port, ipaddress.ip_address(bind.host),
                    v6only=bind.v6only)  # fmt: skip
-    tcp_reuse = claim.reuseaddr and claim.proto is Proto.TCP
-    found = [
-        h for h in holdings
-        if h.occupant.as_claim().proto == claim.proto
-        and overlaps(h.occupant.as_claim(), target)
-        and not (tcp_reuse and h.occupant.is_time_wait)
-    ]  # fmt: skip
-    return sorted(found, key=lambda h: h.occupant.state not in ("LISTEN", "UNCONN"))
+    on_port = [h for h in holdings
+               if h.occupant.proto == claim.proto and h.occupant.port == bind.port]  # fmt: skip
+    strict = [h for h in on_port if overlaps(h.occupant.as_claim(), target)]
+    wildcard_v4 = (4, None) in reach(target)
+    widened = [h for h in on_port if wildcard_v4 and h not in strict and _dual_connection(h)]
+    sure: list[Holding] = []
+    time_wait: list[Holding] = []
+    unsure: list[Holding] = []
+    for holding in strict + widened:
+        verdict = _blocks(holding, claim, uid)
+        if holding.occupant.is_time_wait:
+            time_wait.append(holding)
+        elif verdict and (holding in strict or holding.options is not None):
+            sure.append(holding)
+        elif verdict is not False:
+            unsure.append(holding)
+    for tier in (sure, time_wait, unsure):
+        if tier:
+            return sorted(tier, key=lambda h: h.occupant.state not in _NOT_CONNECTIONS)
+    return []
+
+
+_NOT_CONNECTIONS = ("LISTEN", "UNCONN")
+
+
+def _blocks(holding: Holding, claim: Claim, uid: int | None) -> bool | None:
+    """Whether a socket on the claim's address blocks its bind; None: cannot be known."""
+    options = holding.options
+    if claim.reuseport and (options is None or uid is None):
+        return None  # it may be one of the service's own SO_REUSEPORT group
+    if claim.reuseport and options and options.reuseport and holding.occupant.uid == uid:
+        return False
+    if holding.occupant.state == "LISTEN" or not claim.reuseaddr:
+        return True
+    return None if options is None else not options.reuseaddr
+
+
+def _dual_connection(holding: Holding) -> bool:
+    """A connection (TCP, or connected UDP) on an IPv6 address of a socket that may be
+    dual-stack (sock_diag does not say v6only for connections; the holder may)."""
+    occupant = holding.occupant
+    address = occupant.address
+    return (
+        occupant.state not in _NOT_CONNECTIONS
+        and isinstance(address, ipaddress.IPv6Address)
+        and address.ipv4_mapped is None
+        and not (holding.options and holding.options.v6only)
+    )
 
 
 def _role(holding: Holding, guarded: Guarded) -> _Role:

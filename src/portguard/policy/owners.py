@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from portguard.host.occupants import Occupant
+from portguard.host.processes import SocketOptions
 from portguard.host.units import UnitFacts
 
 # How every command says the census could not run, so a report can tell it from an empty one.
@@ -47,6 +48,7 @@ class Owner:
 class Holding:
     occupant: Occupant
     owner: Owner
+    options: SocketOptions | None = None  # read from its holder; None: not known
 
 
 @dataclass(frozen=True, slots=True)

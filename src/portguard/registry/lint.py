@@ -7,7 +7,7 @@ import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from portguard.registry.claims import Claim, overlaps, reach, shares
+from portguard.registry.claims import Claim, Proto, overlaps, reach, shares
 from portguard.registry.findings import Finding, Severity
 from portguard.registry.localports import LocalPorts
 from portguard.registry.model import Listen, LoadResult, Registry, UnitEntry
@@ -78,7 +78,7 @@ def _overlapping_pairs(placed: list[_Placed]) -> Iterator[tuple[_Placed, _Placed
                 candidates.update(wildcards[family])
                 candidates.update(by_address.get((family, address), {}))
         for earlier in candidates.values():
-            if overlaps(earlier.claim, claim) and not shares(earlier.claim, claim):
+            if overlaps(earlier.claim, claim):
                 yield (earlier, current) if earlier.order < current.order else (current, earlier)
         opened[current.order] = current
         heapq.heappush(ending, (claim.last, current.order))
@@ -101,7 +101,11 @@ def _overlap_findings(placed: list[_Placed]) -> Iterator[Finding]:
                 " the service's second bind would fail with EADDRINUSE",
                 "overlap-self",
             )
-        elif b.name not in a.via and a.name not in b.via:
+        elif b.name in a.via or a.name in b.via:
+            continue
+        elif shares(first.claim, second.claim):
+            yield _sharing(first, second)
+        else:
             yield Finding(
                 Severity.ERROR,
                 second.listen.location,
@@ -110,6 +114,28 @@ def _overlap_findings(placed: list[_Placed]) -> Iterator[Finding]:
                 "one in the other's 'via')",
                 "overlap",
             )
+
+
+def _sharing(first: _Placed, second: _Placed) -> Finding:
+    """Two units that both set the sharing option: the kernel lets both bind, on its terms."""
+    a, b = first.claim, second.claim
+    if a.proto is Proto.UDP and a.reuseaddr and b.reuseaddr:
+        terms = (
+            "both set SO_REUSEADDR on UDP, so the kernel lets both bind, whoever runs them; "
+            "a unicast datagram reaches only one of them"
+        )
+    else:
+        terms = (
+            "both set SO_REUSEPORT, so the kernel lets both bind only when both services run "
+            "as the same user, and then splits the traffic between them"
+        )
+    return Finding(
+        Severity.WARNING,
+        second.listen.location,
+        f"{second.unit.name} claims {b}, which overlaps {a} claimed by {first.unit.name} at "
+        f"{first.listen.location}: {terms} (if that is not meant, give one another port)",
+        "share",
+    )
 
 
 def _ephemeral_findings(placed: list[_Placed], local_ports: LocalPorts) -> Iterator[Finding]:
