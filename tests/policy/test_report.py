@@ -10,8 +10,18 @@ from portguard.host.occupants import Occupant
 from portguard.host.probe import Attempt, Outcome, binds
 from portguard.policy.guard import Guarded, decide
 from portguard.policy.owners import Attribution, Holding, Owner, OwnerKind
-from portguard.policy.report import EXIT, MESSAGE_ID, Report, Verdict, describe_owner, remedy_for
+from portguard.policy.report import (
+    EXIT,
+    MESSAGE_ID,
+    Report,
+    Verdict,
+    client_remedy,
+    describe_owner,
+    remedy_for,
+    took_from_ephemeral_range,
+)
 from portguard.registry.claims import Claim, Proto
+from portguard.registry.localports import LocalPorts, PortSet
 
 NGINX = Owner(OwnerKind.SERVICE, "nginx.service", 1312, "nginx", "root",
               cgroup="/system.slice/nginx.service")  # fmt: skip
@@ -240,3 +250,24 @@ def test_unknown_holder_remedy_names_a_command_that_exists() -> None:
     udp = remedy_for(Owner(OwnerKind.UNKNOWN), unit="a.service", port=53, proto="udp")
     assert "ss -tanp sport = :8080" in tcp
     assert "ss -uanp sport = :53" in udp
+
+
+def _connection(port: int, peer_port: int, state: str = "ESTAB") -> Occupant:
+    return Occupant(Proto.TCP, state, ipaddress.ip_address("10.0.0.1"), port,
+                    (ipaddress.ip_address("10.0.0.9"), peer_port), inode=1, uid=0,
+                    cgroup_id=None, v6only=False, expires_ms=None)  # fmt: skip
+
+
+def test_a_client_connection_from_the_ephemeral_range_is_told_apart() -> None:
+    """Seen 4: the port came from ip_local_port_range to a connection to a server's port; an
+    accepted connection (its peer's port is the ephemeral one) or a reserved port is not it."""
+    ports = LocalPorts((32768, 60999), PortSet.parse("40000"))
+    assert took_from_ephemeral_range(_connection(45000, 443), ports)
+    assert took_from_ephemeral_range(_connection(45000, 443, "TIME-WAIT"), ports)
+    assert not took_from_ephemeral_range(_connection(45000, 51000), ports)  # accepted
+    assert not took_from_ephemeral_range(_connection(8080, 443), ports)  # not in the range
+    assert not took_from_ephemeral_range(_connection(40000, 443), ports)  # reserved
+    assert not took_from_ephemeral_range(_connection(45000, 443), None)
+    remedy = client_remedy(Owner(OwnerKind.SERVICE, "curl-job.service"), _connection(45000, 443))
+    assert remedy.startswith("a client connection of curl-job.service to 10.0.0.9:443 took 45000")
+    assert "portguard reserve --apply" in remedy

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from portguard.host import cgroups, docker, processes
+from portguard.host import cgroups, docker, processes, sysctl
 from portguard.host.occupants import Occupant
 from portguard.host.units import FactsUnavailable, UnitFacts, unit_facts
 from portguard.policy.owners import Attribution, Holding, Owner, OwnerKind
+from portguard.registry.localports import LocalPorts
 
 _CONTAINER_SCOPE = re.compile(r"^(?:docker|libpod|cri-containerd|crio)-([0-9a-f]{12,64})\.scope$")
 _SESSION_SCOPE = re.compile(r"^session-[^/]+\.scope$")
@@ -32,6 +33,7 @@ class Context:
     own_pids: frozenset[int] = field(default_factory=frozenset)
     facts: Callable[..., dict[str, UnitFacts]] = unit_facts
     docker_listing: Callable[..., list[dict[str, Any]]] = docker.containers
+    local_ports: Callable[[], LocalPorts | None] = sysctl.read_local_ports
 
     @classmethod
     def here(cls, *, self_cgroup: str | None, facts_timeout: float) -> "Context":
@@ -58,7 +60,8 @@ def attribute(
     finder = _Finder(context, facts, gaps)
     holdings = tuple(finder.holding(o, paths.get(o.cgroup_id) if o.cgroup_id else None)
                      for o in occupants)  # fmt: skip
-    return Attribution(holdings, tuple(dict.fromkeys(gaps)), facts)
+    local_ports = context.local_ports() if any(o.peer for o in occupants) else None
+    return Attribution(holdings, tuple(dict.fromkeys(gaps)), facts, local_ports=local_ports)
 
 
 def user_name(uid: int | None) -> str | None:

@@ -11,7 +11,15 @@ from enum import Enum, auto
 from portguard.host.occupants import Occupant
 from portguard.host.probe import Attempt, Bind, Outcome
 from portguard.policy.owners import CENSUS_FAILED, Attribution, Holding, OwnerKind
-from portguard.policy.report import Report, Verdict, describe_owner, find_holder, remedy_for
+from portguard.policy.report import (
+    Report,
+    Verdict,
+    client_remedy,
+    describe_owner,
+    find_holder,
+    remedy_for,
+    took_from_ephemeral_range,
+)
 from portguard.registry.claims import Claim, Proto, overlaps, reach
 from portguard.registry.timespan import format_ms
 
@@ -292,13 +300,15 @@ def _report(
     )
 
 
-def _remedy(guarded: Guarded, bind: Bind, holding: Holding) -> str:
+def _remedy(guarded: Guarded, bind: Bind, holding: Holding, attribution: Attribution) -> str:
+    if took_from_ephemeral_range(holding.occupant, attribution.local_ports):
+        return client_remedy(holding.owner, holding.occupant)
     return remedy_for(holding.owner, unit=guarded.unit, port=bind.port, proto=bind.claim.proto)
 
 
 def _held(guarded: Guarded, bind: Bind, holding: Holding, attribution: Attribution) -> Report:
     summary = f"{bind} is held by {describe_owner(holding.owner)} — {_registered(guarded)}"
-    return _report(Verdict.HELD, guarded, summary, _remedy(guarded, bind, holding),
+    return _report(Verdict.HELD, guarded, summary, _remedy(guarded, bind, holding, attribution),
                    bind=bind, holding=holding, gaps=attribution.gaps)  # fmt: skip
 
 
@@ -334,9 +344,9 @@ def _drain_timeout(
     else:
         owner = describe_owner(holding.owner)
         summary = f"{bind} is still held by {owner} after {format_ms(elapsed_ms)}"
-    return _report(Verdict.DRAIN_TIMEOUT, guarded, summary, _remedy(guarded, bind, holding),
-                   bind=bind, holding=holding, gaps=attribution.gaps,
-                   waited_ms=elapsed_ms)  # fmt: skip
+    remedy = _remedy(guarded, bind, holding, attribution)
+    return _report(Verdict.DRAIN_TIMEOUT, guarded, summary, remedy, bind=bind, holding=holding,
+                   gaps=attribution.gaps, waited_ms=elapsed_ms)  # fmt: skip
 
 
 def _released(guarded: Guarded, holding: Holding, elapsed_ms: int) -> Report:

@@ -9,6 +9,7 @@ from enum import StrEnum
 from portguard.host.occupants import Occupant
 from portguard.host.processes import SocketOptions
 from portguard.host.units import UnitFacts
+from portguard.registry.localports import LocalPorts
 
 # How every command says the census could not run, so a report can tell it from an empty one.
 CENSUS_FAILED = "the kernel's socket table could not be read"
@@ -57,3 +58,4 @@ class Attribution:
     gaps: tuple[str, ...] = ()  # what could not be found out, for the report
     facts: Mapping[str, UnitFacts] = field(default_factory=dict)  # every unit systemd told of
     census_failed: bool = False  # the socket table was not read: an empty census proves nothing
+    local_ports: LocalPorts | None = None  # the kernel's ephemeral range and reserved ports

@@ -4,7 +4,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from portguard.errors import Exit
+from portguard.host.occupants import Occupant
 from portguard.policy.owners import Owner, OwnerKind
+from portguard.registry.claims import host_text
+from portguard.registry.localports import LocalPorts
 
 
 class Verdict(StrEnum):
@@ -203,6 +206,31 @@ def remedy_for(owner: Owner, *, unit: str, port: int, proto: str) -> str:
             )
         case _:
             return find_holder(port, proto)
+
+
+def took_from_ephemeral_range(occupant: Occupant, local_ports: LocalPorts | None) -> bool:
+    """Whether OCCUPANT is an outgoing connection that the kernel gave this port from
+    net.ipv4.ip_local_port_range (the field guides' ephemeral-port collision): a connection
+    whose own port is in the range and not reserved, to a peer port outside it (a server's)."""
+    if local_ports is None or occupant.peer is None or occupant.state in ("LISTEN", "UNCONN"):
+        return False
+    low, high = local_ports.ephemeral
+    in_range = low <= occupant.port <= high
+    reserved = not local_ports.reserved.missing(occupant.port, occupant.port).ranges
+    return in_range and not reserved and not low <= occupant.peer[1] <= high
+
+
+def client_remedy(owner: Owner, occupant: Occupant) -> str:
+    """The fix for a registered port taken by an outgoing connection."""
+    assert occupant.peer is not None
+    whose = "" if owner.kind is OwnerKind.TIME_WAIT else f" of {describe_owner(owner)}"
+    peer = f"{host_text(occupant.peer[0])}:{occupant.peer[1]}"
+    return (
+        f"a client connection{whose} to {peer} took {occupant.port} from "
+        "net.ipv4.ip_local_port_range; the port frees when it closes. So that no connection "
+        "takes a registered port again: 'portguard reserve --apply', and enable "
+        "portguard-reserve.service to reserve them at every boot"
+    )
 
 
 def find_holder(port: int, proto: str) -> str:
