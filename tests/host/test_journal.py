@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from portguard.host import journal
+from portguard.host.journal import stderr_is_journal
 
 
 def decode(payload: bytes) -> dict[str, str]:
@@ -133,3 +134,20 @@ def test_send_gives_up_when_journald_stops_reading(
             assert sent < 10_000, "the queue never filled"
     assert sent > 0
     assert took < 1.0  # the refused send gave up after SEND_TIMEOUT, it did not block
+
+
+def test_stderr_is_the_journal_only_when_journal_stream_names_it(tmp_path: Path) -> None:
+    """systemd's JOURNAL_STREAM=DEV:INODE names the stream it connected to stdout/stderr."""
+    with (tmp_path / "err").open("w") as handle:
+        st = os.fstat(handle.fileno())
+        named = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        assert stderr_is_journal(named, handle.fileno())
+        assert not stderr_is_journal({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino + 1}"},
+                                     handle.fileno())  # fmt: skip
+        # A child whose stderr was redirected still inherits the variable: not the journal.
+        with (tmp_path / "other").open("w") as other:
+            assert not stderr_is_journal(named, other.fileno())
+        for wrong in ({}, {"JOURNAL_STREAM": ""}, {"JOURNAL_STREAM": "x:y"},
+                      {"JOURNAL_STREAM": "12"}):  # fmt: skip
+            assert not stderr_is_journal(wrong, handle.fileno())
+    assert not stderr_is_journal(named, 999)  # not open

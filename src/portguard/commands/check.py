@@ -128,8 +128,13 @@ def real_effects(self_cgroup: str | None, binder: probe.Binder | None = None) ->
 def emit(report: Report, *, as_json: bool) -> int:
     """The journal entry and stderr line (none for `free`), and the exit code."""
     if report.verdict is not Verdict.FREE:
-        journal.send(report.journal_fields())
-        print(report.line(), file=sys.stderr)
+        sent = journal.send(report.journal_fields())
+        # The stderr line would be the same entry again in the unit's journal, unless the
+        # native one may be lost: not sent, or sent by a non-root guard, whose
+        # OBJECT_SYSTEMD_UNIT journald ignores (so a guard that exits before journald reads
+        # its cgroup leaves an entry `journalctl -u` does not find; systemd issue 2913).
+        if not (sent and os.geteuid() == 0 and journal.stderr_is_journal()):
+            print(report.line(), file=sys.stderr)
     if as_json:
         print(json.dumps(report.as_data(), indent=2))
     return int(report.exit_code)

@@ -26,6 +26,19 @@ def encode(fields: Mapping[str, str]) -> bytes:
     return bytes(out)
 
 
+def stderr_is_journal(environ: Mapping[str, str] = os.environ, fd: int = 2) -> bool:
+    """Whether FD is the journal stream systemd connected, as JOURNAL_STREAM (DEV:INODE of
+    that stream, systemd.exec(5)) says; a redirected or inherited stderr is not it."""
+    device, colon, inode = environ.get("JOURNAL_STREAM", "").partition(":")
+    if not colon or not device.isdigit() or not inode.isdigit():
+        return False
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (int(device), int(inode))
+
+
 def send(fields: Mapping[str, str], path: str = JOURNAL_SOCKET) -> bool:
     """Send one entry; False when there is no journal to send to (the caller still has stderr)."""
     payload = encode(fields)
