@@ -632,6 +632,35 @@ def test_the_fast_reader_across_files(tmp_path: Path) -> None:
     assert agree(main, [one, two]) is None  # b shares a.service's port 80/tcp: lint decides
 
 
+@pytest.mark.parametrize(
+    ("listens", "vouched"),
+    [
+        (["10.0.0.1:443/tcp", "10.0.0.2:443/tcp"], True),  # distinct addresses: no overlap
+        (["'[::1]:443/tcp'", "'[2001:db8::1]:443/tcp'"], True),
+        (["10.0.0.1:443/tcp", "'[::1]:443/tcp'"], True),  # IPv4 and IPv6 never meet
+        (["10.0.0.1:443/tcp", "10.0.0.1:443/udp"], True),
+        (["10.0.0.1:443/tcp", "10.0.0.1:443/tcp"], False),  # the same address: lint decides
+        (["'[::1]:443/tcp'", "'[0::1]:443/tcp'"], False),  # the same, written apart
+        (["10.0.0.1:443/tcp", "443/tcp"], False),  # a wildcard meets every address
+        (["10.0.0.1:443/tcp", "0.0.0.0:443/tcp"], False),
+        (["'[::1]:443/tcp'", "'[::]:443/tcp'"], False),
+        (["10.0.0.1:440-450/tcp", "10.0.0.2:443/tcp"], True),
+        (["10.0.0.1:440-450/tcp", "10.0.0.1:445/tcp"], False),
+    ],
+)
+def test_the_fast_reader_vouches_for_a_shared_port_at_distinct_addresses(
+    tmp_path: Path, listens: list[str], vouched: bool
+) -> None:
+    """Issue 13, Seen 11: 2,000 units on port 443 at distinct addresses went to the full
+    reader at every boot; the fast reader now judges them, and agrees with lint."""
+    path = tmp_path / "registry.yaml"
+    lines = ["version: 1", "units:"]
+    for n, listen in enumerate(listens):
+        lines += [f"  u{n}.service:", f"    listen: [{listen}]"]
+    path.write_text("\n".join(lines) + "\n")
+    assert (agree(path) is not None) is vouched
+
+
 # Fragments, most of them tricky, from which registries are built.
 NAMES = ["a.service", "b.service", "t@.service", "c.socket", "'q.service'", "x.target",
          "bad name.service", "@x.service", "a@b.service", "<<", "\"a.service\""]  # fmt: skip

@@ -39,6 +39,7 @@ GENERATED = (
     "/run/systemd/generator",
     "/run/systemd/generator.late",
 )
+_CHUNK = 16384
 _READ_LIMIT = 1 << 20
 
 # (section, key) -> raw values in the order systemd applies them.
@@ -101,6 +102,10 @@ class UnitFiles:
                 listed = []
             self.names[directory] = frozenset(e.name for e in listed)
             self.links.update(e.path for e in listed if e.is_symlink())
+        # Every drop-in directory's name on the path: most units have none.
+        self.dropin_dirs = frozenset(
+            n for names in self.names.values() for n in names if n.endswith(".d")
+        )
 
     def locate(self, unit: str) -> tuple[str, list[str]]:
         """The unit's fragment and its drop-ins in the order systemd applies them; raises
@@ -114,7 +119,8 @@ class UnitFiles:
         if fragment in self.links and _masked(fragment):
             raise UnitFileError(f"{unit}: masked")
         chosen: dict[str, str] = {}
-        for directory in self.paths:
+        dropin_names = [n for n in dropin_names if f"{n}.d" in self.dropin_dirs]
+        for directory in self.paths if dropin_names else ():
             present = self.names[directory]
             for name in dropin_names:
                 if f"{name}.d" not in present:
@@ -157,7 +163,11 @@ def _read(path: str) -> str:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            data = os.read(fd, _READ_LIMIT)
+            # Small reads: a read of the whole limit allocates (and maps) 1 MiB every time.
+            chunks = [os.read(fd, _CHUNK)]
+            while len(chunks[-1]) == _CHUNK and len(chunks) * _CHUNK < _READ_LIMIT:
+                chunks.append(os.read(fd, _CHUNK))
+            data = b"".join(chunks)
         finally:
             os.close(fd)
     except OSError as exc:

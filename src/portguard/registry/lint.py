@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from portguard.registry.claims import Claim, Proto, overlaps, reach, shares
 from portguard.registry.findings import Finding, Severity
 from portguard.registry.localports import LocalPorts
-from portguard.registry.model import Listen, LoadResult, Registry, UnitEntry
+from portguard.registry.model import (
+    Listen,
+    LoadResult,
+    Registry,
+    UnitEntry,
+    without_cycle_collector,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +31,11 @@ class _Placed:
 
 def check_registry(loaded: LoadResult, local_ports: LocalPorts | None) -> tuple[Finding, ...]:
     """Every finding for a loaded registry: the loader's, then overlaps, then ephemeral ports."""
+    with without_cycle_collector():
+        return _check_registry(loaded, local_ports)
+
+
+def _check_registry(loaded: LoadResult, local_ports: LocalPorts | None) -> tuple[Finding, ...]:
     placed = list(_placed_claims(loaded.registry))
     findings = [*loaded.findings, *_overlap_findings(placed)]
     if local_ports is not None:

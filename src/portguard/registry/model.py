@@ -6,7 +6,8 @@ is read from its source text, never through YAML 1.1's number rules.
 """
 
 import contextlib
-from collections.abc import Mapping, Sequence
+import gc
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -160,6 +161,25 @@ class LoadResult:
 
 def load(source: RegistrySource) -> LoadResult:
     """Parse and merge every file of SOURCE; problems come back as findings, never raised."""
+    with without_cycle_collector():
+        return _load(source)
+
+
+@contextlib.contextmanager
+def without_cycle_collector() -> Iterator[None]:
+    """The YAML trees and the model are many objects and no reference cycles, and the cycle
+    collector would scan them over and over while they are made: two thirds of the time of a
+    20,000-unit lint. Memory is still freed by reference counting."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load(source: RegistrySource) -> LoadResult:
     findings: list[Finding] = []
     units: dict[str, UnitEntry] = {}
     base = Options()
