@@ -21,6 +21,7 @@ from portguard.registry.localports import LocalPorts
 _CONTAINER_SCOPE = re.compile(r"^(?:docker|libpod|cri-containerd|crio)-([0-9a-f]{12,64})\.scope$")
 _SESSION_SCOPE = re.compile(r"^session-[^/]+\.scope$")
 _DOCKER_HOLDERS = ("docker-proxy", "dockerd")
+_OPTIONS_READ_LIMIT = 64  # sockets whose options are read from their holder, per attribution
 
 
 @dataclass(frozen=True)
@@ -79,12 +80,16 @@ class _Finder:
         self.facts = facts
         self.gaps = gaps
         self._listing: list[dict[str, Any]] | None = None
+        self._options_left = _OPTIONS_READ_LIMIT
 
     def holding(self, occupant: Occupant, path: str | None) -> Holding:
         owner = self.owner(occupant, path)
         options = None
-        if not occupant.is_time_wait and owner.pids:
-            # Whether it blocks a bind depends on these (guard._blockers).
+        if not occupant.is_time_wait and owner.pids and self._options_left > 0:
+            # Whether it blocks a bind depends on these (guard._blockers). Bounded: a busy
+            # server's thousands of connections on its port are not each looked into; the
+            # ones left unread are judged as "may block".
+            self._options_left -= 1
             options = processes.options_of(occupant.inode, owner.pids[0])
         return Holding(occupant, owner, options)
 

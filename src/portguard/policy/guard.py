@@ -196,21 +196,24 @@ def _blockers(bind: Bind, holdings: Iterable[Holding], uid: int | None) -> list[
     claim = bind.claim
     target = Claim(claim.proto, bind.port, bind.port, ipaddress.ip_address(bind.host),
                    v6only=bind.v6only)  # fmt: skip
-    on_port = [h for h in holdings
-               if h.occupant.proto == claim.proto and h.occupant.port == bind.port]  # fmt: skip
-    strict = [h for h in on_port if overlaps(h.occupant.as_claim(), target)]
     wildcard_v4 = (4, None) in reach(target)
-    widened = [h for h in on_port if wildcard_v4 and h not in strict and _dual_connection(h)]
     sure: list[Holding] = []
     time_wait: list[Holding] = []
     unsure: list[Holding] = []
-    for holding in strict + widened:
-        verdict = _blocks(holding, claim, uid)
-        if holding.occupant.is_time_wait:
+    for holding in holdings:
+        occupant = holding.occupant
+        if occupant.proto != claim.proto or occupant.port != bind.port:
+            continue
+        strict = overlaps(occupant.as_claim(), target)
+        if not strict and not (wildcard_v4 and _dual_connection(holding)):
+            continue
+        if occupant.is_time_wait:
             time_wait.append(holding)
-        elif verdict and (holding in strict or holding.options is not None):
+            continue
+        blocks = _blocks(holding, claim, uid)
+        if blocks and (strict or holding.options is not None):
             sure.append(holding)
-        elif verdict is not False:
+        elif blocks is not False:
             unsure.append(holding)
     for tier in (sure, time_wait, unsure):
         if tier:
