@@ -67,21 +67,7 @@ def comm(pid: int) -> str | None:
 
 def holders_of(inode: int, candidates: Iterable[int]) -> list[int]:
     """Which of CANDIDATES has the socket INODE open (only fds we may read are looked at)."""
-    target = f"socket:[{inode}]"
-    holding = []
-    for pid in candidates:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                    holding.append(pid)
-                    break
-            except OSError:
-                continue
-    return holding
+    return [pid for pid in candidates if _fd_of(inode, pid) is not None]
 
 
 _SYS_PIDFD_GETFD = 438  # the same number on every architecture (new syscalls share one table)
@@ -131,6 +117,7 @@ def options_of(inode: int, pid: int) -> SocketOptions | None:
 
 
 def _fd_of(inode: int, pid: int) -> int | None:
+    """PID's descriptor of the socket INODE, or None (not open there, or not ours to read)."""
     target = f"socket:[{inode}]"
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
