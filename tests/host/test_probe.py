@@ -167,3 +167,14 @@ def test_a_socket_units_options_replace_the_registrys(
     with holding(socket.SOCK_STREAM, free_port(socket.SOCK_STREAM), reuseport=True) as port:
         claim = Claim(Proto.TCP, port, port, reuseport=False)
         assert probed(claim, "127.0.0.1", port, Binder(None, options)) == expected
+
+
+def test_a_bind_prints_a_v4_mapped_address_as_the_registry_writes_it() -> None:
+    """Seen 13: [::ffff:192.0.2.1], not Python's [::ffff:c000:201], in every message."""
+    import ipaddress  # noqa: PLC0415
+
+    from portguard.host.probe import binds  # noqa: PLC0415
+
+    claim = Claim(Proto.TCP, 8080, 8080, ipaddress.ip_address("::ffff:192.0.2.1"))
+    assert [str(b) for b in binds(claim)] == ["[::ffff:192.0.2.1]:8080/tcp"]
+    assert str(next(binds(Claim(Proto.UDP, 53, 53)))) == "0.0.0.0:53/udp"
