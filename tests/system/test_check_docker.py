@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from tests.system.guarded import (
+    PORTGUARD_BIN,
     guarded_unit,
+    install_portguard,
     listener,
     portguard,
     start_guarded,
@@ -274,3 +276,49 @@ def test_port_published_by_a_container_is_held_by_that_container(
     freed = start_guarded(sandbox, UNIT)
     assert freed.result.active, freed.result.status
     assert freed.entries == [], freed.entries
+
+
+def test_a_container_on_the_host_network_is_named_and_not_told_to_publish(
+    docker_sandbox: Sandbox,
+) -> None:
+    """`docker run --network host`: the container's own process holds the port, in its scope;
+    it publishes nothing, so the fix is to stop it or change its program's port (issue 14)."""
+    sandbox = docker_sandbox
+    claim(sandbox, UNIT, f"{PORT}/tcp")
+    guarded_unit(sandbox, UNIT, exec_start=listener("::", PORT, v6only=False))
+    sandbox.daemon_reload()
+    container = docker(
+        sandbox, "run", "-d", "--name", "web", "--network", "host", "--stop-timeout", "1",
+        IMAGE, "/bin/busybox", "httpd", "-f", "-p", str(PORT), "-h", "/www",
+    )  # fmt: skip
+    wait_listening(sandbox, PORT)
+
+    guarded = start_guarded(sandbox, UNIT)
+    assert guard_status(sandbox, UNIT) == 69, guarded.result.status
+    fields = guarded.entry
+    assert fields["PORTGUARD_OWNER_KIND"] == "container", fields
+    assert fields["PORTGUARD_OWNER_UNIT"] == f"docker-{container}.scope", fields
+    assert fields["PORTGUARD_OWNER_CONTAINER"] == f"{container[:12]} (web)", fields
+    remedy = str(fields["PORTGUARD_REMEDY"])
+    assert remedy.startswith("'docker stop web'") and "--network host" in remedy, remedy
+    assert "publish" not in remedy and "docker.service" not in remedy, remedy
+
+
+def test_without_the_docker_api_the_fix_names_the_publish_filter_not_the_engine(
+    docker_sandbox: Sandbox,
+) -> None:
+    """An unprivileged user cannot read docker.sock: docker-proxy in docker.service holds the
+    port, the container cannot be named, and the fix must not be to stop docker.service
+    (every container would stop) but `docker ps --filter publish=P` (issue 14)."""
+    sandbox = docker_sandbox
+    docker(sandbox, "run", "-d", "--name", "web", "-p", f"{PORT}:80", "--stop-timeout", "1",
+           IMAGE, "/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www")  # fmt: skip
+    wait_listening(sandbox, PORT)
+    install_portguard(sandbox)  # a copy under /usr: the checkout may be root's alone
+    why = sandbox.run("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                      PORTGUARD_BIN, "why", f"{PORT}/tcp", check=False)  # fmt: skip
+    assert why.returncode == 1, why.stdout + why.stderr
+    text = why.stdout.replace("\n           ", " ")
+    assert f"'docker ps --filter publish={PORT}'" in text, text
+    assert "systemctl stop docker.service" not in text, text
+    assert "Docker API did not answer" in text, text

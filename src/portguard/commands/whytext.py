@@ -132,6 +132,8 @@ def _owner(occupancy: Occupancy) -> list[str]:
             return [_row("session", _session(occupancy))]
         case OwnerKind.CONTAINER:
             return [_row("container", _container(occupancy))]
+        case OwnerKind.MACHINE:
+            return [_row("machine", f"{owner.container_name} (systemd-nspawn; {owner.unit})")]
         case OwnerKind.USER_SERVICE:
             return [_row("unit", f"{owner.unit}, {owner.user}'s user service ({owner.cgroup})")]
         case OwnerKind.SCOPE:
@@ -165,6 +167,10 @@ def _container(occupancy: Occupancy) -> str:
     name = owner.container[:12] if owner.container else "not named by the engine"
     if owner.container_name:
         name += f" ({owner.container_name})"
+    if owner.runtime and owner.runtime != "docker":
+        name = f"{owner.runtime} {name}"
+    if owner.host_network:
+        return f"{name}, its own process on the host's network ({owner.unit})"
     text = f"{name}, published by {occupancy.process.comm if occupancy.process else 'the engine'}"
     text += f" in {owner.unit}" if owner.unit and not owner.unit.startswith("docker-") else ""
     return text + (f", forwards to {occupancy.forwards_to}" if occupancy.forwards_to else "")

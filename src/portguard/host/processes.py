@@ -60,6 +60,12 @@ def read_text(path: str) -> str:
         return ""
 
 
+def cmdline(pid: int) -> tuple[str, ...]:
+    """The process's arguments (/proc/PID/cmdline), empty when it is gone or hidden."""
+    text = read_text(f"/proc/{pid}/cmdline").rstrip("\0")
+    return tuple(text.split("\0")) if text else ()
+
+
 def comm(pid: int) -> str | None:
     """The process's name (/proc/PID/comm), or None when it is gone."""
     return read_text(f"/proc/{pid}/comm").strip() or None

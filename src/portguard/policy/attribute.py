@@ -15,12 +15,13 @@ from typing import Any
 from portguard.host import cgroups, docker, processes, sysctl
 from portguard.host.occupants import Occupant
 from portguard.host.units import FactsUnavailable, UnitFacts, unit_facts
+from portguard.policy import runtimes
 from portguard.policy.owners import Attribution, Holding, Owner, OwnerKind
 from portguard.registry.localports import LocalPorts
 
-_CONTAINER_SCOPE = re.compile(r"^(?:docker|libpod|cri-containerd|crio)-([0-9a-f]{12,64})\.scope$")
 _SESSION_SCOPE = re.compile(r"^session-[^/]+\.scope$")
 _DOCKER_HOLDERS = ("docker-proxy", "dockerd")
+_DOCKER_UNIT = "docker.service"
 _OPTIONS_READ_LIMIT = 64  # sockets whose options are read from their holder, per attribution
 
 
@@ -118,17 +119,35 @@ class _Finder:
             # The socket unit's listener is held by PID 1 on the unit's behalf.
             return _with(base, kind=OwnerKind.SOCKET, pid=1, comm=_comm(1),
                          activates=facts.triggers if facts else ())  # fmt: skip
-        container = _CONTAINER_SCOPE.match(unit)
-        if container:
-            found = docker.by_id(container.group(1), self._docker())
-            return _with(base, kind=OwnerKind.CONTAINER, container=container.group(1),
-                         container_name=found.name if found else None)  # fmt: skip
+        scope = runtimes.container_scope(unit, path)
+        if scope:
+            # The container's own process holds the port: it is on the host's network (a
+            # published port is held by the engine's proxy, in the engine's cgroup).
+            found = docker.by_id(scope.id, self._docker()) if scope.runtime == "docker" else None
+            return _with(base, kind=OwnerKind.CONTAINER, container=scope.id,
+                         container_name=found.name if found else None,
+                         runtime=str(scope.runtime), host_network=True)  # fmt: skip
+        machine = runtimes.machine_name(unit, path)
+        if machine:
+            return _with(base, kind=OwnerKind.MACHINE, container_name=machine)
         if _SESSION_SCOPE.match(unit):
             return _with(base, kind=OwnerKind.SESSION)
         if re.search(r"/user@\d+\.service/", path):
+            if base.comm in runtimes.ROOTLESS_FORWARDERS:
+                # Rootless Podman's port forwarder: the container is the owner, not its scope.
+                return _with(base, kind=OwnerKind.CONTAINER, runtime=str(runtimes.Runtime.PODMAN))
             return _with(base, kind=OwnerKind.USER_SERVICE)
-        if base.comm in _DOCKER_HOLDERS:
+        if base.comm in _DOCKER_HOLDERS or unit == _DOCKER_UNIT:
+            # docker.service holds only what its containers publish, whichever of its
+            # processes it is (an unprivileged reader sees none of them).
             return self._published(occupant, base)
+        conmon = runtimes.podman_conmon_name(processes.cmdline(base.pid)) if base.pid else None
+        if conmon and not unit.endswith(".service"):
+            # Podman's conmon holds a rootful container's port (a Quadlet unit is a .service:
+            # its fix is the unit's own, below).
+            podman = str(runtimes.Runtime.PODMAN)
+            return _with(base, kind=OwnerKind.CONTAINER, container=conmon[0],
+                         container_name=conmon[1], runtime=podman)  # fmt: skip
         if unit.endswith(".service"):
             # The process holding the socket, when its fds could be read (a service's listener
             # may be a child of its MainPID); otherwise systemd's MainPID.
@@ -158,10 +177,11 @@ class _Finder:
         found = docker.publishing(
             occupant.port, str(occupant.proto), self._docker(), str(occupant.address)
         )
+        docker_runtime = str(runtimes.Runtime.DOCKER)
         if found is None:
-            return _with(base, kind=OwnerKind.CONTAINER)
+            return _with(base, kind=OwnerKind.CONTAINER, runtime=docker_runtime)
         return _with(base, kind=OwnerKind.CONTAINER, container=found.id,
-                     container_name=found.name)  # fmt: skip
+                     container_name=found.name, runtime=docker_runtime)  # fmt: skip
 
 
 def _comm(pid: int | None) -> str | None:

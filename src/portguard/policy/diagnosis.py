@@ -13,6 +13,7 @@ from portguard.host.occupants import Occupant
 from portguard.host.processes import Process
 from portguard.host.sessions import Session
 from portguard.host.units import UnitFacts
+from portguard.policy import runtimes
 from portguard.policy.owners import Holding, Owner, OwnerKind
 from portguard.policy.report import find_holder, remedy_for
 from portguard.registry.assignments import Assignment
@@ -167,7 +168,8 @@ def _fixes(
 def _fix(owner: Owner, registered: Sequence[str], *, port: int, proto: Proto) -> str:
     """The fix through the owner's supervisor, as `check` would log it for the registered unit."""
     unit = owner.unit or "?"
-    if registered:
+    plumbing = runtimes.plumbing_remedy(owner.unit, owner.comm, port)
+    if registered or plumbing:
         return remedy_for(owner, unit=" or ".join(registered), port=port, proto=proto)
     match owner.kind:
         case OwnerKind.SERVICE:

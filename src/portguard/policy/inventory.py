@@ -28,6 +28,7 @@ _LEFT_OUT = {
     OwnerKind.SCOPE: "a scope cannot be guarded (it has no ExecStartPre=), left out",
     OwnerKind.USER_SERVICE: "a user's own unit, not the system's, left out",
     OwnerKind.CONTAINER: "published by the container engine, not a unit of its own, left out",
+    OwnerKind.MACHINE: "a systemd-nspawn machine's payload, not a unit of its own, left out",
 }
 _UNKNOWN_OWNER = "its unit could not be found out, left out"
 

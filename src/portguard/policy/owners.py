@@ -22,6 +22,7 @@ class OwnerKind(StrEnum):
     SESSION = "session"
     USER_SERVICE = "user-service"
     CONTAINER = "container"
+    MACHINE = "machine"  # a systemd-nspawn machine (systemd-machined)
     SELF = "self"
     TIME_WAIT = "time-wait"
     UNKNOWN = "unknown"
@@ -39,6 +40,8 @@ class Owner:
     cgroup: str | None = None
     activates: tuple[str, ...] = ()  # the service a socket unit starts
     pids: tuple[int, ...] = ()  # the processes holding the socket, when visible
+    runtime: str | None = None  # a container's runtime (policy/runtimes.py)
+    host_network: bool = False  # a container on the host's network, not published
 
     @property
     def holder_pids(self) -> tuple[int, ...]:

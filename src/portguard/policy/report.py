@@ -5,6 +5,7 @@ from enum import StrEnum
 
 from portguard.errors import Exit
 from portguard.host.occupants import Occupant
+from portguard.policy import runtimes
 from portguard.policy.owners import Owner, OwnerKind
 from portguard.registry.claims import host_text
 from portguard.registry.localports import LocalPorts
@@ -152,14 +153,21 @@ def describe_owner(owner: Owner) -> str:
             activates = f", which starts {', '.join(owner.activates)}" if owner.activates else ""
             return f"socket unit {owner.unit} (held by PID 1{activates})"
         case OwnerKind.CONTAINER:
-            what = _container(owner) or "a container"
-            return f"container {what} via {owner.unit or 'the container engine'}{suffix}"
+            what = _container(owner)
+            engine = f"{owner.runtime} " if owner.runtime not in (None, "docker") else ""
+            subject = f"{engine}container {what}" if what else f"a {engine}container"
+            rootless = owner.runtime == "podman" and owner.user not in (None, "root")
+            whose = f" of {owner.user}" if rootless else ""
+            via = owner.unit or "the container engine"
+            return f"{subject}{whose} via {via}{suffix}"
         case OwnerKind.SESSION:
             return f"{owner.user or 'a user'}'s login session {owner.unit}{suffix}"
         case OwnerKind.USER_SERVICE:
             return f"{owner.user or 'a user'}'s user service {owner.unit}{suffix}"
         case OwnerKind.SELF:
             return f"a leftover process of {owner.unit} itself{suffix}"
+        case OwnerKind.MACHINE:
+            return f"machine {owner.container_name} ({owner.unit}, systemd-nspawn){suffix}"
         case OwnerKind.TIME_WAIT:
             return "connections in TIME-WAIT"
         case OwnerKind.UNKNOWN:
@@ -170,12 +178,22 @@ def describe_owner(owner: Owner) -> str:
 
 
 def remedy_for(owner: Owner, *, unit: str, port: int, proto: str) -> str:
-    """The clean fix through the owner's supervisor; never a signal."""
+    """The clean fix through the owner's supervisor; never a signal, never shared plumbing
+    (a container runtime, kube-proxy, the host's resolver) stopped or disabled."""
+    plumbing = runtimes.plumbing_remedy(owner.unit, owner.comm, port)
+    if plumbing and owner.kind in (OwnerKind.SERVICE, OwnerKind.SCOPE, OwnerKind.SOCKET):
+        return plumbing
     match owner.kind:
-        case OwnerKind.SERVICE | OwnerKind.SCOPE:
+        case OwnerKind.SERVICE:
             return (
                 f"stop it with 'systemctl stop {owner.unit}' (and 'systemctl disable "
                 f"{owner.unit}' if it should not run), or move one of the two to another port"
+            )
+        case OwnerKind.SCOPE:
+            # A scope is transient: there is nothing to disable; who made it can stop it.
+            return (
+                f"'systemctl status {owner.unit}' shows what started it; stop it there, or "
+                f"'systemctl stop {owner.unit}', or move one of the two to another port"
             )
         case OwnerKind.SOCKET:
             return (
@@ -184,8 +202,12 @@ def remedy_for(owner: Owner, *, unit: str, port: int, proto: str) -> str:
                 "if it is meant to pass the port on"
             )
         case OwnerKind.CONTAINER:
-            name = owner.container_name or owner.container or "CONTAINER"
-            return f"'docker stop {name}', or publish the container on another port"
+            runtime = runtimes.Runtime(owner.runtime) if owner.runtime else None
+            name = owner.container_name or owner.container
+            return runtimes.container_remedy(runtime, name, published=not owner.host_network,
+                                             port=port, user=owner.user)  # fmt: skip
+        case OwnerKind.MACHINE:
+            return runtimes.machine_remedy(owner.container_name or "NAME")
         case OwnerKind.SESSION:
             session = (owner.unit or "").removeprefix("session-").removesuffix(".scope")
             return (
