@@ -37,6 +37,11 @@ def own_cgroup(proc_self_cgroup: str | None = None) -> str | None:
     return None
 
 
+def cgroup_of(pid: int) -> str | None:
+    """PID's cgroup v2 path, as our cgroup namespace sees it; None when it is gone."""
+    return own_cgroup(read_text(f"/proc/{pid}/cgroup"))
+
+
 def unit_of(path: str) -> str | None:
     """The innermost unit a cgroup path belongs to (slices are containers, not owners)."""
     for part in reversed(path.split("/")):

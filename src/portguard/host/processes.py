@@ -76,6 +76,28 @@ def holders_of(inode: int, candidates: Iterable[int]) -> list[int]:
     return [pid for pid in candidates if _fd_of(inode, pid) is not None]
 
 
+def holder_by_inode(inode: int, *, skip: Iterable[int], seconds: float) -> int | None:
+    """The first process, of all, that has the socket INODE open; None when none is found
+    within SECONDS (the search gives up rather than hold a unit's start). Only for when the
+    socket's own cgroup has no process holding it: created by one process, held by another
+    (Podman's conmon), or its cgroup gone."""
+    deadline = time.monotonic() + seconds
+    skipped = set(skip)
+    try:
+        entries = os.scandir("/proc")
+    except OSError:
+        return None
+    with entries:
+        for entry in entries:
+            if time.monotonic() > deadline:
+                return None
+            if not entry.name.isdigit() or int(entry.name) in skipped:
+                continue
+            if _fd_of(inode, int(entry.name)) is not None:
+                return int(entry.name)
+    return None
+
+
 _SYS_PIDFD_GETFD = 438  # the same number on every architecture (new syscalls share one table)
 
 

@@ -7,6 +7,7 @@ for the report; attribution never fails the verdict the probe already gave.
 import os
 import pwd
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from portguard.registry.localports import LocalPorts
 _SESSION_SCOPE = re.compile(r"^session-[^/]+\.scope$")
 _DOCKER_HOLDERS = ("docker-proxy", "dockerd")
 _DOCKER_UNIT = "docker.service"
+_INODE_SEARCH_SECONDS = 0.3
 _OPTIONS_READ_LIMIT = 64  # sockets whose options are read from their holder, per attribution
 
 
@@ -36,10 +38,15 @@ class Context:
     facts: Callable[..., dict[str, UnitFacts]] = unit_facts
     docker_listing: Callable[..., list[dict[str, Any]]] = docker.containers
     local_ports: Callable[[], LocalPorts | None] = sysctl.read_local_ports
+    # Search every process for a socket its own cgroup does not hold (root only: others' fds
+    # are not ours to read); 0: never.
+    inode_search_seconds: float = 0.0
 
     @classmethod
     def here(cls, *, self_cgroup: str | None, facts_timeout: float) -> "Context":
-        return cls(self_cgroup, cgroups.cgroup2_mount(), facts_timeout, frozenset({os.getpid()}))
+        search = _INODE_SEARCH_SECONDS if os.geteuid() == 0 else 0.0
+        return cls(self_cgroup, cgroups.cgroup2_mount(), facts_timeout, frozenset({os.getpid()}),
+                   inode_search_seconds=search)  # fmt: skip
 
 
 def attribute(
@@ -82,6 +89,7 @@ class _Finder:
         self.gaps = gaps
         self._listing: list[dict[str, Any]] | None = None
         self._options_left = _OPTIONS_READ_LIMIT
+        self._search_spent = 0.0  # seconds of inode search, bounded per attribution
 
     def holding(self, occupant: Occupant, path: str | None) -> Holding:
         owner = self.owner(occupant, path)
@@ -98,11 +106,18 @@ class _Finder:
         if occupant.is_time_wait:
             return Owner(OwnerKind.TIME_WAIT)
         user = user_name(occupant.uid)
+        holders = self._holders(occupant, path) if path else []
+        if not holders and not (path and (cgroups.unit_of(path) or "").endswith(".socket")):
+            # The cgroup's evidence failed (gone, or none of its processes holds the socket:
+            # one process made it, another holds it, as Podman's conmon does); a socket unit's
+            # listener is PID 1's by design.
+            found = self._holder_anywhere(occupant)
+            if found is not None:
+                path, holders = found
         if path is None:
             self.gaps.append(f"the cgroup of the socket on {occupant} is not visible from here")
             return Owner(OwnerKind.UNKNOWN, user=user)
         unit = cgroups.unit_of(path)
-        holders = self._holders(occupant, path)
         pid = holders[0] if holders else None
         base = Owner(OwnerKind.UNKNOWN, unit, pid, _comm(pid), user, cgroup=path,
                      pids=tuple(holders))  # fmt: skip
@@ -154,6 +169,18 @@ class _Finder:
             pid = base.pid or (facts.main_pid if facts and facts.main_pid else None)
             return _with(base, kind=OwnerKind.SERVICE, pid=pid, comm=_comm(pid))
         return _with(base, kind=OwnerKind.SCOPE)
+
+    def _holder_anywhere(self, occupant: Occupant) -> tuple[str, list[int]] | None:
+        """The process holding the socket, found by its inode, and that process's cgroup."""
+        seconds = self.context.inode_search_seconds
+        if not seconds or not occupant.inode or self._search_spent >= seconds:
+            return None
+        started = time.monotonic()
+        pid = processes.holder_by_inode(occupant.inode, skip=self.context.own_pids,
+                                        seconds=seconds - self._search_spent)  # fmt: skip
+        self._search_spent += time.monotonic() - started
+        path = cgroups.cgroup_of(pid) if pid else None
+        return (path, [pid]) if pid and path else None
 
     def _holders(self, occupant: Occupant, path: str) -> list[int]:
         mount = self.context.cgroup_mount
