@@ -21,7 +21,6 @@ from portguard.policy.report import describe_owner, remedy_for
 from portguard.policy.runtimes import (
     Runtime,
     container_scope,
-    docker_proxy_target,
     machine_name,
     podman_conmon_name,
 )
@@ -59,14 +58,11 @@ def test_a_machine_is_named_from_its_scope_unescaped() -> None:
     assert machine_name("machine-bbm.scope", "/system.slice/machine-bbm.scope") is None
 
 
-def test_conmon_and_docker_proxy_say_what_they_hold_for() -> None:
+def test_conmon_says_which_container_it_holds_for() -> None:
     conmon = ("/usr/bin/conmon", "--api-version", "1", "-c", ID, "-u", ID, "-r", "/usr/bin/crun",
               "-n", "web", "--exit-dir", "/run/libpod/exits")  # fmt: skip
     assert podman_conmon_name(conmon) == (ID, "web")
     assert podman_conmon_name(("/usr/bin/python3", "-c", "x")) is None
-    proxy = ("/usr/bin/docker-proxy", "-proto", "tcp", "-host-ip", "0.0.0.0", "-host-port",
-             "8080", "-container-ip", "172.17.0.2", "-container-port", "80")  # fmt: skip
-    assert docker_proxy_target(proxy) == "172.17.0.2:80"
 
 
 # --- the fix never stops shared plumbing ----------------------------------------------------

@@ -65,15 +65,6 @@ def podman_conmon_name(cmdline: tuple[str, ...]) -> tuple[str, str] | None:
     return (container, name) if container and name else None
 
 
-def docker_proxy_target(cmdline: tuple[str, ...]) -> str | None:
-    """`172.17.0.2:80`: where docker-proxy forwards, from its command line."""
-    if not cmdline or not cmdline[0].endswith("docker-proxy"):
-        return None
-    args = dict(itertools.pairwise(cmdline[1:]))  # each flag with the word after it
-    address, port = args.get("-container-ip"), args.get("-container-port")
-    return f"{address}:{port}" if address and port else None
-
-
 def container_remedy(
     runtime: Runtime | None, name: str | None, *, published: bool, port: int, user: str | None
 ) -> str:
