@@ -10,12 +10,10 @@ import shlex
 
 from tests.system.guarded import (
     PYTHON,
-    guarded_unit,
+    guard_start,
     listener,
     plain_unit,
-    start_guarded,
     wait_listening,
-    write_registry,
 )
 from tests.system.sandbox import Sandbox, wait_for
 from tests.system.test_check import guard_status, registry_for
@@ -50,10 +48,8 @@ def test_a_socket_held_outside_its_cgroup_is_found_by_its_inode(sandbox: Sandbox
     main_pid = sandbox.unit_properties("holder.service", "MainPID")["MainPID"]
     (holder,) = [p for p in children.stdout.split() if p != main_pid]
 
-    write_registry(sandbox, registry_for("myapp.service", f"{PORT}/tcp"))
-    guarded_unit(sandbox, "myapp.service", exec_start=listener("0.0.0.0", PORT))
-    sandbox.daemon_reload()
-    guarded = start_guarded(sandbox, "myapp.service")
+    guarded = guard_start(sandbox, registry_for("myapp.service", f"{PORT}/tcp"),
+                          exec_start=listener("0.0.0.0", PORT))  # fmt: skip
     assert guard_status(sandbox, "myapp.service") == 69, guarded.result.status
     fields = guarded.entry
     assert fields["PORTGUARD_OWNER_UNIT"] == "holder.service", fields

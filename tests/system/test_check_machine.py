@@ -14,12 +14,10 @@ import subprocess
 
 from tests.system.debroot import root_tarball, unavailable
 from tests.system.guarded import (
-    guarded_unit,
+    guard_start,
     listener,
     portguard,
-    start_guarded,
     wait_listening,
-    write_registry,
 )
 from tests.system.sandbox import Sandbox, wait_for
 from tests.system.test_check import guard_status, registry_for
@@ -49,11 +47,8 @@ def start_machine(sandbox: Sandbox) -> None:
 
 def test_a_machine_on_the_host_network_is_named_with_machinectls_fix(sandbox: Sandbox) -> None:
     start_machine(sandbox)
-    write_registry(sandbox, registry_for("myapp.service", f"{PORT}/tcp"))
-    guarded_unit(sandbox, "myapp.service", exec_start=listener("0.0.0.0", PORT))
-    sandbox.daemon_reload()
-
-    guarded = start_guarded(sandbox, "myapp.service")
+    guarded = guard_start(sandbox, registry_for("myapp.service", f"{PORT}/tcp"),
+                          exec_start=listener("0.0.0.0", PORT))  # fmt: skip
     assert guard_status(sandbox, "myapp.service") == 69, guarded.result.status
     fields = guarded.entry
     assert fields["PORTGUARD_OWNER_KIND"] == "machine", fields

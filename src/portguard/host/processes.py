@@ -32,11 +32,10 @@ def process(pid: int, proc: str = "/proc") -> Process | None:
     status = read_text(f"{proc}/{pid}/status")
     uid = next((int(line.split()[1]) for line in status.splitlines()
                 if line.startswith("Uid:")), None)  # fmt: skip
-    cmdline = read_text(f"{proc}/{pid}/cmdline").rstrip("\0")
     return Process(
         pid=pid,
         comm=read_text(f"{proc}/{pid}/comm").strip() or None,
-        cmdline=tuple(cmdline.split("\0")) if cmdline else (),
+        cmdline=cmdline(pid, proc),
         uid=uid,
         ppid=int(fields[1]) if len(fields) > 1 else None,
         started=_started(int(fields[19]), proc) if len(fields) > 19 else None,
@@ -60,9 +59,9 @@ def read_text(path: str) -> str:
         return ""
 
 
-def cmdline(pid: int) -> tuple[str, ...]:
+def cmdline(pid: int, proc: str = "/proc") -> tuple[str, ...]:
     """The process's arguments (/proc/PID/cmdline), empty when it is gone or hidden."""
-    text = read_text(f"/proc/{pid}/cmdline").rstrip("\0")
+    text = read_text(f"{proc}/{pid}/cmdline").rstrip("\0")
     return tuple(text.split("\0")) if text else ()
 
 
