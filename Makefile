@@ -20,7 +20,7 @@ deb:
 # Cached debootstrapped bookworm and trixie roots (built once, then reused): minimal ones for
 # the package test, and ones with real Debian daemons for tests/system/test_debian_services.py.
 roots:
-	tools/roots bookworm trixie bookworm-services trixie-services
+	tools/roots bookworm trixie bookworm-services trixie-services bookworm-podman trixie-podman
 
 package-test: setup deb roots
 	$(PYTHON) -m pytest tests/system/test_package.py $(PYTEST_ARGS)

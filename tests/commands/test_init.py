@@ -52,7 +52,7 @@ def socket_unit(name: str, *activates: str) -> Owner:
 SESSION = Owner(OwnerKind.SESSION, "session-c1.scope", 412, "python3", "alice",
                 cgroup="/user.slice/user-1000.slice/session-c1.scope")  # fmt: skip
 CONTAINER = Owner(OwnerKind.CONTAINER, "docker.service", 4000, "docker-proxy", "root",
-                  container="3f2a" * 16, container_name="web")  # fmt: skip
+                  container="3f2a" * 16, container_name="web", runtime="docker")  # fmt: skip
 UNKNOWN = Owner(OwnerKind.UNKNOWN, user="root")
 
 
@@ -143,10 +143,51 @@ def test_what_no_unit_owns_is_a_comment_saying_what_it_is() -> None:
     )
     # docker-proxy's two sockets are one claim, named by the container.
     assert unmapped[1].startswith("8081/tcp: container 3f2a3f2a3f2a (web) via docker.service")
-    assert "published by the container engine" in unmapped[1]
+    assert unmapped[1].endswith("a container published by docker.service, not a unit of its own, "
+                                "left out")  # fmt: skip
     assert "1 UDP socket on ports of the ephemeral range 32768-60999" in " ".join(lines)
     assert not any("40000" in line for line in lines)
     assert "resolver.service" not in write(MIXED)
+
+
+PODMAN_ID = "26b4" * 16
+# Each owner of a modern host that is not a unit of the system's, and what init says it is.
+LEFT_OUT = [
+    (Owner(OwnerKind.CONTAINER, "session-c3.scope", 242, "conmon", "root", container=PODMAN_ID,
+           container_name="web", runtime="podman"),
+     "podman container 26b426b426b4 (web) via session-c3.scope (pid 242 conmon) — a podman "
+     "container, not a unit of its own (a Quadlet unit runs it as one), left out"),
+    (Owner(OwnerKind.CONTAINER, "podman-182.scope", 197, "rootlessport", "alice",
+           container=PODMAN_ID, container_name="webu", runtime="podman"),
+     "podman container 26b426b426b4 (webu) of alice via podman-182.scope (pid 197 "
+     "rootlessport) — alice's rootless container, not the system's, left out"),
+    (Owner(OwnerKind.CONTAINER, f"docker-{PODMAN_ID}.scope", 90, "httpd", "root",
+           container=PODMAN_ID, container_name="hn", runtime="docker", host_network=True),
+     "— a container on the host's network, not a unit of its own, left out"),
+    (Owner(OwnerKind.CONTAINER, f"cri-containerd-{PODMAN_ID}.scope", 91, "nginx", "root",
+           container=PODMAN_ID, runtime="kubernetes", host_network=True),
+     "— a Kubernetes pod's, managed by the kubelet, left out"),
+    (Owner(OwnerKind.MACHINE, "machine-bbm.scope", 44, "python3", "root", container_name="bbm"),
+     "machine bbm (machine-bbm.scope, systemd-nspawn) (pid 44 python3) — a systemd-nspawn "
+     "machine's payload, not a unit of its own, left out"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("owner", "said"), LEFT_OUT)
+def test_an_owner_that_is_not_a_system_unit_is_said_what_it_is(owner: Owner, said: str) -> None:
+    lines = comments(write(capture((sock("0.0.0.0", 7100), owner))))
+
+    (line,) = [line for line in lines if line.startswith("0.0.0.0:7100/tcp: ")]
+    assert line.endswith(said), line
+
+
+def test_a_quadlet_units_container_is_registered_under_that_unit(tmp_path: Path) -> None:
+    quadlet = Owner(OwnerKind.CONTAINER, "webq.service", 300, "conmon", "root",
+                    container=PODMAN_ID, container_name="webq", runtime="podman")  # fmt: skip
+    registry, findings = read_back(write(capture((sock("::", 18121), quadlet))), tmp_path)
+
+    assert findings == ()
+    assert listens(registry, "webq.service") == ["18121/tcp"]
 
 
 def test_header_says_where_when_and_why_warn(tmp_path: Path) -> None:

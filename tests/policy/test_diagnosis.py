@@ -13,7 +13,16 @@ from portguard.host.occupants import Occupant
 from portguard.host.processes import Process
 from portguard.host.sessions import Session
 from portguard.host.units import UnitFacts
-from portguard.policy.diagnosis import Occupancy, Query, TimeWait, diagnose, group, is_registered
+from portguard.policy.diagnosis import (
+    Elsewhere,
+    Occupancy,
+    Query,
+    TimeWait,
+    diagnose,
+    elsewhere_lines,
+    group,
+    is_registered,
+)
 from portguard.policy.owners import Holding, Owner, OwnerKind
 from portguard.registry.assignments import Assignment, assigned
 from portguard.registry.claims import Claim, Proto
@@ -248,3 +257,44 @@ def test_template_instance_is_the_registered_owner_of_its_port(reg: Registry) ->
     assert [(a.unit, str(a.claim)) for a in found] == [("redis@6379.service", "6379/tcp")]
     owner = Owner(OwnerKind.SERVICE, "redis@6379.service", 5, "redis-server")
     assert is_registered(owner, found)
+
+
+# --- bound elsewhere: free here, held in other network namespaces (issue 14) ------------------
+
+
+def container_in_its_namespace(index: int) -> Elsewhere:
+    owner = Owner(OwnerKind.CONTAINER, f"docker-{index:064x}.scope", 100 + index, "httpd",
+                  "root", container=f"{index:064x}", container_name=f"web{index}",
+                  runtime="docker")  # fmt: skip
+    return Elsewhere(f"the namespace of pid {100 + index}", owner, (sock(),))
+
+
+def test_free_here_but_bound_elsewhere_says_where_and_stays_free() -> None:
+    nsl = Elsewhere("netns x", WEB, (sock(),))
+    diagnosis = diagnose(Query.parse("8080/tcp", None), [], None, [],
+                         elsewhere=[nsl, container_in_its_namespace(1)])  # fmt: skip
+
+    assert diagnosis.exit_code is Exit.OK
+    assert headline(diagnosis) == (
+        "8080/tcp is free here; held in netns x by web.service (pid 812 python3) and 1 more "
+        "socket owner — not in the registry"
+    )
+    text = render(diagnosis)
+    assert "elsewhere  netns x: web.service (pid 812 python3)\n" in text
+    assert "           the namespace of pid 101: container 000000000000 (web1) via" in text
+    assert "does not block a bind here" in " ".join(text.split())
+    data = as_data(diagnosis)
+    assert [e["namespace"] for e in data["elsewhere"]] == ["netns x", "the namespace of pid 101"]
+    json.dumps(data)
+
+
+def test_many_container_namespaces_are_one_line_and_many_namespaces_a_count() -> None:
+    containers = [container_in_its_namespace(i) for i in range(1, 13)]
+    assert elsewhere_lines(containers) == [
+        "inside 12 container namespaces (web1, web2, web3, web4, web5 and 7 more)"
+    ]
+    services = [Elsewhere(f"netns n{i}", WEB, (sock(),)) for i in range(10)]
+    lines = elsewhere_lines([*services, *containers])
+    assert len(lines) == 8
+    assert lines[0] == "netns n0: web.service (pid 812 python3)"
+    assert lines[-1] == "and 4 more namespaces"  # 9 service lines and the containers' line

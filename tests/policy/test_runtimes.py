@@ -22,7 +22,6 @@ from portguard.policy.runtimes import (
     Runtime,
     container_scope,
     machine_name,
-    podman_conmon_name,
 )
 
 ID = "3f2a9c0b1d2e" + "4" * 52
@@ -56,13 +55,6 @@ def test_a_machine_is_named_from_its_scope_unescaped() -> None:
         "web-1"
     )
     assert machine_name("machine-bbm.scope", "/system.slice/machine-bbm.scope") is None
-
-
-def test_conmon_says_which_container_it_holds_for() -> None:
-    conmon = ("/usr/bin/conmon", "--api-version", "1", "-c", ID, "-u", ID, "-r", "/usr/bin/crun",
-              "-n", "web", "--exit-dir", "/run/libpod/exits")  # fmt: skip
-    assert podman_conmon_name(conmon) == (ID, "web")
-    assert podman_conmon_name(("/usr/bin/python3", "-c", "x")) is None
 
 
 # --- the fix never stops shared plumbing ----------------------------------------------------

@@ -7,7 +7,10 @@ import re
 import shlex
 
 from tests.system.guarded import (
+    PORTGUARD_BIN,
     PYTHON,
+    guard_start,
+    install_portguard,
     listener,
     make_time_wait,
     plain_unit,
@@ -16,6 +19,7 @@ from tests.system.guarded import (
     write_registry,
 )
 from tests.system.sandbox import Sandbox, wait_for
+from tests.system.test_check import registry_for
 
 REGISTRY = """\
 version: 1
@@ -226,6 +230,10 @@ def test_netns_looks_into_another_network_namespace(sandbox: Sandbox) -> None:
 
     here = portguard(sandbox, "why", "8090/tcp")
     assert here.returncode == 0, here.stdout
+    assert here.stdout.splitlines()[0] == (
+        f"8090/tcp is free here; held in netns blue by blue-app.service (pid {pid} python3) — "
+        "no registry"
+    )
     by_name = portguard(sandbox, "why", "8090/tcp", "--netns", "blue")
     assert by_name.stdout.splitlines()[0].startswith(
         f"8090/tcp is held in network namespace blue by blue-app.service (pid {pid} python3)"
@@ -236,6 +244,50 @@ def test_netns_looks_into_another_network_namespace(sandbox: Sandbox) -> None:
     missing = portguard(sandbox, "why", "8090", "--netns", "green")
     assert missing.returncode == 64
     assert missing.stderr == "portguard: --netns green: no network namespace at /run/netns/green\n"
+
+
+def test_free_here_says_where_else_the_port_is_bound(sandbox: Sandbox) -> None:
+    """Issue 14: a port free on this host's stack but bound in a named namespace and in a
+    PrivateNetwork= service's own: exit 0, and the text and JSON say where and by whom."""
+    sandbox.run("ip", "netns", "add", "x")
+    sandbox.run("systemd-run", "--unit=nsl.service", "--property=NetworkNamespacePath=/run/netns/x",
+                *shlex.split(listener("0.0.0.0", 8095)))  # fmt: skip
+    sandbox.run("systemd-run", "--unit=private.service", "--property=PrivateNetwork=yes",
+                *shlex.split(listener("::", 8095)))  # fmt: skip
+    named = sandbox.unit_properties("nsl.service", "MainPID")["MainPID"]
+    private = sandbox.unit_properties("private.service", "MainPID")["MainPID"]
+    for pid in (named, private):
+        wait_for(lambda pid=pid: portguard(sandbox, "why", "8095", "--netns", pid).returncode == 1
+                 or None, timeout=10, what=f"the listener of pid {pid}")  # fmt: skip
+
+    here = portguard(sandbox, "why", "8095/tcp")
+    assert here.returncode == 0, here.stdout + here.stderr
+    assert here.stdout.splitlines()[0] == (
+        f"8095/tcp is free here; held in netns x by nsl.service (pid {named} python3) and 1 more "
+        "socket owner — no registry"
+    )
+    assert rows(here.stdout, "elsewhere") == (
+        f"netns x: nsl.service (pid {named} python3) "
+        f"the namespace of pid {private}: private.service (pid {private} python3)"
+    )
+    assert "does not block a bind here" in rows(here.stdout, "fix")
+    data = json.loads(portguard(sandbox, "why", "8095/tcp", "--json").stdout)
+    assert data["occupied"] is False and data["exit_code"] == 0
+    assert [(e["namespace"], e["owner"]["unit"]) for e in data["elsewhere"]] == [
+        ("netns x", "nsl.service"), (f"the namespace of pid {private}", "private.service"),
+    ]  # fmt: skip
+    # The kernel agrees: the host's stack has the port free, so a guarded claim of it starts.
+    guarded = guard_start(sandbox, registry_for("myapp.service", "8095/tcp"),
+                          exec_start=listener("0.0.0.0", 8095))  # fmt: skip
+    assert guarded.result.active, guarded.result.status
+    # Unprivileged, other namespaces cannot be entered: said so, never a false "nowhere".
+    install_portguard(sandbox)
+    nobody = sandbox.run("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                         PORTGUARD_BIN, "why", "8096/tcp", check=False)  # fmt: skip
+    assert nobody.returncode == 0, nobody.stdout + nobody.stderr
+    assert "not searched (entering them needs root)" in rows(nobody.stdout, "unknown"), (
+        nobody.stdout
+    )
 
 
 def test_template_claims_count_for_loaded_instances_only(sandbox: Sandbox) -> None:

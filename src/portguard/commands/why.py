@@ -7,6 +7,7 @@ prints it most important first: who holds the port, what the registry says, the 
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -21,6 +22,7 @@ from portguard.host.units import UnitFacts, unit_facts
 from portguard.policy.attribute import Context, attribute
 from portguard.policy.diagnosis import (
     Diagnosis,
+    Elsewhere,
     Occupancy,
     Query,
     diagnose,
@@ -33,6 +35,8 @@ from portguard.registry.claims import overlaps
 from portguard.registry.model import REGISTRY_DIR
 
 _FACTS_TIMEOUT = 2.0
+# Searching other network namespaces when the port is free here (issue 14): a bound.
+_ELSEWHERE_SECONDS = 1.5
 
 
 def run(
@@ -74,8 +78,54 @@ def investigate(query: Query, registry: Path, *, netns: str | None = None) -> Di
         _occupancy(owner, sockets, attribution.facts, assignments)
         for owner, sockets in owners.items()
     ]
-    return diagnose(query, occupancies, time_wait, assignments, gaps=attribution.gaps,
-                    netns=netns, registry_note=note, registry_exists=registry.exists())  # fmt: skip
+    gaps = list(attribution.gaps)
+    elsewhere: list[Elsewhere] = []
+    if not occupants and netns is None:
+        elsewhere = _elsewhere(query, gaps)
+    return diagnose(query, occupancies, time_wait, assignments, gaps=gaps, netns=netns,
+                    registry_note=note, registry_exists=registry.exists(),
+                    elsewhere=elsewhere)  # fmt: skip
+
+
+def _elsewhere(query: Query, gaps: list[str]) -> list[Elsewhere]:
+    """Where else the port is bound: the named namespaces and every process's own one,
+    each searched from inside it, within a bound; what could not be searched goes to GAPS."""
+    from portguard.host.sockets import census  # noqa: PLC0415 - pyroute2 only when asked
+
+    wanted = query.claims()
+
+    def bound_here() -> list[Occupant]:
+        found = census((proto, query.port) for proto in query.protos)
+        return [o for o in found if not o.is_time_wait
+                and any(overlaps(o.as_claim(), c) for c in wanted)]  # fmt: skip
+
+    namespaces, unreadable = netns.others()
+    seen, missed = netns.look_inside(namespaces, bound_here, seconds=_ELSEWHERE_SECONDS)
+    why = " (entering them needs root)" if os.geteuid() != 0 else ""
+    if missed:
+        gaps.append(f"{_count(len(missed), 'other network namespace')} not searched{why}")
+    if unreadable:
+        gaps.append(f"the network namespaces of {_count(unreadable, 'process', 'es')} "
+                    f"not read{why}")  # fmt: skip
+    found = [(namespace, o) for namespace, occupants in seen for o in occupants]
+    if not found:
+        return []
+    context = Context.here(self_cgroup=None, facts_timeout=_FACTS_TIMEOUT)
+    attribution = attribute((o for _, o in found), context)
+    gaps.extend(attribution.gaps)
+    grouped: dict[tuple[str, Owner], list[Occupant]] = {}
+    for (namespace, occupant), holding in zip(found, attribution.holdings, strict=True):
+        grouped.setdefault((_label(namespace), holding.owner), []).append(occupant)
+    return [Elsewhere(label, owner, tuple(_unique(sockets)))
+            for (label, owner), sockets in grouped.items()]  # fmt: skip
+
+
+def _count(n: int, word: str, plural: str = "s") -> str:
+    return f"{n} {word}{'' if n == 1 else plural}"
+
+
+def _label(namespace: netns.Namespace) -> str:
+    return f"netns {namespace.name}" if namespace.name else f"the namespace of pid {namespace.pid}"
 
 
 def _registered(query: Query, path: Path) -> tuple[list[Assignment], str | None]:

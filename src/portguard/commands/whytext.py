@@ -13,7 +13,7 @@ from typing import Any
 from portguard.host.occupants import Occupant
 from portguard.host.processes import Process
 from portguard.policy.attribute import user_name
-from portguard.policy.diagnosis import Diagnosis, Occupancy
+from portguard.policy.diagnosis import Diagnosis, Occupancy, elsewhere_lines
 from portguard.policy.owners import OwnerKind
 from portguard.policy.report import describe_owner
 from portguard.registry.assignments import Assignment
@@ -39,6 +39,15 @@ def headline(diagnosis: Diagnosis) -> str:
             f"{query}{where} has {_count(tw.count, 'connection')} in TIME-WAIT, the last "
             f"ends in {tw.seconds_left} s — {registry}"
         )
+    if diagnosis.elsewhere:
+        nearest = diagnosis.elsewhere[0]
+        more = len(diagnosis.elsewhere) - 1
+        also = f" and {_count(more, 'more socket owner')}" if more else ""
+        return (
+            f"{query} is free here; held in {nearest.namespace} by "
+            f"{describe_owner(nearest.owner)}"
+            f"{also} — {registry}"
+        )
     return f"{query} is free{where or ' in this network namespace'} — {registry}"
 
 
@@ -60,6 +69,8 @@ def render(diagnosis: Diagnosis) -> str:
         tw = diagnosis.time_wait
         lines += [_row("time-wait", f"{_count(tw.count, 'connection')}, the last ends in "
                                     f"{tw.seconds_left} s; no process holds them"), ""]  # fmt: skip
+    if diagnosis.elsewhere:
+        lines += [*_rows("elsewhere", elsewhere_lines(diagnosis.elsewhere)), ""]
     lines += _registry_rows(diagnosis)
     lines += _rows("fix", diagnosis.fixes or _free_hint(diagnosis))
     lines += _rows("unknown", diagnosis.gaps)
@@ -69,6 +80,12 @@ def render(diagnosis: Diagnosis) -> str:
 def _free_hint(diagnosis: Diagnosis) -> list[str]:
     if diagnosis.occupied:
         return []
+    if diagnosis.elsewhere:
+        return [
+            "nothing to fix on this host's stack: a port in another network namespace does not "
+            "block a bind here; to look at one: portguard why "
+            f"{diagnosis.query} --netns NAME|PID"
+        ]
     return [
         "nothing to fix here; a service with PrivateNetwork= or NetworkNamespacePath= binds in "
         f"its own namespace: portguard why {diagnosis.query} --netns NAME|PID"
@@ -228,6 +245,10 @@ def as_data(diagnosis: Diagnosis) -> dict[str, Any]:
             else None
         ),
         "registry": [_assignment(a) for a in diagnosis.assignments],
+        "elsewhere": [
+            {"namespace": e.namespace, "owner": _plain(e.owner), "sockets": _plain(e.sockets)}
+            for e in diagnosis.elsewhere
+        ],
         "registry_note": diagnosis.registry_note,
         "fixes": list(diagnosis.fixes),
         "gaps": list(diagnosis.gaps),

@@ -69,7 +69,7 @@ def paths_of_ids(ids: Iterable[int], mount: Path) -> dict[int, str]:
         found[root_inode] = "/"
     while queue and len(found) < len(wanted):
         directory, relative = queue.popleft()
-        for entry in _subdirs(directory):
+        for entry in subdirectories(directory):
             child = f"{relative.rstrip('/')}/{entry.name}"
             if entry.inode() in wanted:
                 found[entry.inode()] = child
@@ -77,7 +77,8 @@ def paths_of_ids(ids: Iterable[int], mount: Path) -> dict[int, str]:
     return found
 
 
-def _subdirs(directory: str) -> Iterator[os.DirEntry[str]]:
+def subdirectories(directory: str | Path) -> Iterator[os.DirEntry[str]]:
+    """The cgroups directly below DIRECTORY (none when it is gone or not ours to read)."""
     try:
         with os.scandir(directory) as entries:
             yield from [e for e in entries if e.is_dir(follow_symlinks=False)]

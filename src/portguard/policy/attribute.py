@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from portguard.host import cgroups, docker, processes, sysctl
+from portguard.host import cgroups, docker, podman, processes, sysctl
 from portguard.host.occupants import Occupant
 from portguard.host.units import FactsUnavailable, UnitFacts, unit_facts
 from portguard.policy import runtimes
@@ -150,25 +150,37 @@ class _Finder:
         if re.search(r"/user@\d+\.service/", path):
             if base.comm in runtimes.ROOTLESS_FORWARDERS:
                 # Rootless Podman's port forwarder: the container is the owner, not its scope.
-                return _with(base, kind=OwnerKind.CONTAINER, runtime=str(runtimes.Runtime.PODMAN))
+                return self._rootless(base, path)
             return _with(base, kind=OwnerKind.USER_SERVICE)
         if base.comm in _DOCKER_HOLDERS or unit == _DOCKER_UNIT:
             # docker.service holds only what its containers publish, whichever of its
             # processes it is (an unprivileged reader sees none of them).
             return self._published(occupant, base)
-        conmon = runtimes.podman_conmon_name(processes.cmdline(base.pid)) if base.pid else None
-        if conmon and not unit.endswith(".service"):
-            # Podman's conmon holds a rootful container's port (a Quadlet unit is a .service:
-            # its fix is the unit's own, below).
-            podman = str(runtimes.Runtime.PODMAN)
+        conmon = podman.conmon_container(processes.cmdline(base.pid)) if base.pid else None
+        if conmon:
+            # Podman's conmon holds a rootful container's port, in the cgroup of whatever ran
+            # podman: a session, its own libpod-conmon scope, or a Quadlet unit (then the fix
+            # is that unit's).
+            podman_runtime = str(runtimes.Runtime.PODMAN)
             return _with(base, kind=OwnerKind.CONTAINER, container=conmon[0],
-                         container_name=conmon[1], runtime=podman)  # fmt: skip
+                         container_name=conmon[1], runtime=podman_runtime)  # fmt: skip
         if unit.endswith(".service"):
             # The process holding the socket, when its fds could be read (a service's listener
             # may be a child of its MainPID); otherwise systemd's MainPID.
             pid = base.pid or (facts.main_pid if facts and facts.main_pid else None)
             return _with(base, kind=OwnerKind.SERVICE, pid=pid, comm=_comm(pid))
         return _with(base, kind=OwnerKind.SCOPE)
+
+    def _rootless(self, base: Owner, path: str) -> Owner:
+        mount = self.context.cgroup_mount
+        found = podman.rootless_container(path, mount) if mount else None
+        if found is None:
+            self.gaps.append(
+                "the rootless container's namespace could not be read (as root it can)"
+            )
+        return _with(base, kind=OwnerKind.CONTAINER, runtime=str(runtimes.Runtime.PODMAN),
+                     container=found[0] if found else None,
+                     container_name=found[1] if found else None)  # fmt: skip
 
     def _holder_anywhere(self, occupant: Occupant) -> tuple[str, list[int]] | None:
         """The process holding the socket, found by its inode, and that process's cgroup."""

@@ -15,7 +15,7 @@ from portguard.host.sessions import Session
 from portguard.host.units import UnitFacts
 from portguard.policy import runtimes
 from portguard.policy.owners import Holding, Owner, OwnerKind
-from portguard.policy.report import find_holder, remedy_for
+from portguard.policy.report import describe_owner, find_holder, remedy_for
 from portguard.registry.assignments import Assignment
 from portguard.registry.claims import Claim, IPAddress, Proto
 
@@ -87,6 +87,40 @@ class TimeWait:
         return -(-self.last_ms // 1000)
 
 
+@dataclass(frozen=True, slots=True)
+class Elsewhere:
+    """The port bound in another network namespace, while free in the one asked about."""
+
+    namespace: str  # `netns x` (ip netns), or `the namespace of pid N`
+    owner: Owner
+    sockets: tuple[Occupant, ...]
+
+
+# Namespaces shown one by one before the rest are counted.
+_ELSEWHERE_SHOWN = 8
+
+
+def elsewhere_lines(found: Sequence[Elsewhere]) -> list[str]:
+    """One line per namespace the port is bound in; containers' namespaces (often many, and
+    each its own) grouped into one line; past a few, a count."""
+    containers = [e for e in found if e.owner.kind is OwnerKind.CONTAINER]
+    lines = [f"{e.namespace}: {describe_owner(e.owner)}" for e in found if e not in containers]
+    if len(containers) == 1:
+        lines.append(f"{containers[0].namespace}: {describe_owner(containers[0].owner)}")
+    elif containers:
+        names = list(dict.fromkeys(_container_label(e.owner) for e in containers))
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        lines.append(f"inside {len(containers)} container namespaces ({shown})")
+    if len(lines) > _ELSEWHERE_SHOWN:
+        rest = len(lines) - _ELSEWHERE_SHOWN + 1
+        lines = [*lines[: _ELSEWHERE_SHOWN - 1], f"and {rest} more namespaces"]
+    return lines
+
+
+def _container_label(owner: Owner) -> str:
+    return owner.container_name or (owner.container or "")[:12] or owner.unit or "unnamed"
+
+
 @dataclass(frozen=True)
 class Diagnosis:
     query: Query
@@ -98,6 +132,7 @@ class Diagnosis:
     netns: str | None = None
     registry_note: str | None = None  # why the registry could not be asked
     registry_exists: bool = True
+    elsewhere: tuple[Elsewhere, ...] = ()  # searched only when free here
 
     @property
     def occupied(self) -> bool:
@@ -133,12 +168,14 @@ def diagnose(
     netns: str | None = None,
     registry_note: str | None = None,
     registry_exists: bool = True,
+    elsewhere: Sequence[Elsewhere] = (),
 ) -> Diagnosis:
     """Order the occupants (foreign listeners first: they are what breaks a start) and fix."""
     ordered = sorted(occupancies, key=lambda o: (o.registered, not o.listening))
     fixes = _fixes(query, ordered, time_wait, assignments)
     return Diagnosis(query, tuple(ordered), time_wait, tuple(assignments), tuple(fixes),
-                     tuple(dict.fromkeys(gaps)), netns, registry_note, registry_exists)  # fmt: skip
+                     tuple(dict.fromkeys(gaps)), netns, registry_note, registry_exists,
+                     tuple(elsewhere))  # fmt: skip
 
 
 def _fixes(

@@ -27,10 +27,17 @@ _LEFT_OUT = {
     OwnerKind.SESSION: "not a unit, left out",
     OwnerKind.SCOPE: "a scope cannot be guarded (it has no ExecStartPre=), left out",
     OwnerKind.USER_SERVICE: "a user's own unit, not the system's, left out",
-    OwnerKind.CONTAINER: "published by the container engine, not a unit of its own, left out",
+    OwnerKind.CONTAINER: "a container, not a unit of its own, left out",
     OwnerKind.MACHINE: "a systemd-nspawn machine's payload, not a unit of its own, left out",
 }
 _UNKNOWN_OWNER = "its unit could not be found out, left out"
+# A container's, by runtime: who manages it instead of a unit of the system's.
+_CONTAINER_LEFT_OUT = {
+    "docker": "a container published by docker.service, not a unit of its own, left out",
+    "podman": "a podman container, not a unit of its own (a Quadlet unit runs it as one), left out",
+    "kubernetes": "a Kubernetes pod's, managed by the kubelet, left out",
+    "containerd": "a containerd container, not a unit of its own, left out",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +85,7 @@ def placement(owner: Owner, facts: Mapping[str, UnitFacts]) -> Placement | None:
     """The registry key for a listener of OWNER, or None when no system unit owns it."""
     if owner.unit is None:
         return None
-    if owner.kind is OwnerKind.SERVICE:
+    if owner.kind is OwnerKind.SERVICE or _runs_container(owner):
         return Placement(owner.unit)
     if owner.kind is not OwnerKind.SOCKET:
         return None
@@ -90,6 +97,12 @@ def placement(owner: Owner, facts: Mapping[str, UnitFacts]) -> Placement | None:
     if service.endswith(".service") and unit_name_kind(service) is not UnitNameKind.TEMPLATE:
         return Placement(service, owner.unit)
     return Placement(owner.unit)
+
+
+def _runs_container(owner: Owner) -> bool:
+    """A service of its own runs the container (Quadlet's NAME.service, not the engine)."""
+    return (owner.kind is OwnerKind.CONTAINER and owner.runtime == "podman"
+            and (owner.unit or "").endswith(".service"))  # fmt: skip
 
 
 def is_client(occupant: Occupant, ephemeral: tuple[int, int]) -> bool:
@@ -279,7 +292,14 @@ def _left_out(owner: Owner) -> str:
     who = describe_owner(owner)
     if owner.kind not in _LEFT_OUT and owner.user:
         who += f", user {owner.user}"
-    return f"{who} — {_LEFT_OUT.get(owner.kind, _UNKNOWN_OWNER)}"
+    reason = _LEFT_OUT.get(owner.kind, _UNKNOWN_OWNER)
+    if owner.kind is OwnerKind.CONTAINER:
+        reason = _CONTAINER_LEFT_OUT.get(owner.runtime or "", reason)
+        if owner.runtime == "podman" and owner.user not in (None, "root"):
+            reason = f"{owner.user}'s rootless container, not the system's, left out"
+        elif owner.host_network and owner.runtime != "kubernetes":
+            reason = "a container on the host's network, not a unit of its own, left out"
+    return f"{who} — {reason}"
 
 
 def _description(unit: str, facts: Mapping[str, UnitFacts]) -> str | None:

@@ -204,8 +204,11 @@ def remedy_for(owner: Owner, *, unit: str, port: int, proto: str) -> str:
         case OwnerKind.CONTAINER:
             runtime = runtimes.Runtime(owner.runtime) if owner.runtime else None
             name = owner.container_name or owner.container
-            return runtimes.container_remedy(runtime, name, published=not owner.host_network,
-                                             port=port, user=owner.user)  # fmt: skip
+            service = owner.unit if (owner.unit or "").endswith(".service") else None
+            return runtimes.container_remedy(
+                runtime, name, published=not owner.host_network, port=port, user=owner.user,
+                service=service,
+            )  # fmt: skip
         case OwnerKind.MACHINE:
             return runtimes.machine_remedy(owner.container_name or "NAME")
         case OwnerKind.SESSION:

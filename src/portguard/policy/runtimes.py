@@ -10,7 +10,6 @@ drivers); the kubelet's systemd cgroup driver puts a pod's containers under
 stopped: its fix is its configuration, or moving the claim.
 """
 
-import itertools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -56,19 +55,23 @@ def machine_name(unit: str, path: str) -> str | None:
     return re.sub(r"\\x([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), found.group(1))
 
 
-def podman_conmon_name(cmdline: tuple[str, ...]) -> tuple[str, str] | None:
-    """(id, name) from conmon's command line (`conmon … -c <id> -n <name> …`)."""
-    if not cmdline or not cmdline[0].endswith("conmon"):
-        return None
-    args = dict(itertools.pairwise(cmdline[1:]))  # each flag with the word after it
-    container, name = args.get("-c"), args.get("-n")
-    return (container, name) if container and name else None
-
-
 def container_remedy(
-    runtime: Runtime | None, name: str | None, *, published: bool, port: int, user: str | None
+    runtime: Runtime | None,
+    name: str | None,
+    *,
+    published: bool,
+    port: int,
+    user: str | None,
+    service: str | None = None,
 ) -> str:
-    """The fix for a container holding a port: through its runtime, never the runtime itself."""
+    """The fix for a container holding a port: through its supervisor (SERVICE, the unit that
+    runs it, as Quadlet's do), else its runtime; never the runtime itself."""
+    if service and runtime == Runtime.PODMAN:
+        return (
+            f"'systemctl stop {service}', the unit that runs podman container {name}; or move "
+            "its PublishPort= (a Quadlet unit is generated: keep it from starting in its "
+            ".container file, not with 'systemctl disable')"
+        )
     match runtime:
         case Runtime.KUBERNETES:
             return (
