@@ -322,3 +322,25 @@ def test_without_the_docker_api_the_fix_names_the_publish_filter_not_the_engine(
     assert f"'docker ps --filter publish={PORT}'" in text, text
     assert "systemctl stop docker.service" not in text, text
     assert "Docker API did not answer" in text, text
+    # docker-proxy's own arguments still say where the port goes.
+    assert re.search(r"a container at 172\.17\.\d+\.\d+:80 via docker\.service \(pid \d+ "
+                     r"docker-proxy\)", text), text  # fmt: skip
+
+    # The guard of a unit running as an unprivileged User= (as prometheus-node-exporter does)
+    # sees the same: the journal names docker.service's container and the filter, no stop.
+    claim(sandbox, UNIT, f"{PORT}/tcp")
+    guarded_unit(sandbox, UNIT, exec_start=listener("0.0.0.0", PORT),
+                 guard=f"{PORTGUARD_BIN} check", extra="User=nobody\n")  # fmt: skip
+    sandbox.daemon_reload()
+    guarded = start_guarded(sandbox, UNIT)
+    assert guard_status(sandbox, UNIT) == 69, guarded.result.status
+    fields = guarded.entry
+    assert fields["PORTGUARD_OWNER_KIND"] == "container", fields
+    assert fields["PORTGUARD_OWNER_UNIT"] == "docker.service", fields
+    assert fields["PORTGUARD_OWNER_COMM"] == "docker-proxy", fields
+    assert "PORTGUARD_OWNER_CONTAINER" not in fields, fields  # not known: absent, not guessed
+    remedy = str(fields["PORTGUARD_REMEDY"])
+    assert f"'docker ps --filter publish={PORT}'" in remedy, remedy
+    assert "systemctl stop docker.service" not in remedy, remedy
+    assert re.search(r"a container at 172\.17\.\d+\.\d+:80 via docker\.service",
+                     str(fields["MESSAGE"])), fields["MESSAGE"]  # fmt: skip

@@ -132,6 +132,7 @@ def test_a_rootful_container_started_from_a_login_session_is_named_by_conmon(
     assert '"conmon"' in held, held
 
     fields = guarded_against(host, port)
+    print(f"{host.suite}: rootful held by conmon in {fields.get('PORTGUARD_OWNER_UNIT')}")
     assert fields["PORTGUARD_OWNER_KIND"] == "container", fields
     assert fields["PORTGUARD_OWNER_CONTAINER"] == f"{container[:12]} ({name})", fields
     assert fields["PORTGUARD_OWNER_COMM"] == "conmon", fields

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from portguard.host.processes import cmdline
+
 DOCKER_SOCKET = "/run/docker.sock"
 
 
@@ -90,3 +92,19 @@ def proxy_target(cmdline: Sequence[str]) -> str | None:
     if not address or not port:
         return None
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def proxy_for(
+    port: int, proto: str, pids: Sequence[int], proc: str = "/proc"
+) -> tuple[int, str] | None:
+    """The docker-proxy among PIDS that publishes PORT/PROTO, and where it forwards to: read
+    from command lines, which need no access to the engine's API (an unprivileged guard)."""
+    for pid in pids:
+        argv = cmdline(pid, proc)
+        if not argv or not argv[0].endswith("docker-proxy"):
+            continue
+        args = {flag.lstrip("-"): value for flag, value in itertools.pairwise(argv)}
+        target = proxy_target(argv)
+        if args.get("host-port") == str(port) and args.get("proto", "tcp") == proto and target:
+            return pid, target
+    return None

@@ -14,6 +14,7 @@ nothing is found and the fix says how to name the container.
 import itertools
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from portguard.host import cgroups, processes
@@ -45,9 +46,11 @@ def _namespace_paths(cmdline: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(v for v in values if v.startswith("/") and "/netns/" in v))
 
 
-def served_namespaces(pids: list[int]) -> set[int]:
-    """The network namespaces the forwarders PIDS serve: those named on their command lines,
-    and their own when it is not ours (rootlessport runs inside the container's)."""
+def served_namespaces(pids: Sequence[int], mount_ns_pids: Sequence[int] = ()) -> set[int]:
+    """The network namespaces the forwarders PIDS serve: their own when it is not ours
+    (rootlessport runs inside the container's), and those named on their command lines. A
+    rootless namespace file is a bind mount in the user's own mount namespace, so its path is
+    also looked up through the roots of MOUNT_NS_PIDS (Podman's pause process, conmon)."""
     ours = netns_inode("self")
     found: set[int] = set()
     for pid in pids:
@@ -55,24 +58,29 @@ def served_namespaces(pids: list[int]) -> set[int]:
         if own is not None and own != ours:
             found.add(own)
         for path in _namespace_paths(processes.cmdline(pid)):
-            try:
-                found.add(os.stat(path).st_ino)
-            except OSError:
-                continue
+            for seen_from in ("", *(f"/proc/{p}/root" for p in (pid, *mount_ns_pids))):
+                try:
+                    found.add(os.stat(f"{seen_from}{path}").st_ino)
+                except OSError:
+                    continue
+    found.discard(ours)
     return found
 
 
 def rootless_container(scope: str, mount: Path) -> tuple[str, str | None] | None:
     """(id, name) of the rootless container a forwarder's SCOPE serves, found among the
     `libpod-<id>.scope` cgroups beside it by their network namespace; None when none is."""
-    namespaces = served_namespaces(cgroups.pids(scope, mount))
+    parent = scope.rsplit("/", 1)[0] or "/"
+    siblings = [entry.name for entry in cgroups.subdirectories(mount / parent.lstrip("/"))]
+    helpers = [pid for name in siblings if name.startswith(("podman-pause-", "libpod-conmon-"))
+               for pid in cgroups.pids(f"{parent}/{name}", mount)]  # fmt: skip
+    namespaces = served_namespaces(cgroups.pids(scope, mount), helpers)
     if not namespaces:
         return None
-    parent = scope.rsplit("/", 1)[0] or "/"
     matches = []
-    for entry in cgroups.subdirectories(mount / parent.lstrip("/")):
-        found = _CONTAINER_SCOPE.match(entry.name)
-        pids = cgroups.pids(f"{parent}/{entry.name}", mount) if found else []
+    for name in siblings:
+        found = _CONTAINER_SCOPE.match(name)
+        pids = cgroups.pids(f"{parent}/{name}", mount) if found else []
         if found and any(netns_inode(pid) in namespaces for pid in pids):
             conmon = f"{parent}/libpod-conmon-{found.group(1)}.scope"
             matches.append((found.group(1), _conmon_name(conmon, mount)))

@@ -218,7 +218,15 @@ class _Finder:
         )
         docker_runtime = str(runtimes.Runtime.DOCKER)
         if found is None:
-            return _with(base, kind=OwnerKind.CONTAINER, runtime=docker_runtime)
+            # No API to ask (an unprivileged guard cannot read docker.sock): docker-proxy's
+            # own arguments still say where the port goes, and which process it is.
+            mount = self.context.cgroup_mount
+            pids = cgroups.pids(base.cgroup, mount) if base.cgroup and mount else []
+            proxy = docker.proxy_for(occupant.port, str(occupant.proto), pids)
+            if proxy is None:
+                return _with(base, kind=OwnerKind.CONTAINER, runtime=docker_runtime)
+            return _with(base, kind=OwnerKind.CONTAINER, runtime=docker_runtime, pid=proxy[0],
+                         comm=_comm(proxy[0]), forwards_to=proxy[1])  # fmt: skip
         return _with(base, kind=OwnerKind.CONTAINER, container=found.id,
                      container_name=found.name, runtime=docker_runtime)  # fmt: skip
 

@@ -42,6 +42,7 @@ class Owner:
     pids: tuple[int, ...] = ()  # the processes holding the socket, when visible
     runtime: str | None = None  # a container's runtime (policy/runtimes.py)
     host_network: bool = False  # a container on the host's network, not published
+    forwards_to: str | None = None  # the container address docker-proxy forwards to
 
     @property
     def holder_pids(self) -> tuple[int, ...]:

@@ -156,6 +156,8 @@ def describe_owner(owner: Owner) -> str:
             what = _container(owner)
             engine = f"{owner.runtime} " if owner.runtime not in (None, "docker") else ""
             subject = f"{engine}container {what}" if what else f"a {engine}container"
+            if owner.forwards_to and not what:
+                subject += f" at {owner.forwards_to}"
             rootless = owner.runtime == "podman" and owner.user not in (None, "root")
             whose = f" of {owner.user}" if rootless else ""
             via = owner.unit or "the container engine"

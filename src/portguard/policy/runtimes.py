@@ -69,8 +69,8 @@ def container_remedy(
     if service and runtime == Runtime.PODMAN:
         return (
             f"'systemctl stop {service}', the unit that runs podman container {name}; or move "
-            "its PublishPort= (a Quadlet unit is generated: keep it from starting in its "
-            ".container file, not with 'systemctl disable')"
+            "its PublishPort= (a Quadlet unit is generated: the [Install] section of its "
+            ".container file decides whether it starts at boot)"
         )
     match runtime:
         case Runtime.KUBERNETES:
