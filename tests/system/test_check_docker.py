@@ -303,6 +303,12 @@ def test_a_container_on_the_host_network_is_named_and_not_told_to_publish(
     assert remedy.startswith("'docker stop web'") and "--network host" in remedy, remedy
     assert "publish" not in remedy and "docker.service" not in remedy, remedy
 
+    why = portguard(sandbox, "why", f"{PORT}/tcp")
+    assert why.returncode == 1, why.stderr
+    text = why.stdout.replace("\n           ", " ")
+    assert f"is held by container {container[:12]} (web) via docker-{container}.scope" in text, text
+    assert "'docker stop web': it runs on the host's network" in text, text
+
 
 def test_without_the_docker_api_the_fix_names_the_publish_filter_not_the_engine(
     docker_sandbox: Sandbox,

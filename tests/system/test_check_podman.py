@@ -17,12 +17,14 @@ What holds the port, and where the guard must find the container's name:
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
 from tests.system.debroot import extracted, root_tarball
 from tests.system.guarded import guard_start, listener, portguard, wait_listening
@@ -208,4 +210,15 @@ def test_a_quadlet_container_is_fixed_through_its_unit(podman_host: PodmanHost) 
 
     text = why_text(host, port)
     assert f"'systemctl stop {name}.service'" in text, text
+
+    # init registers the port under the Quadlet unit, and audit finds it held by its own unit.
+    written = portguard(host.sandbox, "init")
+    assert written.returncode == 0, written.stderr
+    units = yaml.safe_load(written.stdout)["units"]
+    assert units[f"{name}.service"]["listen"] == [f"0.0.0.0:{port}/tcp"], written.stdout
+    host.sandbox.write_file("/etc/portguard/registry.yaml", written.stdout)
+    audit = portguard(host.sandbox, "audit", "--format", "json")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    rows = {(r["unit"], r["status"]) for r in json.loads(audit.stdout)["claims"]}
+    assert (f"{name}.service", "ok") in rows, rows
     host.sandbox.stop(f"{name}.service", timeout=60)
