@@ -28,7 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -613,6 +614,7 @@ def generator(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
 TARGET_LINT_20K_S = 2.0
 TARGET_GENERATOR_SHARED_MS = 200.0
 SHARED_UNITS = 2000
+NAMESPACES = 50  # for `why`'s search of other network namespaces
 
 
 def shared_port_registry(units: int) -> str:
@@ -669,6 +671,15 @@ def scale(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
             Series(f"inode search through all {processes} processes, nothing found",
                    [PYTHON, "-I", "-c", search], launcher),
         ]  # fmt: skip
+        # `why` on a port free here searches every other network namespace (issue 14): with
+        # none besides ours, and with NAMESPACES processes each listening in a namespace of
+        # its own (as containers' do).
+        port = free_tcp_block(1, 47000, below=60000)
+        why_argv = [PYTHON, "-m", "portguard", "why", f"{port}/tcp", "--registry",
+                    str(workdir / "no-registry")]  # fmt: skip
+        labels = ("no other namespace", f"{NAMESPACES} other namespaces")
+        why_series = [Series(f"`portguard why` free, {label}", why_argv, launcher)
+                      for label in labels]  # fmt: skip
         series: list[Series] = [*lint_series, *big_generators, *inode_series]
         for s in series:  # one untimed run each: page cache
             s.run()
@@ -677,6 +688,14 @@ def scale(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
         for _ in range(runs):
             for s in series:
                 s.run()
+        for _ in range(runs + 1):
+            why_series[0].run()
+        with namespaced_listeners(NAMESPACES, port):
+            for _ in range(runs + 1):
+                why_series[1].run()
+        for s in why_series:  # the first run of each warmed the page cache
+            del s.wall[0], s.rss[0]
+        series += why_series
     finally:
         launcher.close()
         for made in big_generators:
@@ -700,6 +719,25 @@ def scale(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
         "each have a hardened fragment under the unit root, as in the rows above",
     ]
     return rows, notes
+
+
+@contextmanager
+def namespaced_listeners(count: int, port: int) -> Iterator[None]:
+    """COUNT processes, each listening on PORT in a network namespace of its own; gone after."""
+    code = ("import socket, time; s = socket.socket(); "
+            f"s.bind(('0.0.0.0', {port})); s.listen(); print('up', flush=True); "
+            "time.sleep(600)")  # fmt: skip
+    argv = ["unshare", "--net", PYTHON, "-I", "-c", code]
+    children = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+                for _ in range(count)]  # fmt: skip
+    try:
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline() == "up\n"
+        yield
+    finally:
+        for child in children:
+            child.kill()
+            child.wait(timeout=10)
 
 
 def main() -> int:
