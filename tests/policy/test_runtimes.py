@@ -83,6 +83,12 @@ OWNERS = [
     Owner(OwnerKind.SOCKET, "rpcbind.socket", 1, "systemd"),
     Owner(OwnerKind.SERVICE, "containerd.service", 48, "containerd", "root"),
     Owner(OwnerKind.SERVICE, "systemd-machined.service", 49, "systemd-machine", "root"),
+    Owner(OwnerKind.CONTAINER, "webq.service", 50, "conmon", "root", container=ID,
+          container_name="webq", runtime="podman"),  # a Quadlet unit
+    Owner(OwnerKind.CONTAINER, "podman-1234.scope", 42, "pasta.avx2", "alice", container=ID,
+          container_name="webu", runtime="podman"),  # rootless, named by its namespace
+    Owner(OwnerKind.CONTAINER, "docker.service", 51, "docker-proxy", "prometheus",
+          runtime="docker", forwards_to="172.17.0.2:80"),  # unprivileged: from its arguments
 ]  # fmt: skip
 
 
@@ -116,6 +122,16 @@ def test_each_runtime_gets_its_own_fix() -> None:
         "a podman container of alice via podman-1234.scope (pid 42 pasta.avx2)"
     )
     assert describe_owner(unnamed) == "a container via docker.service (pid 12 docker-proxy)"
+    quadlet, named_rootless, proxied = OWNERS[14:17]
+    assert fix(quadlet).startswith("'systemctl stop webq.service', the unit that runs podman")
+    assert "systemctl disable" not in fix(quadlet)
+    assert fix(named_rootless) == (
+        "as alice: 'podman stop webu' (stopping its podman scope would only cut its network)"
+    )
+    assert describe_owner(proxied) == (
+        "a container at 172.17.0.2:80 via docker.service (pid 51 docker-proxy)"
+    )
+    assert "'docker ps --filter publish=8080'" in fix(proxied)
     assert (
         describe_owner(machine)
         == "machine bbm (machine-bbm.scope, systemd-nspawn) (pid 44 python3)"
