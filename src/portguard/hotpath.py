@@ -19,7 +19,7 @@ from _blake2 import blake2b
 
 REGISTRY_DIR = "/etc/portguard"
 CACHE_DIR = "/run/portguard"
-FORMAT = 2
+FORMAT = 3
 
 # One bind as compiled: family, socket type, host, port (None: the template instance),
 # SO_REUSEADDR, SO_REUSEPORT, IPV6_V6ONLY, IP_FREEBIND.
@@ -133,6 +133,17 @@ def cache_path(root: str) -> str:
 
 def load_cache(root: str, key: bytes) -> dict[str, tuple[BindSpec, ...]] | None:
     """The compiled units for KEY, or None; only a root-owned cache is believed."""
+    units = _load(root, key, "units")
+    return units if isinstance(units, dict) else None
+
+
+def load_guards(root: str, key: bytes) -> dict[str, object] | None:
+    """What the full check needs of each unit (commands/check.py), compiled, for KEY."""
+    guards = _load(root, key, "guards")
+    return guards if isinstance(guards, dict) else None
+
+
+def _load(root: str, key: bytes, part: str) -> object:
     data = _read_trusted(cache_path(root))
     if data is None:
         return None
@@ -142,11 +153,15 @@ def load_cache(root: str, key: bytes) -> dict[str, tuple[BindSpec, ...]] | None:
         return None
     if not isinstance(cache, dict) or cache.get("format") != FORMAT or cache.get("key") != key:
         return None
-    units = cache.get("units")
-    return units if isinstance(units, dict) else None
+    return cache.get(part)
 
 
-def store_cache(root: str, key: bytes, units: dict[str, tuple[BindSpec, ...]]) -> bool:
+def store_cache(
+    root: str,
+    key: bytes,
+    units: dict[str, tuple[BindSpec, ...]],
+    guards: dict[str, object] | None = None,
+) -> bool:
     """Write the compiled form atomically; only root may, and failure just costs speed."""
     if os.geteuid() != 0:
         return False
@@ -156,7 +171,8 @@ def store_cache(root: str, key: bytes, units: dict[str, tuple[BindSpec, ...]]) -
         os.makedirs(CACHE_DIR, mode=0o755, exist_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            data = marshal.dumps({"format": FORMAT, "key": key, "units": units})
+            data = marshal.dumps({"format": FORMAT, "key": key, "units": units,
+                                  "guards": guards or {}})  # fmt: skip
             if os.write(fd, data) != len(data):
                 raise OSError(errno.ENOSPC, "short write")
         finally:

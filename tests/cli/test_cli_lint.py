@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import portguard
-import portguard.cli.lint
+import portguard.host.sysctl
+import portguard.registry.lint
 from portguard.cli import main
 from portguard.host.sysctl import read_local_ports
 from portguard.registry.findings import Severity
@@ -32,7 +33,7 @@ from tests.conftest import (
 @pytest.fixture(autouse=True)
 def _kernel_ports(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same ephemeral range whatever host runs the tests (subprocesses read the real one)."""
-    monkeypatch.setattr(portguard.cli.lint, "read_local_ports", lambda: DEFAULT_LOCAL_PORTS)
+    monkeypatch.setattr(portguard.host.sysctl, "read_local_ports", lambda: DEFAULT_LOCAL_PORTS)
 
 
 def lint(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -131,7 +132,7 @@ def test_reserved_port_does_not_warn(
     capsys: pytest.CaptureFixture[str], reg: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     local = LocalPorts((32768, 60999), PortSet.parse("40000"))
-    monkeypatch.setattr(portguard.cli.lint, "read_local_ports", lambda: local)
+    monkeypatch.setattr(portguard.host.sysctl, "read_local_ports", lambda: local)
     path = reg.write("registry.yaml", "version: 1\nunits:\n  a.service:\n    listen: [40000/udp]\n")
     assert lint(capsys, str(path))[:2] == (0, "")
 
@@ -336,7 +337,7 @@ def test_internal_errors_are_one_line_and_exit_70(
     def broken(*_: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(portguard.cli.lint, "check_registry", broken)
+    monkeypatch.setattr(portguard.registry.lint, "check_registry", broken)
     path = reg.write("registry.yaml", "version: 1\n")
     code, out, err = lint(capsys, str(path))
     assert (code, out) == (70, "")

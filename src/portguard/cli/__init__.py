@@ -3,7 +3,6 @@
 import argparse
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -72,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(Exit.OK)
     except Exception as exc:  # the last line of defence against tracebacks
         if debug:
+            import traceback  # noqa: PLC0415 - only for --debug: it costs ~14 ms to load
+
             traceback.print_exc()
         _say(f"portguard: internal error: {type(exc).__name__}: {exc} (a bug; rerun with --debug)")
         return int(Exit.SOFTWARE)

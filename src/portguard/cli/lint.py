@@ -4,13 +4,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portguard.errors import Exit
-from portguard.host.sysctl import read_local_ports
-from portguard.registry.findings import Finding, Severity
-from portguard.registry.lint import check_registry
-from portguard.registry.model import REGISTRY_DIR, RegistrySource, load
+
+if TYPE_CHECKING:
+    from portguard.registry.findings import Finding
+    from portguard.registry.model import RegistrySource
 
 
 def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.ArgumentParser) -> None:
@@ -34,6 +34,13 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
 
 
 def run(args: argparse.Namespace) -> int:
+    # The YAML reader and the overlap rules load only when lint runs: every other verb
+    # builds this parser too, `check` on a busy port among them.
+    from portguard.host.sysctl import read_local_ports  # noqa: PLC0415
+    from portguard.registry.findings import Severity  # noqa: PLC0415
+    from portguard.registry.lint import check_registry  # noqa: PLC0415
+    from portguard.registry.model import REGISTRY_DIR, RegistrySource, load  # noqa: PLC0415
+
     paths: list[Path] = args.files or [args.registry or REGISTRY_DIR]
     source = RegistrySource.from_paths(paths)
     loaded = load(source)
@@ -48,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
     return int(Exit.CONFIG if errors or not source.files else Exit.OK)
 
 
-def _summary(source: RegistrySource, units: int, findings: tuple[Finding, ...]) -> None:
-    errors = sum(f.severity is Severity.ERROR for f in findings)
+def _summary(source: "RegistrySource", units: int, findings: "tuple[Finding, ...]") -> None:
+    errors = sum(f.severity == "error" for f in findings)
     warnings = len(findings) - errors
     files = len(source.files)
     if not files:
@@ -63,9 +70,11 @@ def _summary(source: RegistrySource, units: int, findings: tuple[Finding, ...]) 
     )
 
 
-def _as_data(source: RegistrySource, units: int, findings: tuple[Finding, ...]) -> dict[str, Any]:
+def _as_data(
+    source: "RegistrySource", units: int, findings: "tuple[Finding, ...]"
+) -> dict[str, Any]:
     return {
-        "valid": bool(source.files) and not any(f.severity is Severity.ERROR for f in findings),
+        "valid": bool(source.files) and not any(f.severity == "error" for f in findings),
         "files": [str(p) for p in source.files],
         "units": units,
         "findings": [

@@ -4,14 +4,15 @@ The free path is hotpath.py's; this is everything else: a busy port, the first r
 a registry change, an unregistered unit, a broken registry.
 """
 
+import ipaddress
 import json
 import os
 import sys
 import time
-import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from portguard import hotpath
 from portguard.errors import ConfigError, PortguardError, UsageError
@@ -22,9 +23,11 @@ from portguard.host.processes import wait_for_exit
 from portguard.policy.guard import Effects, Guarded, check
 from portguard.policy.owners import Attribution
 from portguard.policy.report import Report, Verdict
-from portguard.registry.claims import Claim, ClaimSyntaxError, Proto
-from portguard.registry.model import REGISTRY_DIR, Registry, RegistrySource, load
-from portguard.registry.unitname import unit_name_problem
+from portguard.registry.claims import Claim, ClaimSyntaxError, ListenParts, Proto, make_claim
+
+if TYPE_CHECKING:
+    from portguard.registry.model import Registry
+from portguard.registry.unitname import split_instance, unit_name_problem
 
 
 def which_unit(explicit: str | None) -> str:
@@ -44,9 +47,10 @@ def which_unit(explicit: str | None) -> str:
     return unit
 
 
-def load_registry(path: Path) -> Registry:
+def load_registry(path: Path) -> "Registry":
     """The whole registry, validated like `lint`; refreshes the hot path's compiled form."""
     from portguard.registry.lint import check_registry  # noqa: PLC0415 - YAML only off the free path
+    from portguard.registry.model import RegistrySource, load  # noqa: PLC0415
 
     root = str(path) if path.is_dir() else None
     source = RegistrySource.installed(path) if root else RegistrySource(path)
@@ -63,11 +67,68 @@ def load_registry(path: Path) -> Registry:
         raise ConfigError(f"registry invalid: {errors[0]}{more}", hint="run 'portguard lint'")
     if root and before is not None and hotpath.digest(root) == before:
         # Stored only when the files did not change while we parsed them.
-        hotpath.store_cache(root, before[0], compile_units(loaded.registry))
+        registry = loaded.registry
+        hotpath.store_cache(root, before[0], compile_units(registry), compile_guards(registry))
     return loaded.registry
 
 
-def compile_units(registry: Registry) -> dict[str, tuple[hotpath.BindSpec, ...]]:
+# One listen entry as compiled: address text (None: every address), first and last port
+# (None: the template instance), protocol, v6only, reuseaddr, reuseport, freebind.
+CompiledListen = tuple[str | None, int | None, int | None, str, bool, bool, bool, bool]
+# A unit as compiled: its listen entries, wait (ms), via and owner.
+CompiledGuard = tuple[tuple[CompiledListen, ...], int, tuple[str, ...], str | None]
+
+
+def compile_guards(registry: "Registry") -> dict[str, object]:
+    """What guarded_for needs of each unit, in marshal's types: a busy port's check then
+    reads the compiled registry instead of parsing and validating the YAML again."""
+    guards: dict[str, object] = {}
+    for name, entry in registry.units.items():
+        listens = tuple(
+            (None if p.address is None else str(p.address), p.first, p.last, str(p.proto),
+             listen.v6only, listen.reuseaddr, listen.reuseport, listen.freebind)
+            for listen in entry.listen
+            for p in (listen.parts,)
+        )  # fmt: skip
+        guards[name] = (listens, entry.wait_ms, entry.via, entry.owner)
+    return guards
+
+
+def compiled_guarded(root: Path, unit: str) -> tuple[bool, Guarded | None]:
+    """(True, UNIT's Guarded or None when it has no claims) from the compiled registry when
+    it matches the files now; (False, None) when only the YAML can say."""
+    if not root.is_dir():
+        return False, None
+    found = hotpath.digest(str(root))
+    guards = hotpath.load_guards(str(root), found[0]) if found else None
+    if guards is None:
+        return False, None
+    # As Registry.entry_for: the exact name first, then its template.
+    template, instance = split_instance(unit)
+    compiled = guards.get(unit)
+    if compiled is None and instance is not None:
+        compiled = guards.get(template)
+    if compiled is None:
+        return True, None
+    try:
+        listens, wait_ms, via, owner = cast(CompiledGuard, compiled)
+        claims = tuple(_claim(listen, instance) for listen in listens)
+    except (TypeError, ValueError):
+        # Not the shape compile_guards writes, or an instance that is no port (the YAML's
+        # error names the file and line): the YAML decides.
+        return False, None
+    return True, Guarded(unit, claims, wait_ms, tuple(via), owner)
+
+
+def _claim(listen: CompiledListen, instance: str | None) -> Claim:
+    address, first, last, proto, v6only, reuseaddr, reuseport, freebind = listen
+    parts = ListenParts(None if address is None else ipaddress.ip_address(address), first,
+                        last, Proto(proto))  # fmt: skip
+    return make_claim(parts, v6only=v6only, reuseaddr=reuseaddr, reuseport=reuseport,
+                      instance=instance, freebind=freebind)  # fmt: skip
+
+
+def compile_units(registry: "Registry") -> dict[str, tuple[hotpath.BindSpec, ...]]:
     """Each unit's binds as the hot path runs them (a template's port is its instance)."""
     units: dict[str, tuple[hotpath.BindSpec, ...]] = {}
     for name, entry in registry.units.items():
@@ -80,7 +141,7 @@ def compile_units(registry: Registry) -> dict[str, tuple[hotpath.BindSpec, ...]]
     return units
 
 
-def guarded_for(registry: Registry, unit: str) -> Guarded | None:
+def guarded_for(registry: "Registry", unit: str) -> Guarded | None:
     found = registry.entry_for(unit)
     if found is None:
         return None
@@ -151,7 +212,7 @@ def run(
     unit = which_unit(unit_arg)
     binder = binder_of(bind_options or [])
     try:
-        return emit(_decide(unit, registry or Path(REGISTRY_DIR), binder), as_json=as_json)
+        return emit(_decide(unit, registry or Path(hotpath.REGISTRY_DIR), binder), as_json=as_json)
     except ConfigError as exc:
         summary = exc.message + (f" ({exc.hint})" if exc.hint else "")
         report = Report(Verdict.CONFIG_ERROR, unit, summary, "fix the registry, then start again")
@@ -160,6 +221,8 @@ def run(
         raise
     except Exception as exc:  # still logged structurally, as the contract asks
         if debug:
+            import traceback  # noqa: PLC0415 - only for --debug: it costs ~14 ms to load
+
             traceback.print_exc()
         summary = f"internal error: {type(exc).__name__}: {exc}"
         report = Report(Verdict.INTERNAL_ERROR, unit, summary, "a portguard bug: please report it")
@@ -169,8 +232,9 @@ def run(
 def _decide(unit: str, registry_path: Path, binder: probe.Binder) -> Report:
     if not registry_path.exists():
         raise ConfigError(f"no registry at {registry_path}")
-    registry = load_registry(registry_path)
-    guarded = guarded_for(registry, unit)
+    answered, guarded = compiled_guarded(registry_path, unit)
+    if not answered:
+        guarded = guarded_for(load_registry(registry_path), unit)
     if guarded is None:
         return Report(
             Verdict.UNREGISTERED,

@@ -4,7 +4,6 @@ A published port is held by docker-proxy (or dockerd itself without the userland
 in docker.service's cgroup; only the engine knows which container it is for.
 """
 
-import http.client
 import itertools
 import json
 import socket
@@ -24,21 +23,19 @@ class Container:
     image: str | None
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.socket_path)
-        self.sock = sock
-
-
 def containers(*, timeout: float, path: str = DOCKER_SOCKET) -> list[dict[str, Any]]:
     """The engine's running containers (GET /containers/json); raises OSError when it cannot."""
-    connection = _UnixConnection(path, timeout)
+    # http.client (and the email package under it) loads only when the engine is asked.
+    import http.client  # noqa: PLC0415
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            sock.connect(path)
+            self.sock = sock
+
+    connection = UnixConnection("localhost", timeout=timeout)
     try:
         connection.request("GET", "/containers/json")
         response = connection.getresponse()

@@ -1,0 +1,133 @@
+"""`check` off the free path reads the compiled registry (commands/check.py), not the YAML:
+the same Guarded for every unit, templates too, and the YAML again whenever it changed."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import portguard.commands.check
+from portguard import hotpath
+from portguard.commands.check import compiled_guarded, guarded_for, load_registry
+from tests.conftest import SRC
+
+REGISTRY = """\
+version: 1
+defaults:
+  wait: 7s
+units:
+  web.service:
+    listen:
+      - 8080/tcp
+      - "127.0.0.1:9090/tcp"
+      - {port: "[::]:8443/tcp", v6only: true, reuseport: true}
+      - {port: "[2001:db8::1]:53/udp", freebind: true, reuseaddr: false}
+    via: [web.socket]
+    owner: payments-team
+  media.service:
+    listen: ["10000-10100/udp"]
+    wait: 0s
+  redis@.service:
+    listen: ["%i/tcp", "127.0.0.2:%i/tcp"]
+  redis@6390.service:
+    listen: ["6391/tcp"]
+"""
+UNITS = ["web.service", "media.service", "redis@6379.service", "redis@6390.service",
+         "other.service", "redis@x.service"]  # fmt: skip
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    registry = tmp_path / "portguard"
+    registry.mkdir(mode=0o755)
+    (registry / "registry.yaml").write_text(REGISTRY)
+    if os.geteuid() != 0:  # our own files stand for root's, and we may store the cache
+        monkeypatch.setattr(hotpath, "is_safe", lambda st: not st.st_mode & 0o022)
+        monkeypatch.setattr(hotpath.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(hotpath, "CACHE_DIR", str(tmp_path / "cache"))
+    return registry
+
+
+def test_without_a_compiled_registry_the_yaml_decides(root: Path) -> None:
+    assert compiled_guarded(root, "web.service") == (False, None)
+
+
+def test_the_compiled_registry_gives_what_the_yaml_gives(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = load_registry(root)  # validates, and compiles
+    expected = {unit: guarded_for(registry, unit) for unit in UNITS if unit != "redis@x.service"}
+
+    def no_yaml(path: Path) -> None:
+        raise AssertionError("the YAML was read")
+
+    monkeypatch.setattr(portguard.commands.check, "load_registry", no_yaml)
+    for unit, guarded in expected.items():
+        assert compiled_guarded(root, unit) == (True, guarded), unit
+    assert compiled_guarded(root, "other.service") == (True, None)
+    # An instance that is no port: the YAML's error, with its file and line, decides.
+    assert compiled_guarded(root, "redis@x.service") == (False, None)
+
+
+def test_a_changed_registry_is_read_from_the_yaml_again(root: Path) -> None:
+    load_registry(root)
+    assert compiled_guarded(root, "media.service")[0]
+    (root / "registry.yaml").write_text(REGISTRY.replace("10000-10100/udp", "10000/udp"))
+    assert compiled_guarded(root, "media.service") == (False, None)
+    changed = guarded_for(load_registry(root), "media.service")
+    assert changed is not None and str(changed.claims[0]) == "10000/udp"
+    assert compiled_guarded(root, "media.service") == (True, changed)
+
+
+LIGHT = """
+import os, sys
+from pathlib import Path
+from portguard import hotpath
+from portguard.host import journal
+hotpath.CACHE_DIR = sys.argv[3]
+if os.geteuid() != 0:
+    hotpath.is_safe = lambda st: not st.st_mode & 0o022
+    hotpath.os.geteuid = lambda: 0
+journal.send = lambda fields: True  # never the host's journal
+if sys.argv[1] == "compile":  # as the first check after a registry change leaves it
+    from portguard.commands.check import load_registry
+    load_registry(Path(sys.argv[2]))
+    sys.exit(0)
+from portguard.cli import main
+code = main(["check", "--registry", sys.argv[2], "a.service"])
+print(code, " ".join(sorted(sys.modules)))
+"""
+
+
+def test_a_held_verdict_reads_neither_the_yaml_nor_pyroute2s_whole_api(tmp_path: Path) -> None:
+    """The held path's imports (issue 15): no YAML parser, no pyroute2 __init__ (IPRoute,
+    NDB, asyncio), no HTTP client unless Docker is asked."""
+    root = tmp_path / "portguard"
+    root.mkdir(mode=0o755)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        (root / "registry.yaml").write_text(
+            f"version: 1\nunits:\n  a.service:\n    listen: ['127.0.0.1:{port}/tcp']\n"
+        )
+        runs = [
+            subprocess.run(
+                [sys.executable, "-c", LIGHT, mode, str(root), str(tmp_path / "cache")],
+                env={**os.environ, "PYTHONPATH": str(SRC)}, capture_output=True, text=True,
+                timeout=60, check=False,
+            )
+            for mode in ("compile", "check")
+        ]  # fmt: skip
+    for result in runs:
+        assert result.returncode == 0, result.stderr
+    code, _, imported = runs[1].stdout.strip().partition(" ")
+    modules = set(imported.split())
+    assert code == "69", runs[1].stdout + runs[1].stderr
+    assert "portguard.host.sockets" in modules  # the census ran
+    for heavy in ("yaml", "portguard.registry.model", "pyroute2.iproute", "asyncio",
+                  "http.client", "portguard.registry.lint"):  # fmt: skip
+        assert heavy not in modules, heavy
