@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 import portguard
+from portguard.registry.entries import LoadResult, RegistrySource
 from portguard.registry.findings import Finding, Severity
 from portguard.registry.lint import check_registry
 from portguard.registry.localports import LocalPorts, PortSet
-from portguard.registry.model import LoadResult, RegistrySource, load
+from portguard.registry.model import load
 
 # The code under test: src/ in a checkout. With PORTGUARD_TEST_INSTALLED=1 (the autopkgtest,
 # debian/tests/unit) it is the installed package, and the files the package ships (launcher,

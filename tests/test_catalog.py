@@ -19,7 +19,7 @@ from portguard.policy.guard import Guarded
 from portguard.policy.owners import Owner, OwnerKind
 from portguard.policy.report import MESSAGE_ID, Report, Verdict
 from portguard.registry.claims import Claim, Proto
-from portguard.registry.model import Registry
+from portguard.registry.entries import Registry
 from tests.conftest import shipped
 from tests.policy.test_guard import (
     ANY_V4,

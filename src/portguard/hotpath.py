@@ -137,10 +137,9 @@ def load_cache(root: str, key: bytes) -> dict[str, tuple[BindSpec, ...]] | None:
     return units if isinstance(units, dict) else None
 
 
-def load_guards(root: str, key: bytes) -> dict[str, object] | None:
-    """What the full check needs of each unit (commands/check.py), compiled, for KEY."""
-    guards = _load(root, key, "guards")
-    return guards if isinstance(guards, dict) else None
+def load_registry(root: str, key: bytes) -> object:
+    """The whole registry in marshal's types (registry/compiled.py) for KEY, or None."""
+    return _load(root, key, "registry")
 
 
 def _load(root: str, key: bytes, part: str) -> object:
@@ -160,7 +159,7 @@ def store_cache(
     root: str,
     key: bytes,
     units: dict[str, tuple[BindSpec, ...]],
-    guards: dict[str, object] | None = None,
+    registry: object = None,
 ) -> bool:
     """Write the compiled form atomically; only root may, and failure just costs speed."""
     if os.geteuid() != 0:
@@ -172,7 +171,7 @@ def store_cache(
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             data = marshal.dumps({"format": FORMAT, "key": key, "units": units,
-                                  "guards": guards or {}})  # fmt: skip
+                                  "registry": registry})  # fmt: skip
             if os.write(fd, data) != len(data):
                 raise OSError(errno.ENOSPC, "short write")
         finally:

@@ -32,8 +32,8 @@ from portguard.host.units import FactsUnavailable, UnitFacts
 from portguard.policy.owners import Attribution, Holding, Owner, OwnerKind
 from portguard.registry.assignments import Assignment, assignments
 from portguard.registry.claims import Proto
+from portguard.registry.entries import Registry
 from portguard.registry.localports import LocalPorts, PortSet
-from portguard.registry.model import Registry
 from tests.conftest import Registry as RegistryFiles
 from tests.prometheus_text import parse
 

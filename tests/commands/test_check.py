@@ -11,7 +11,8 @@ import pytest
 
 import portguard.commands.check
 from portguard import hotpath
-from portguard.commands.check import compiled_guarded, guarded_for, load_registry
+from portguard.commands.check import compiled_registry, guarded_for, load_registry
+from portguard.registry.compiled import registry_of
 from tests.conftest import SRC
 
 REGISTRY = """\
@@ -52,34 +53,41 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_without_a_compiled_registry_the_yaml_decides(root: Path) -> None:
-    assert compiled_guarded(root, "web.service") == (False, None)
+    assert compiled_registry(root) is None
 
 
-def test_the_compiled_registry_gives_what_the_yaml_gives(
+def test_the_compiled_registry_is_the_yaml_s_registry(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry = load_registry(root)  # validates, and compiles
+    assert compiled_registry(root) == registry
     expected = {unit: guarded_for(registry, unit) for unit in UNITS if unit != "redis@x.service"}
 
     def no_yaml(path: Path) -> None:
         raise AssertionError("the YAML was read")
 
     monkeypatch.setattr(portguard.commands.check, "load_registry", no_yaml)
+    compiled = compiled_registry(root)
+    assert compiled is not None
     for unit, guarded in expected.items():
-        assert compiled_guarded(root, unit) == (True, guarded), unit
-    assert compiled_guarded(root, "other.service") == (True, None)
-    # An instance that is no port: the YAML's error, with its file and line, decides.
-    assert compiled_guarded(root, "redis@x.service") == (False, None)
+        assert guarded_for(compiled, unit) == guarded, unit
+    assert expected["other.service"] is None
+    assert expected["redis@6379.service"] is not None
 
 
 def test_a_changed_registry_is_read_from_the_yaml_again(root: Path) -> None:
     load_registry(root)
-    assert compiled_guarded(root, "media.service")[0]
+    assert compiled_registry(root) is not None
     (root / "registry.yaml").write_text(REGISTRY.replace("10000-10100/udp", "10000/udp"))
-    assert compiled_guarded(root, "media.service") == (False, None)
-    changed = guarded_for(load_registry(root), "media.service")
-    assert changed is not None and str(changed.claims[0]) == "10000/udp"
-    assert compiled_guarded(root, "media.service") == (True, changed)
+    assert compiled_registry(root) is None
+    changed = load_registry(root)
+    assert compiled_registry(root) == changed
+
+
+def test_a_compiled_form_of_another_shape_is_not_believed() -> None:
+    assert registry_of((0, (), ())) is None
+    assert registry_of("junk") is None
+    assert registry_of(None) is None
 
 
 LIGHT = """

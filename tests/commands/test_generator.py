@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from portguard.commands import generator
 from portguard.host.dropins import DROPIN_NAME
 from portguard.registry import fastreader
+from portguard.registry.entries import RegistrySource
 from portguard.registry.lint import check_registry
-from portguard.registry.model import RegistrySource, load
+from portguard.registry.model import load
 from tests.conftest import DATA, EXAMPLE_REGISTRY, RULES, SRC, position, shipped
 from tests.host.test_dropins import directives
 

@@ -24,10 +24,11 @@ from portguard.host.units import UnitFacts
 from portguard.policy.inventory import Capture, plan
 from portguard.policy.owners import Holding, Owner, OwnerKind
 from portguard.registry.claims import Claim, Proto, overlaps, reach
+from portguard.registry.entries import Mode, Registry, RegistrySource
 from portguard.registry.findings import Finding, Severity
 from portguard.registry.lint import check_registry
 from portguard.registry.localports import LocalPorts, PortSet
-from portguard.registry.model import Mode, Registry, RegistrySource, load
+from portguard.registry.model import load
 from tests.conftest import DEFAULT_LOCAL_PORTS
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

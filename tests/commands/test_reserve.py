@@ -16,8 +16,9 @@ from portguard import hotpath
 from portguard.cli import main
 from portguard.commands import reserve
 from portguard.host.sysctl import RESERVED_PORTS
+from portguard.registry.entries import Registry, RegistrySource
 from portguard.registry.localports import PortSet
-from portguard.registry.model import Registry, RegistrySource, load
+from portguard.registry.model import load
 
 REGISTRY = """\
     version: 1

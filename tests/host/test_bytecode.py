@@ -175,3 +175,57 @@ def test_the_kernel_dumps_exactly_the_asked_ports() -> None:
     assert len(expected) >= 40, f"seed {seed}"
     assert seen["raw"] == expected, f"seed {seed}: the kernel's filter"
     assert seen["found"] == expected, f"seed {seed}"
+
+
+HOLDERS = """
+import json, socket
+from portguard.registry.claims import Proto
+from portguard.host.sockets import census, holders_census
+def listener(port=0):
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+server = listener()
+a = server.getsockname()[1]
+accepted = []
+for _ in range(3):
+    client = socket.create_connection(("127.0.0.1", a))
+    accepted.append((client, server.accept()[0]))
+tw_server = listener()
+b = tw_server.getsockname()[1]
+c1 = socket.create_connection(("127.0.0.1", b))
+s1 = tw_server.accept()[0]
+s1.close(); c1.recv(1); c1.close(); tw_server.close()  # the server side: TIME-WAIT on b
+squatter = socket.socket()
+squatter.bind(("127.0.0.1", 0))  # a client connection that took port c
+c = squatter.getsockname()[1]
+squatter.connect(("127.0.0.1", a))
+accepted.append((squatter, server.accept()[0]))
+ports = {(Proto.TCP, p) for p in (a, b, c)}
+def seen(found):
+    return sorted([o.port, o.state] for o in found)
+print(json.dumps({"a": a, "b": b, "c": c, "full": seen(census(ports)),
+                  "holders": seen(holders_census(ports))}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a network namespace of its own needs root "
+                    "(CI runs as root)")  # fmt: skip
+def test_audits_census_keeps_the_holders_and_drops_accepted_connections_and_time_wait() -> None:
+    result = subprocess.run(
+        ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
+         sys.executable, "-c", HOLDERS],
+        env={**os.environ, "PYTHONPATH": str(SRC)}, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    a, b, c = seen["a"], seen["b"], seen["c"]
+    # The full census (check's, why's): the listener, its 4 accepted connections, the
+    # TIME-WAIT, and the client connection on c.
+    assert [a, "LISTEN"] in seen["full"] and [b, "TIME-WAIT"] in seen["full"]
+    assert seen["full"].count([a, "ESTAB"]) == 4 and [c, "ESTAB"] in seen["full"]
+    # audit's: who holds each port — the listener of a, and the connection that took c.
+    assert seen["holders"] == sorted([[a, "LISTEN"], [c, "ESTAB"]])

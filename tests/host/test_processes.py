@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from portguard.host.processes import SocketOptions, holders_of, options_of, process, wait_for_exit
+from portguard.host.processes import (
+    SocketOptions,
+    options_of,
+    process,
+    socket_holders,
+    wait_for_exit,
+)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BTIME = 1_700_000_000
@@ -127,20 +133,24 @@ def test_a_child_in_the_real_proc(sleeper: "subprocess.Popen[bytes]") -> None:
     assert found.started is not None and abs(found.started - spawned) < 2
 
 
-def test_holders_of_finds_who_has_the_socket_open(sleeper: "subprocess.Popen[bytes]") -> None:
-    with socket.socket() as sock:
-        inode = os.fstat(sock.fileno()).st_ino
+def test_socket_holders_finds_who_has_each_socket_open(sleeper: "subprocess.Popen[bytes]") -> None:
+    with socket.socket() as sock, socket.socket() as own:
+        inode, mine = os.fstat(sock.fileno()).st_ino, os.fstat(own.fileno()).st_ino
         holder = subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=[sock.fileno()]
         )
         try:
             candidates = [sleeper.pid, os.getpid(), holder.pid, 2**22 + 1]  # the last: no process
-            assert holders_of(inode, candidates) == [os.getpid(), holder.pid]
+            held = socket_holders(candidates)
+            assert held[inode] == [(os.getpid(), sock.fileno()), (holder.pid, sock.fileno())]
+            assert held[mine] == [(os.getpid(), own.fileno())]
+            # Asked for one inode, the pass stops at the first process that has it.
+            assert socket_holders(candidates, {inode})[inode] == [(os.getpid(), sock.fileno())]
         finally:
             holder.kill()
             holder.wait()
-        assert holders_of(inode, candidates) == [os.getpid()]
-    assert holders_of(inode, [os.getpid()]) == []
+        assert socket_holders(candidates)[inode] == [(os.getpid(), sock.fileno())]
+    assert inode not in socket_holders([os.getpid()])
 
 
 def test_wait_for_exit_returns_when_a_process_exits(sleeper: "subprocess.Popen[bytes]") -> None:

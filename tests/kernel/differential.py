@@ -36,8 +36,9 @@ from portguard.host.processes import wait_for_exit
 from portguard.host.units import FactsUnavailable
 from portguard.policy import attribute as attribution
 from portguard.policy.guard import Effects, check
+from portguard.registry.entries import RegistrySource
 from portguard.registry.lint import check_registry
-from portguard.registry.model import RegistrySource, load
+from portguard.registry.model import load
 
 HERE = Path(__file__).resolve().parent
 UNIT = "diff.service"

@@ -6,7 +6,7 @@ import pytest
 
 from portguard.registry.assignments import assigned, assignments
 from portguard.registry.claims import Claim, Proto
-from portguard.registry.model import Registry
+from portguard.registry.entries import Registry
 from tests.conftest import Registry as Files
 from tests.conftest import describe
 

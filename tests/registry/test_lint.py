@@ -10,10 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from portguard.registry.claims import Claim, Proto, overlaps
+from portguard.registry.entries import RegistrySource
 from portguard.registry.findings import Severity
 from portguard.registry.lint import _overlapping_pairs, _Placed, check_registry
 from portguard.registry.localports import LocalPorts, PortSet
-from portguard.registry.model import RegistrySource, load
+from portguard.registry.model import load
 from tests.conftest import (
     BAD_RULE_FILES,
     DEFAULT_LOCAL_PORTS,

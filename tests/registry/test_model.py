@@ -7,14 +7,9 @@ from pathlib import Path
 import pytest
 
 from portguard.registry.claims import Claim, ClaimSyntaxError, Proto
+from portguard.registry.entries import Mode, Registry, RegistrySource, UnitEntry
 from portguard.registry.findings import Severity
-from portguard.registry.model import (
-    Mode,
-    Registry,
-    RegistrySource,
-    UnitEntry,
-    load,
-)
+from portguard.registry.model import load
 from tests.conftest import DESIGN_EXAMPLE, describe, only
 from tests.conftest import Registry as Files
 

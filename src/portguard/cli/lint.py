@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from portguard.errors import Exit
 
 if TYPE_CHECKING:
+    from portguard.registry.entries import RegistrySource
     from portguard.registry.findings import Finding
-    from portguard.registry.model import RegistrySource
 
 
 def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.ArgumentParser) -> None:
@@ -37,9 +37,10 @@ def run(args: argparse.Namespace) -> int:
     # The YAML reader and the overlap rules load only when lint runs: every other verb
     # builds this parser too, `check` on a busy port among them.
     from portguard.host.sysctl import read_local_ports  # noqa: PLC0415
+    from portguard.registry.entries import REGISTRY_DIR, RegistrySource  # noqa: PLC0415
     from portguard.registry.findings import Severity  # noqa: PLC0415
     from portguard.registry.lint import check_registry  # noqa: PLC0415
-    from portguard.registry.model import REGISTRY_DIR, RegistrySource, load  # noqa: PLC0415
+    from portguard.registry.model import load  # noqa: PLC0415
 
     paths: list[Path] = args.files or [args.registry or REGISTRY_DIR]
     source = RegistrySource.from_paths(paths)

@@ -4,7 +4,6 @@ The free path is hotpath.py's; this is everything else: a busy port, the first r
 a registry change, an unregistered unit, a broken registry.
 """
 
-import ipaddress
 import json
 import os
 import sys
@@ -12,7 +11,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from portguard import hotpath
 from portguard.errors import ConfigError, PortguardError, UsageError
@@ -23,11 +22,12 @@ from portguard.host.processes import wait_for_exit
 from portguard.policy.guard import Effects, Guarded, check
 from portguard.policy.owners import Attribution
 from portguard.policy.report import Report, Verdict
-from portguard.registry.claims import Claim, ClaimSyntaxError, ListenParts, Proto, make_claim
+from portguard.registry import compiled
+from portguard.registry.claims import Claim, ClaimSyntaxError, Proto
 
 if TYPE_CHECKING:
-    from portguard.registry.model import Registry
-from portguard.registry.unitname import split_instance, unit_name_problem
+    from portguard.registry.entries import Registry
+from portguard.registry.unitname import unit_name_problem
 
 
 def which_unit(explicit: str | None) -> str:
@@ -49,8 +49,9 @@ def which_unit(explicit: str | None) -> str:
 
 def load_registry(path: Path) -> "Registry":
     """The whole registry, validated like `lint`; refreshes the hot path's compiled form."""
+    from portguard.registry.entries import RegistrySource  # noqa: PLC0415
     from portguard.registry.lint import check_registry  # noqa: PLC0415 - YAML only off the free path
-    from portguard.registry.model import RegistrySource, load  # noqa: PLC0415
+    from portguard.registry.model import load  # noqa: PLC0415
 
     root = str(path) if path.is_dir() else None
     source = RegistrySource.installed(path) if root else RegistrySource(path)
@@ -68,64 +69,17 @@ def load_registry(path: Path) -> "Registry":
     if root and before is not None and hotpath.digest(root) == before:
         # Stored only when the files did not change while we parsed them.
         registry = loaded.registry
-        hotpath.store_cache(root, before[0], compile_units(registry), compile_guards(registry))
+        hotpath.store_cache(root, before[0], compile_units(registry), compiled.plain(registry))
     return loaded.registry
 
 
-# One listen entry as compiled: address text (None: every address), first and last port
-# (None: the template instance), protocol, v6only, reuseaddr, reuseport, freebind.
-CompiledListen = tuple[str | None, int | None, int | None, str, bool, bool, bool, bool]
-# A unit as compiled: its listen entries, wait (ms), via and owner.
-CompiledGuard = tuple[tuple[CompiledListen, ...], int, tuple[str, ...], str | None]
-
-
-def compile_guards(registry: "Registry") -> dict[str, object]:
-    """What guarded_for needs of each unit, in marshal's types: a busy port's check then
-    reads the compiled registry instead of parsing and validating the YAML again."""
-    guards: dict[str, object] = {}
-    for name, entry in registry.units.items():
-        listens = tuple(
-            (None if p.address is None else str(p.address), p.first, p.last, str(p.proto),
-             listen.v6only, listen.reuseaddr, listen.reuseport, listen.freebind)
-            for listen in entry.listen
-            for p in (listen.parts,)
-        )  # fmt: skip
-        guards[name] = (listens, entry.wait_ms, entry.via, entry.owner)
-    return guards
-
-
-def compiled_guarded(root: Path, unit: str) -> tuple[bool, Guarded | None]:
-    """(True, UNIT's Guarded or None when it has no claims) from the compiled registry when
-    it matches the files now; (False, None) when only the YAML can say."""
+def compiled_registry(root: Path) -> "Registry | None":
+    """The registry from its compiled form when that matches the files now (a busy port's
+    check, `why` and `audit` then parse no YAML); None when only the YAML can say."""
     if not root.is_dir():
-        return False, None
+        return None
     found = hotpath.digest(str(root))
-    guards = hotpath.load_guards(str(root), found[0]) if found else None
-    if guards is None:
-        return False, None
-    # As Registry.entry_for: the exact name first, then its template.
-    template, instance = split_instance(unit)
-    compiled = guards.get(unit)
-    if compiled is None and instance is not None:
-        compiled = guards.get(template)
-    if compiled is None:
-        return True, None
-    try:
-        listens, wait_ms, via, owner = cast(CompiledGuard, compiled)
-        claims = tuple(_claim(listen, instance) for listen in listens)
-    except (TypeError, ValueError):
-        # Not the shape compile_guards writes, or an instance that is no port (the YAML's
-        # error names the file and line): the YAML decides.
-        return False, None
-    return True, Guarded(unit, claims, wait_ms, tuple(via), owner)
-
-
-def _claim(listen: CompiledListen, instance: str | None) -> Claim:
-    address, first, last, proto, v6only, reuseaddr, reuseport, freebind = listen
-    parts = ListenParts(None if address is None else ipaddress.ip_address(address), first,
-                        last, Proto(proto))  # fmt: skip
-    return make_claim(parts, v6only=v6only, reuseaddr=reuseaddr, reuseport=reuseport,
-                      instance=instance, freebind=freebind)  # fmt: skip
+    return compiled.registry_of(hotpath.load_registry(str(root), found[0])) if found else None
 
 
 def compile_units(registry: "Registry") -> dict[str, tuple[hotpath.BindSpec, ...]]:
@@ -232,9 +186,8 @@ def run(
 def _decide(unit: str, registry_path: Path, binder: probe.Binder) -> Report:
     if not registry_path.exists():
         raise ConfigError(f"no registry at {registry_path}")
-    answered, guarded = compiled_guarded(registry_path, unit)
-    if not answered:
-        guarded = guarded_for(load_registry(registry_path), unit)
+    registry = compiled_registry(registry_path) or load_registry(registry_path)
+    guarded = guarded_for(registry, unit)
     if guarded is None:
         return Report(
             Verdict.UNREGISTERED,

@@ -128,8 +128,9 @@ def _full_read(root: str) -> list[Unit]:
     """The registry as `lint` reads it; raises RegistryProblem with its first error."""
     from pathlib import Path  # noqa: PLC0415 - the full reader's imports cost ~20 ms
 
+    from portguard.registry.entries import RegistrySource  # noqa: PLC0415
     from portguard.registry.lint import check_registry  # noqa: PLC0415
-    from portguard.registry.model import RegistrySource, load  # noqa: PLC0415
+    from portguard.registry.model import load  # noqa: PLC0415
 
     loaded = load(RegistrySource.from_paths([Path(root)]))
     errors = [f for f in check_registry(loaded, None) if f.severity == "error"]

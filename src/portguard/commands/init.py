@@ -29,10 +29,11 @@ from portguard.policy.inventory import (
     plan,
 )
 from portguard.policy.owners import CENSUS_FAILED
+from portguard.registry.entries import RegistrySource
 from portguard.registry.findings import Severity
 from portguard.registry.lint import check_registry
 from portguard.registry.localports import LocalPorts
-from portguard.registry.model import RegistrySource, load
+from portguard.registry.model import load
 
 FACTS_TIMEOUT = 2.0
 

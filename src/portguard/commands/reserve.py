@@ -18,8 +18,8 @@ from pathlib import Path
 
 from portguard.errors import CannotWrite, ConfigError, Denied, Exit, Unavailable
 from portguard.host.sysctl import PROC_SYS, RESERVED_PORTS, read_sysctl
+from portguard.registry.entries import REGISTRY_DIR, Registry
 from portguard.registry.localports import PortSet
-from portguard.registry.model import REGISTRY_DIR, Registry
 
 SYSCTL_NAME = "net.ipv4.ip_local_reserved_ports"
 # The kernel parses at most a page less one byte per write() and ORs each later write on the

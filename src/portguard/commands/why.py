@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from portguard.commands.check import load_registry
+from portguard.commands.check import compiled_registry, load_registry
 from portguard.commands.whytext import as_data, render
 from portguard.errors import ConfigError, Unavailable
 from portguard.host import docker, netns, processes, sessions
@@ -32,7 +32,7 @@ from portguard.policy.diagnosis import (
 from portguard.policy.owners import CENSUS_FAILED, Owner, OwnerKind
 from portguard.registry.assignments import Assignment, assigned
 from portguard.registry.claims import overlaps
-from portguard.registry.model import REGISTRY_DIR
+from portguard.registry.entries import REGISTRY_DIR
 
 _FACTS_TIMEOUT = 2.0
 # Searching other network namespaces when the port is free here (issue 14): a bound.
@@ -133,7 +133,7 @@ def _registered(query: Query, path: Path) -> tuple[list[Assignment], str | None]
     if not path.exists():
         return [], f"no registry at {path}"
     try:
-        registry = load_registry(path)
+        registry = compiled_registry(path) or load_registry(path)
     except ConfigError as exc:
         return [], f"the registry could not be used: {exc.message}"
     found = [a for claim in query.claims() for a in assigned(registry, claim)]

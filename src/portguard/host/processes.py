@@ -70,9 +70,35 @@ def comm(pid: int) -> str | None:
     return read_text(f"/proc/{pid}/comm").strip() or None
 
 
-def holders_of(inode: int, candidates: Iterable[int]) -> list[int]:
-    """Which of CANDIDATES has the socket INODE open (only fds we may read are looked at)."""
-    return [pid for pid in candidates if _fd_of(inode, pid) is not None]
+def socket_holders(
+    pids: Iterable[int], wanted: set[int] | None = None
+) -> dict[int, list[tuple[int, int]]]:
+    """The sockets PIDS have open, by inode, with each (pid, fd) holding it: one pass over
+    their descriptors answers for all of a cgroup's sockets (a busy service's thousands of
+    connections, each asked about on its own, once cost a pass each). With WANTED, the pass
+    stops after the process in which the last of those inodes turned up: a prefork
+    server's workers, which hold what their parent holds, are then not read at all."""
+    held: dict[int, list[tuple[int, int]]] = {}
+    missing = set(wanted) if wanted is not None else None
+    for pid in pids:
+        if missing is not None and not missing:
+            break
+        directory = f"/proc/{pid}/fd/"
+        try:
+            fds = os.listdir(directory)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(directory + fd)
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inode = int(link[8:-1])
+                held.setdefault(inode, []).append((pid, int(fd)))
+                if missing is not None:
+                    missing.discard(inode)
+    return held
 
 
 def holder_by_inode(inode: int, *, skip: Iterable[int], seconds: float) -> int | None:
@@ -109,11 +135,11 @@ class SocketOptions:
     v6only: bool  # sock_diag reports it for listeners and unconnected sockets only
 
 
-def options_of(inode: int, pid: int) -> SocketOptions | None:
-    """The options of the socket INODE, open in PID; None when they cannot be read (the
-    process is gone, or this is not root). They are read from a copy of the holder's
-    descriptor (pidfd_getfd), which changes nothing for the holder."""
-    fd = _fd_of(inode, pid)
+def options_of(inode: int, pid: int, fd: int | None = None) -> SocketOptions | None:
+    """The options of the socket INODE, open in PID (as FD, when known); None when they
+    cannot be read (the process is gone, or this is not root). They are read from a copy of
+    the holder's descriptor (pidfd_getfd), which changes nothing for the holder."""
+    fd = _fd_of(inode, pid) if fd is None else fd
     if fd is None:
         return None
     import ctypes  # noqa: PLC0415 - only on a busy port, and only for connections

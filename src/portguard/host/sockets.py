@@ -44,6 +44,8 @@ INET_DIAG_CGROUP_ID = 21
 _ALL_STATES = 0xFFFFFFFF
 _TCP_LISTEN = 10
 _TCP_CLOSE = 7  # an unconnected UDP socket: ss's UNCONN
+_BOUND_STATES = (1 << _TCP_LISTEN) | (1 << _TCP_CLOSE)
+_TIME_WAIT = 1 << TCP_TIME_WAIT
 _BC_JMP, _BC_S_GE, _BC_S_LE = 1, 2, 3  # bytecode: jump; source port >= / <= next op's `no`
 _RANGE_BYTES = 20
 # A bytecode op's longest jump is 65,535 bytes, 20 bytes per port range: this many ranges fit
@@ -88,18 +90,42 @@ def census(ports: Iterable[tuple[Proto, int]]) -> list[Occupant]:
     bytecode filter of port ranges over its tables (as ss's filters do), so neither 20,000
     unrelated connections nor a claim of 50,000 ports costs a dump each.
     """
+    return _census(_by_proto(ports), {Proto.TCP: _ALL_STATES, Proto.UDP: _ALL_STATES})
+
+
+def holders_census(ports: Iterable[tuple[Proto, int]]) -> list[Occupant]:
+    """Who holds PORTS, as `audit` asks: every listener and bound socket on them; and on the
+    ports none of those hold, every other socket but TIME-WAIT (a client connection that was
+    given the port). A listener's accepted connections, tens of thousands on a busy host,
+    say nothing more of who holds its port, and TIME-WAIT names no one."""
+    wanted = _by_proto(ports)
+    found = _census(wanted, {Proto.TCP: _BOUND_STATES, Proto.UDP: _ALL_STATES})
+    held = {(o.proto, o.port) for o in found}
+    rest: dict[Proto, set[int]] = {
+        Proto.TCP: {port for port in wanted.get(Proto.TCP, ()) if (Proto.TCP, port) not in held}
+    }
+    return found + _census(rest, {Proto.TCP: _ALL_STATES & ~_BOUND_STATES & ~_TIME_WAIT})
+
+
+def _by_proto(ports: Iterable[tuple[Proto, int]]) -> dict[Proto, set[int]]:
     wanted: dict[Proto, set[int]] = {}
     for proto, port in ports:
         wanted.setdefault(proto, set()).add(port)
+    return wanted
+
+
+def _census(wanted: dict[Proto, set[int]], states: dict[Proto, int]) -> list[Occupant]:
     found: list[Occupant] = []
+    if not any(wanted.values()):
+        return found
     with _Diag() as diag:
         diag.bind()
-        for proto in sorted(wanted):
+        for proto in sorted(p for p in wanted if wanted[p]):
             spans = port_ranges(wanted[proto])
             for start in range(0, len(spans), _RANGES_PER_DUMP):
                 program = bytecode(spans[start : start + _RANGES_PER_DUMP])
                 for family in (socket.AF_INET, socket.AF_INET6):
-                    found.extend(o for o in _dump(diag, family, proto, states=_ALL_STATES,
+                    found.extend(o for o in _dump(diag, family, proto, states=states[proto],
                                                   program=program)
                                  if o.port in wanted[proto])  # fmt: skip
     return found

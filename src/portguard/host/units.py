@@ -140,7 +140,6 @@ def _open_bus() -> Any:  # pragma: no cover - child process
 def _query(  # pragma: no cover - child
     names: Sequence[str], patterns: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
-    from pystemd.dbusexc import DBusBaseError  # noqa: PLC0415
     from pystemd.dbuslib import apply_signature  # noqa: PLC0415
 
     bus = _open_bus()
@@ -148,46 +147,46 @@ def _query(  # pragma: no cover - child
     found: dict[str, dict[str, Any]] = {}
     try:
         if patterns:
-            listed = bus.call_method(
-                _DEST, _MANAGER_PATH, b"org.freedesktop.systemd1.Manager", b"ListUnitsByPatterns",
-                apply_signature(b"asas", [[], [p.encode() for p in patterns]]),
-            ).body  # fmt: skip
+            listed = _manager(bus, b"ListUnitsByPatterns", apply_signature(
+                b"asas", [[], [p.encode() for p in patterns]]))  # fmt: skip
             names = [*names, *sorted(_text(row[0]) for row in listed)]
-        for name in dict.fromkeys(names):
-            try:
-                path = bus.call_method(
-                    _DEST, _MANAGER_PATH, b"org.freedesktop.systemd1.Manager", b"GetUnit",
-                    apply_signature(b"s", [name.encode()]),
-                ).body  # fmt: skip
-            except DBusBaseError:
+        names = list(dict.fromkeys(names))
+        # One call for every unit's state (a 1,000-unit registry once cost 3,000 calls, and
+        # each GetAll ~150 properties); then only the few properties read below, per unit.
+        asked = apply_signature(b"as", [[n.encode() for n in names]])
+        rows = _manager(bus, b"ListUnitsByNames", asked) if names else []
+        for row in rows:
+            name, description, load_state, active_state, sub_state = map(_text, row[:5])
+            if load_state in ("not-found", "stub") and active_state == "inactive":
                 continue  # not loaded: nothing to say about it
-            found[name] = _facts(bus, path, name, apply_signature)
+            found[name] = _facts(bus, row[6], name, apply_signature) | {
+                "name": name, "active_state": active_state, "sub_state": sub_state,
+                "description": description,
+            }  # fmt: skip
     finally:
         bus.close()
     return found
 
 
-def _facts(bus: Any, path: bytes, name: str, sign: Any) -> dict[str, Any]:  # pragma: no cover
-    def get_all(interface: str) -> dict[str, Any]:
-        body = bus.call_method(
-            _DEST, path, b"org.freedesktop.DBus.Properties", b"GetAll",
-            sign(b"s", [(_IFACE + interface).encode()]),
-        ).body  # fmt: skip
-        return {_text(k): v for k, v in body.items()}
+def _manager(bus: Any, method: bytes, body: Any) -> Any:  # pragma: no cover - child
+    return bus.call_method(_DEST, _MANAGER_PATH, b"org.freedesktop.systemd1.Manager", method,
+                           body).body  # fmt: skip
 
-    unit = get_all("Unit")
+
+def _facts(bus: Any, path: bytes, name: str, sign: Any) -> dict[str, Any]:  # pragma: no cover
+    def get(interface: str, prop: str) -> Any:
+        return bus.call_method(
+            _DEST, path, b"org.freedesktop.DBus.Properties", b"Get",
+            sign(b"ss", [(_IFACE + interface).encode(), prop.encode()]),
+        ).body  # fmt: skip
+
     data: dict[str, Any] = {
-        "name": name,
-        "active_state": _text(unit.get("ActiveState", b"")),
-        "sub_state": _text(unit.get("SubState", b"")),
-        "description": _text(unit.get("Description", b"")),
-        "triggers": [_text(t) for t in unit.get("Triggers", [])],
-        "triggered_by": [_text(t) for t in unit.get("TriggeredBy", [])],
+        "triggers": [_text(t) for t in get("Unit", "Triggers")],
+        "triggered_by": [_text(t) for t in get("Unit", "TriggeredBy")],
     }
     if name.endswith(".service"):
-        service = get_all("Service")
-        data["main_pid"] = int(service.get("MainPID", 0))
-        usec = int(service.get("TimeoutStartUSec", 0))
+        data["main_pid"] = int(get("Service", "MainPID"))
+        usec = int(get("Service", "TimeoutStartUSec"))
         # UINT64_MAX is "infinity"; 0 means none was set (also infinite).
         data["timeout_start_ms"] = usec // 1000 if 0 < usec < 2**63 else None
     return data

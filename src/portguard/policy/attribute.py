@@ -4,6 +4,7 @@ What cannot be found out (no cgroup, a silent bus, no Docker API) is recorded as
 for the report; attribution never fails the verdict the probe already gave.
 """
 
+import functools
 import os
 import pwd
 import re
@@ -66,13 +67,19 @@ def attribute(
     except FactsUnavailable as exc:
         facts = {}
         gaps.append(f"{exc}; unit details (MainPID, socket activation) are missing")
-    finder = _Finder(context, facts, gaps)
+    wanted: dict[str, set[int]] = {}
+    for occupant in occupants:
+        path = paths.get(occupant.cgroup_id) if occupant.cgroup_id else None
+        if path is not None and occupant.inode:
+            wanted.setdefault(path, set()).add(occupant.inode)
+    finder = _Finder(context, facts, gaps, wanted)
     holdings = tuple(finder.holding(o, paths.get(o.cgroup_id) if o.cgroup_id else None)
                      for o in occupants)  # fmt: skip
     local_ports = context.local_ports() if any(o.peer for o in occupants) else None
     return Attribution(holdings, tuple(dict.fromkeys(gaps)), facts, local_ports=local_ports)
 
 
+@functools.lru_cache(maxsize=1024)
 def user_name(uid: int | None) -> str | None:
     if uid is None:
         return None
@@ -83,13 +90,23 @@ def user_name(uid: int | None) -> str | None:
 
 
 class _Finder:
-    def __init__(self, context: Context, facts: dict[str, UnitFacts], gaps: list[str]) -> None:
+    def __init__(
+        self,
+        context: Context,
+        facts: dict[str, UnitFacts],
+        gaps: list[str],
+        wanted: dict[str, set[int]] | None = None,
+    ) -> None:
         self.context = context
+        self.wanted = wanted or {}  # each cgroup's socket inodes the census found
         self.facts = facts
         self.gaps = gaps
         self._listing: list[dict[str, Any]] | None = None
         self._options_left = _OPTIONS_READ_LIMIT
         self._search_spent = 0.0  # seconds of inode search, bounded per attribution
+        self._held: dict[str, dict[int, list[tuple[int, int]]]] = {}  # cgroup -> inode -> fds
+        self._fds: dict[tuple[int, int], int] = {}  # (inode, pid) -> the holder's fd
+        self._comms: dict[int, str | None] = {}
 
     def holding(self, occupant: Occupant, path: str | None) -> Holding:
         owner = self.owner(occupant, path)
@@ -99,7 +116,10 @@ class _Finder:
             # server's thousands of connections on its port are not each looked into; the
             # ones left unread are judged as "may block".
             self._options_left -= 1
-            options = processes.options_of(occupant.inode, owner.pids[0])
+            pid = owner.pids[0]
+            options = processes.options_of(
+                occupant.inode, pid, self._fds.get((occupant.inode, pid))
+            )
         return Holding(occupant, owner, options)
 
     def owner(self, occupant: Occupant, path: str | None) -> Owner:
@@ -119,7 +139,7 @@ class _Finder:
             return Owner(OwnerKind.UNKNOWN, user=user)
         unit = cgroups.unit_of(path)
         pid = holders[0] if holders else None
-        base = Owner(OwnerKind.UNKNOWN, unit, pid, _comm(pid), user, cgroup=path,
+        base = Owner(OwnerKind.UNKNOWN, unit, pid, self._comm(pid), user, cgroup=path,
                      pids=tuple(holders))  # fmt: skip
         self_cgroup = self.context.self_cgroup
         if self_cgroup and self_cgroup != "/" and cgroups.is_within(path, self_cgroup):
@@ -132,7 +152,7 @@ class _Finder:
         facts = self.facts.get(unit)
         if unit.endswith(".socket"):
             # The socket unit's listener is held by PID 1 on the unit's behalf.
-            return _with(base, kind=OwnerKind.SOCKET, pid=1, comm=_comm(1),
+            return _with(base, kind=OwnerKind.SOCKET, pid=1, comm=self._comm(1),
                          activates=facts.triggers if facts else ())  # fmt: skip
         scope = runtimes.container_scope(unit, path)
         if scope:
@@ -168,8 +188,16 @@ class _Finder:
             # The process holding the socket, when its fds could be read (a service's listener
             # may be a child of its MainPID); otherwise systemd's MainPID.
             pid = base.pid or (facts.main_pid if facts and facts.main_pid else None)
-            return _with(base, kind=OwnerKind.SERVICE, pid=pid, comm=_comm(pid))
+            return _with(base, kind=OwnerKind.SERVICE, pid=pid, comm=self._comm(pid))
         return _with(base, kind=OwnerKind.SCOPE)
+
+    def _comm(self, pid: int | None) -> str | None:
+        # Once per process: a busy service's thousands of connections name the same few.
+        if not pid:
+            return None
+        if pid not in self._comms:
+            self._comms[pid] = processes.comm(pid)
+        return self._comms[pid]
 
     def _rootless(self, base: Owner, path: str) -> Owner:
         mount = self.context.cgroup_mount
@@ -196,12 +224,20 @@ class _Finder:
 
     def _holders(self, occupant: Occupant, path: str) -> list[int]:
         mount = self.context.cgroup_mount
-        if mount is None:
+        if mount is None or not occupant.inode:
             return []
-        candidates = [p for p in cgroups.pids(path, mount) if p not in self.context.own_pids]
-        # Only fds we may read are looked at: as an unprivileged User= the unit is still
-        # named, and the PID comes from systemd's MainPID when the bus answers.
-        return processes.holders_of(occupant.inode, candidates) if occupant.inode else []
+        held = self._held.get(path)
+        if held is None:
+            # Once per cgroup: every socket its processes hold. Only fds we may read are
+            # looked at: as an unprivileged User= the unit is still named, and the PID comes
+            # from systemd's MainPID when the bus answers.
+            candidates = [p for p in cgroups.pids(path, mount) if p not in self.context.own_pids]
+            held = processes.socket_holders(candidates, self.wanted.get(path))
+            self._held[path] = held
+            for inode, holders in held.items():
+                for pid, fd in holders:
+                    self._fds.setdefault((inode, pid), fd)
+        return list(dict.fromkeys(pid for pid, _ in held.get(occupant.inode, ())))
 
     def _docker(self) -> list[dict[str, Any]]:
         if self._listing is None:
@@ -226,13 +262,9 @@ class _Finder:
             if proxy is None:
                 return _with(base, kind=OwnerKind.CONTAINER, runtime=docker_runtime)
             return _with(base, kind=OwnerKind.CONTAINER, runtime=docker_runtime, pid=proxy[0],
-                         comm=_comm(proxy[0]), forwards_to=proxy[1])  # fmt: skip
+                         comm=self._comm(proxy[0]), forwards_to=proxy[1])  # fmt: skip
         return _with(base, kind=OwnerKind.CONTAINER, container=found.id,
                      container_name=found.name, runtime=docker_runtime)  # fmt: skip
-
-
-def _comm(pid: int | None) -> str | None:
-    return processes.comm(pid) if pid else None
 
 
 def _with(owner: Owner, **changes: Any) -> Owner:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from portguard.registry.claims import Claim, ClaimSyntaxError, overlaps
-from portguard.registry.model import Listen, Registry, UnitEntry
+from portguard.registry.entries import Listen, Registry, UnitEntry
 from portguard.registry.unitname import split_instance
 
 

@@ -8,15 +8,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from portguard.registry.claims import Claim, Proto, overlaps, reach, shares
+from portguard.registry.entries import Listen, LoadResult, Registry, UnitEntry
 from portguard.registry.findings import Finding, Severity
 from portguard.registry.localports import LocalPorts
-from portguard.registry.model import (
-    Listen,
-    LoadResult,
-    Registry,
-    UnitEntry,
-    without_cycle_collector,
-)
+from portguard.registry.model import without_cycle_collector
 
 
 @dataclass(frozen=True, slots=True)

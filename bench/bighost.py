@@ -1,0 +1,249 @@
+"""A busy host in a sandbox, for the benchmark's census and attribution rows (issue 15).
+
+Booted as tests/system/sandbox.py boots a real systemd in namespaces (nothing on this machine
+changes), then loaded like the "big host" the issue measured on:
+
+- SERVICES services, each holding 3 listening ports (a few hold 4: LISTENERS in all) from 10
+  processes (a main one and 9 workers that inherit its ~200 fds, as prefork servers do):
+  2,000 processes with ~200 fds each;
+- CONNECTIONS loopback connections to those ports, kept open by 4 client services: twice as
+  many ESTABLISHED sockets, half of them accepted on the services' own ports;
+- two churning services whose server side closes first, keeping about TIME_WAIT sockets
+  in TIME-WAIT on their ports (each lasts 60 s: together they open TIME_WAIT / 60
+  connections a second);
+- a 1,000-unit registry with 1,400 claims: every listener, and filler units on free ports.
+
+`empty=True` builds the same sandbox and registry without the load (the idle host).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from tests.system.sandbox import Sandbox, boot, wait_for
+
+SERVICES = 200
+LISTENERS = 605
+WORKERS = 9
+FDS = 190
+CONNECTIONS = 16_000
+CLIENTS = 4
+TIME_WAIT = 19_000
+UNITS = 1_000
+CLAIMS = 1_400
+FIRST_PORT = 10_000
+FILLER_PORT = 12_000
+CHURN_PORTS = (9_998, 9_999)  # one churning service each: one Python loop makes ~250/s
+PYTHON = "/usr/bin/python3"
+DIR = "/run/bighost"
+
+SERVICE = r"""
+import os, socket, subprocess, sys, threading, time
+listeners = []
+for port in map(int, sys.argv[1].split(",")):
+    sock = socket.socket(socket.AF_INET6)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("::", port))
+    sock.listen(4096)
+    listeners.append(sock)
+fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(int(sys.argv[2]))]
+kept = []
+def accept(sock):
+    while True:
+        kept.append(sock.accept()[0])
+for sock in listeners:
+    threading.Thread(target=accept, args=(sock,), daemon=True).start()
+inherited = [*fds, *(sock.fileno() for sock in listeners)]
+workers = [subprocess.Popen(["sleep", "infinity"], pass_fds=inherited)
+           for _ in range(int(sys.argv[3]))]
+while True:
+    time.sleep(3600)
+"""
+
+CLIENT = r"""
+import socket, sys, time
+ports = [int(p) for p in sys.argv[1].split(",")]
+kept = []
+for index in range(int(sys.argv[2])):
+    kept.append(socket.create_connection(("::1", ports[index % len(ports)])))
+while True:
+    time.sleep(3600)
+"""
+
+CHURN = r"""
+import socket, sys, time
+port, rate = int(sys.argv[1]), float(sys.argv[2])
+server = socket.socket(socket.AF_INET6)
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("::", port))
+server.listen(128)
+started, made = time.monotonic(), 0
+while True:
+    client = socket.create_connection(("::1", port))
+    accepted = server.accept()[0]
+    accepted.close()  # the server closes first: its side stays in TIME-WAIT, on `port`
+    client.close()
+    made += 1
+    ahead = made / rate - (time.monotonic() - started)
+    if ahead > 0:
+        time.sleep(ahead)
+"""
+
+
+@dataclass(frozen=True)
+class BigHost:
+    sandbox: Sandbox
+    registry: str  # the registry directory inside
+    service_ports: tuple[tuple[int, ...], ...]  # each service's listening ports
+
+    def counts(self) -> dict[str, int]:
+        """What the kernel holds now: listeners, established and TIME-WAIT TCP sockets."""
+        counts = {}
+        for name, state in (("listen", "listening"), ("established", "established"),
+                            ("time-wait", "time-wait")):  # fmt: skip
+            out = self.sandbox.run("ss", "-Htan", "state", state, timeout=60).stdout
+            counts[name] = len(out.splitlines())
+        counts["processes"] = len(self.sandbox.run("ps", "-e", "--no-headers").stdout.splitlines())
+        return counts
+
+
+def ports_of_services() -> list[tuple[int, ...]]:
+    """LISTENERS ports over SERVICES services: 3 each, the first few one more."""
+    extra = LISTENERS - 3 * SERVICES
+    ports, port = [], FIRST_PORT
+    for index in range(SERVICES):
+        count = 3 + (index < extra)
+        ports.append(tuple(range(port, port + count)))
+        port += count
+    return ports
+
+
+def registry_text(service_ports: Sequence[Sequence[int]]) -> str:
+    """UNITS units with CLAIMS claims: the services' listeners, then filler units."""
+    lines = ["version: 1", "units:"]
+    claims = 0
+    for index, ports in enumerate(service_ports):
+        lines += [
+            f"  big-{index:03d}.service:",
+            f"    listen: [{', '.join(f'{p}/tcp' for p in ports)}]",
+        ]
+        claims += len(ports)
+    for port in CHURN_PORTS:
+        lines += [f"  churn-{port}.service:", f"    listen: [{port}/tcp]"]
+    claims += len(CHURN_PORTS)
+    fillers = UNITS - len(service_ports) - len(CHURN_PORTS)
+    port = FILLER_PORT
+    for index in range(fillers):
+        left = CLAIMS - claims
+        count = 1 + (left > fillers - index)  # spread the claims still to give
+        listen = ", ".join(f"{p}/tcp" for p in range(port, port + count))
+        lines += [f"  fill-{index:03d}.service:", f"    listen: [{listen}]"]
+        claims += count
+        port += count
+    return "\n".join(lines) + "\n"
+
+
+def _unit(description: str, command: str, extra: str = "") -> str:
+    return textwrap.dedent(
+        f"""\
+        [Unit]
+        Description={description}
+
+        [Service]
+        ExecStart={command}
+        LimitNOFILE=16384
+        {extra}
+        """
+    )
+
+
+@contextmanager
+def big_host(*, empty: bool = False, docker: bool = False) -> Iterator[BigHost]:
+    """The busy host (or with `empty`, the same registry on an idle one), torn down after."""
+    with boot(docker=docker, boot_timeout=120) as sandbox:
+        service_ports = ports_of_services()
+        for name, code in (("service.py", SERVICE), ("client.py", CLIENT), ("churn.py", CHURN)):
+            sandbox.write_file(f"{DIR}/{name}", code)
+        registry = f"{DIR}/registry"
+        sandbox.run("mkdir", "-p", registry)
+        sandbox.write_file(f"{registry}/registry.yaml", registry_text(service_ports))
+        host = BigHost(sandbox, registry, tuple(service_ports))
+        if not empty:
+            _load(host)
+        yield host
+
+
+def _load(host: BigHost) -> None:
+    sandbox = host.sandbox
+    units = []
+    for index, ports in enumerate(host.service_ports):
+        name = f"big-{index:03d}.service"
+        command = f"{PYTHON} {DIR}/service.py {','.join(map(str, ports))} {FDS} {WORKERS}"
+        sandbox.write_unit(name, _unit(f"big service {index}", command))
+        units.append(name)
+    every_port = ",".join(str(p) for ports in host.service_ports for p in ports)
+    for index in range(CLIENTS):
+        name = f"clients-{index}.service"
+        command = f"{PYTHON} {DIR}/client.py {every_port} {CONNECTIONS // CLIENTS}"
+        sandbox.write_unit(name, _unit("loopback clients", command))
+    rate = TIME_WAIT / 60 / len(CHURN_PORTS)
+    churns = [f"churn-{port}.service" for port in CHURN_PORTS]
+    for port, name in zip(CHURN_PORTS, churns, strict=True):
+        command = f"{PYTHON} {DIR}/churn.py {port} {rate:.0f}"
+        sandbox.write_unit(name, _unit("TIME-WAIT churn", command))
+    sandbox.daemon_reload()
+    for start in range(0, len(units), 50):
+        sandbox.run("systemctl", "start", *units[start : start + 50], timeout=120)
+    wait_for(lambda: host.counts()["listen"] >= LISTENERS or None, timeout=120,
+             what=f"{LISTENERS} listeners")  # fmt: skip
+    clients = [f"clients-{i}.service" for i in range(CLIENTS)]
+    sandbox.run("systemctl", "start", *churns, *clients, timeout=120)
+    wait_for(lambda: host.counts()["established"] >= 2 * CONNECTIONS or None, timeout=300,
+             what=f"{2 * CONNECTIONS} established sockets")  # fmt: skip
+    # TIME-WAIT builds up for its 60 s lifetime, then holds at what the churn's rate gives on
+    # this machine: the bench reports the count it reached, not the target.
+    deadline = time.monotonic() + 70
+    while time.monotonic() < deadline and host.counts()["time-wait"] < TIME_WAIT:
+        time.sleep(5)
+
+
+TIMER = r"""
+import json, subprocess, sys, time
+spec = json.loads(sys.argv[1])
+walls = {label: [] for label in spec["commands"]}
+for _ in range(spec["runs"]):
+    for label, argv in spec["commands"].items():
+        started = time.perf_counter()
+        done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        walls[label].append((time.perf_counter() - started) * 1000)
+        if done.returncode not in spec.get("ok", {}).get(label, [0]):
+            sys.exit(f"{label}: exit {done.returncode}")
+print(json.dumps(walls))
+"""
+
+
+def timed(
+    sandbox: Sandbox,
+    commands: dict[str, list[str]],
+    runs: int,
+    ok: dict[str, list[int]] | None = None,
+    timeout: float = 1800,
+) -> dict[str, list[float]]:
+    """Each command's wall times in ms over RUNS rounds, interleaved, timed inside the sandbox
+    (one nsenter for the lot, so its cost is in no figure)."""
+    spec = json.dumps({"commands": commands, "runs": runs, "ok": ok or {}})
+    out = sandbox.run(PYTHON, "-I", "-c", TIMER, spec, timeout=timeout).stdout
+    walls: dict[str, list[float]] = json.loads(out)
+    return walls
+
+
+def portguard(*args: str) -> list[str]:
+    """A portguard command line inside the sandbox, running this checkout."""
+    from tests.system.guarded import SRC  # noqa: PLC0415
+
+    return ["env", f"PYTHONPATH={SRC}", PYTHON, "-m", "portguard", *args]
