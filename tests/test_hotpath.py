@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from portguard import hotpath
-from portguard.commands.check import compile_units, load_registry
+from portguard.commands.trusted import compile_units, load_registry
 
 SRC = Path(hotpath.__file__).resolve().parent.parent
 IS_ROOT = os.geteuid() == 0

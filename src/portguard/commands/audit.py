@@ -369,7 +369,7 @@ def load(path: Path) -> Registry:
     """The registry, validated and trusted as `check` requires, or a ConfigError (78)."""
     if not path.exists():
         raise ConfigError(f"no registry at {path}")
-    from portguard.commands.check import compiled_registry, load_registry  # noqa: PLC0415
+    from portguard.commands.trusted import compiled_registry, load_registry  # noqa: PLC0415
 
     return compiled_registry(path) or load_registry(path)
 

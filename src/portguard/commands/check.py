@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from portguard import hotpath
+from portguard.commands.trusted import compiled_registry, load_registry
 from portguard.errors import ConfigError, PortguardError, UsageError
 from portguard.host import journal, probe
 from portguard.host.cgroups import own_cgroup, unit_of
@@ -22,7 +23,6 @@ from portguard.host.processes import wait_for_exit
 from portguard.policy.guard import Effects, Guarded, check
 from portguard.policy.owners import Attribution
 from portguard.policy.report import Report, Verdict
-from portguard.registry import compiled
 from portguard.registry.claims import Claim, ClaimSyntaxError, Proto
 
 if TYPE_CHECKING:
@@ -45,54 +45,6 @@ def which_unit(explicit: str | None) -> str:
             hint="name it: portguard check UNIT",
         )
     return unit
-
-
-def load_registry(path: Path) -> "Registry":
-    """The whole registry, validated like `lint`; refreshes the hot path's compiled form."""
-    from portguard.registry.entries import RegistrySource  # noqa: PLC0415
-    from portguard.registry.lint import check_registry  # noqa: PLC0415 - YAML only off the free path
-    from portguard.registry.model import load  # noqa: PLC0415
-
-    root = str(path) if path.is_dir() else None
-    source = RegistrySource.installed(path) if root else RegistrySource(path)
-    files = [str(f) for f in source.files]
-    watched = [*files, str(path)] + ([os.path.join(root, "registry.d")] if root else [])
-    unsafe = hotpath.first_unsafe(watched)
-    if unsafe:
-        raise ConfigError(hotpath.distrust(unsafe))
-    before = hotpath.digest(root) if root else None
-    loaded = load(source)
-    errors = [f for f in check_registry(loaded, None) if f.severity == "error"]
-    if errors:
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(f"registry invalid: {errors[0]}{more}", hint="run 'portguard lint'")
-    if root and before is not None and hotpath.digest(root) == before:
-        # Stored only when the files did not change while we parsed them.
-        registry = loaded.registry
-        hotpath.store_cache(root, before[0], compile_units(registry), compiled.plain(registry))
-    return loaded.registry
-
-
-def compiled_registry(root: Path) -> "Registry | None":
-    """The registry from its compiled form when that matches the files now (a busy port's
-    check, `why` and `audit` then parse no YAML); None when only the YAML can say."""
-    if not root.is_dir():
-        return None
-    found = hotpath.digest(str(root))
-    return compiled.registry_of(hotpath.load_registry(str(root), found[0])) if found else None
-
-
-def compile_units(registry: "Registry") -> dict[str, tuple[hotpath.BindSpec, ...]]:
-    """Each unit's binds as the hot path runs them (a template's port is its instance)."""
-    units: dict[str, tuple[hotpath.BindSpec, ...]] = {}
-    for name, entry in registry.units.items():
-        specs: list[hotpath.BindSpec] = []
-        for listen in entry.listen:
-            template = listen.is_template
-            claim = listen.claim("1") if template else listen.claim()
-            specs.extend(probe.spec_of(b, template=template) for b in probe.binds(claim))
-        units[name] = tuple(specs)
-    return units
 
 
 def guarded_for(registry: "Registry", unit: str) -> Guarded | None:

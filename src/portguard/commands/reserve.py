@@ -102,7 +102,7 @@ def write_reserved(path: Path, ports: PortSet) -> None:
 
 def run(registry: Path | None, *, apply: bool, proc_sys: Path | None = None) -> int:
     """Print the merged list on stdout, what it adds on stderr; with APPLY, write it."""
-    from portguard.commands.check import load_registry  # noqa: PLC0415 - YAML only when needed
+    from portguard.commands.trusted import load_registry  # noqa: PLC0415 - YAML only when needed
 
     path = registry or REGISTRY_DIR
     if not path.exists():

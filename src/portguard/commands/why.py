@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from portguard.commands.check import compiled_registry, load_registry
+from portguard.commands.trusted import compiled_registry, load_registry
 from portguard.commands.whytext import as_data, render
 from portguard.errors import ConfigError, Unavailable
 from portguard.host import docker, netns, processes, sessions
