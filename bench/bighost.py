@@ -247,3 +247,28 @@ def portguard(*args: str) -> list[str]:
     from tests.system.guarded import SRC  # noqa: PLC0415
 
     return ["env", f"PYTHONPATH={SRC}", PYTHON, "-m", "portguard", *args]
+
+
+SQUATTER = r"""
+import socket, sys, time
+sock = socket.socket(socket.AF_INET6)
+sock.bind(("::", int(sys.argv[1])))
+sock.listen()
+time.sleep(10**6)
+"""
+
+
+def squat(host: BigHost, port: int) -> None:
+    """squatter.service, in no registry, holding PORT (a filler unit's claim)."""
+    host.sandbox.write_file(f"{DIR}/squatter.py", SQUATTER)
+    command = f"{PYTHON} {DIR}/squatter.py {port}"
+    host.sandbox.write_unit("squatter.service", _unit("squatter", command))
+    host.sandbox.daemon_reload()
+    host.sandbox.run("systemctl", "start", "squatter.service")
+    wait_for(lambda: host.sandbox.run("ss", "-Hltn", f"sport = :{port}").stdout.strip() or None,
+             timeout=10, what=f"squatter.service on {port}")  # fmt: skip
+
+
+def load(host: BigHost) -> None:
+    """Load an idle host (built with `empty`) as big_host would have."""
+    _load(host)
