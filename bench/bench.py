@@ -740,7 +740,7 @@ def namespaced_listeners(count: int, port: int) -> Iterator[None]:
             child.wait(timeout=10)
 
 
-# --- a busy host, in a sandbox (bighost.py) ------------------------------------------------------
+# --- a busy host, in a sandbox (tests/system/bighost.py) -----------------------------------
 
 TARGET_WHY_VS_SS_P = 20.0  # owner named ≥ 20x faster than `ss -ltnp`
 TARGET_WHY_VS_SS = 3.0  # and within 3x of `ss -ltn`
@@ -753,7 +753,7 @@ def busy_host(runs: int) -> tuple[list[str], list[str]]:
     """The census and attribution rows: an idle host, then the same loaded as the issue's
     big host, each command beside its yardstick, runs interleaved inside the sandbox."""
     sys.path.insert(0, str(REPO))
-    import bighost  # noqa: PLC0415 - the tests' sandbox harness, loaded only here
+    from tests.system import bighost  # noqa: PLC0415 - the sandbox harness, only here
     from tests.system.test_check_docker import (  # noqa: PLC0415
         DOCKER,
         IMAGE,

@@ -1,19 +1,21 @@
-"""A busy host in a sandbox, for the benchmark's census and attribution rows (issue 15).
+"""A busy host in a sandbox: bench/bench.py's census and attribution rows (issue 15), and
+test_busy_host.py's check of them against the kernel's own view.
 
 Booted as tests/system/sandbox.py boots a real systemd in namespaces (nothing on this machine
 changes), then loaded like the "big host" the issue measured on:
 
-- SERVICES services, each holding 3 listening ports (a few hold 4: LISTENERS in all) from 10
-  processes (a main one and 9 workers that inherit its ~200 fds, as prefork servers do):
-  2,000 processes with ~200 fds each;
-- CONNECTIONS loopback connections to those ports, kept open by 4 client services: twice as
+- 200 services, each holding 3 listening ports (a few hold 4: 605 in all) from 10 processes
+  (a main one and 9 workers that inherit its ~200 fds, as prefork servers do): 2,000
+  processes with ~200 fds each;
+- 16,000 loopback connections to those ports, kept open by 4 client services: twice as
   many ESTABLISHED sockets, half of them accepted on the services' own ports;
-- two churning services whose server side closes first, keeping about TIME_WAIT sockets
-  in TIME-WAIT on their ports (each lasts 60 s: together they open TIME_WAIT / 60
-  connections a second);
+- two churning services whose server side closes first, keeping up to 19,000 sockets in
+  TIME-WAIT on their ports (each lasts 60 s; one Python loop makes ~250 a second, so the
+  count reached is reported, not assumed);
 - a 1,000-unit registry with 1,400 claims: every listener, and filler units on free ports.
 
-`empty=True` builds the same sandbox and registry without the load (the idle host).
+`empty=True` builds the same sandbox and registry without the load (the idle host), and
+`load=SMALL` a smaller load of the same shape (the system test's).
 """
 
 from __future__ import annotations
@@ -27,13 +29,21 @@ from dataclasses import dataclass
 
 from tests.system.sandbox import Sandbox, boot, wait_for
 
-SERVICES = 200
-LISTENERS = 605
-WORKERS = 9
-FDS = 190
-CONNECTIONS = 16_000
+
+@dataclass(frozen=True)
+class Load:
+    services: int = 200
+    listeners: int = 605
+    workers: int = 9
+    fds: int = 190
+    connections: int = 16_000
+    time_wait: int = 19_000
+
+
+FULL = Load()
+# The system test's: the same shapes, small enough to build in seconds.
+SMALL = Load(services=40, listeners=121, workers=2, fds=20, connections=2_000, time_wait=1_500)
 CLIENTS = 4
-TIME_WAIT = 19_000
 UNITS = 1_000
 CLAIMS = 1_400
 FIRST_PORT = 10_000
@@ -100,6 +110,7 @@ class BigHost:
     sandbox: Sandbox
     registry: str  # the registry directory inside
     service_ports: tuple[tuple[int, ...], ...]  # each service's listening ports
+    load: Load = FULL
 
     def counts(self) -> dict[str, int]:
         """What the kernel holds now: listeners, established and TIME-WAIT TCP sockets."""
@@ -112,11 +123,11 @@ class BigHost:
         return counts
 
 
-def ports_of_services() -> list[tuple[int, ...]]:
-    """LISTENERS ports over SERVICES services: 3 each, the first few one more."""
-    extra = LISTENERS - 3 * SERVICES
+def ports_of_services(load: Load) -> list[tuple[int, ...]]:
+    """LOAD's listeners over its services: 3 each, the first few one more."""
+    extra = load.listeners - 3 * load.services
     ports, port = [], FIRST_PORT
-    for index in range(SERVICES):
+    for index in range(load.services):
         count = 3 + (index < extra)
         ports.append(tuple(range(port, port + count)))
         port += count
@@ -163,16 +174,16 @@ def _unit(description: str, command: str, extra: str = "") -> str:
 
 
 @contextmanager
-def big_host(*, empty: bool = False, docker: bool = False) -> Iterator[BigHost]:
+def big_host(*, empty: bool = False, docker: bool = False, load: Load = FULL) -> Iterator[BigHost]:
     """The busy host (or with `empty`, the same registry on an idle one), torn down after."""
     with boot(docker=docker, boot_timeout=120) as sandbox:
-        service_ports = ports_of_services()
+        service_ports = ports_of_services(load)
         for name, code in (("service.py", SERVICE), ("client.py", CLIENT), ("churn.py", CHURN)):
             sandbox.write_file(f"{DIR}/{name}", code)
         registry = f"{DIR}/registry"
         sandbox.run("mkdir", "-p", registry)
         sandbox.write_file(f"{registry}/registry.yaml", registry_text(service_ports))
-        host = BigHost(sandbox, registry, tuple(service_ports))
+        host = BigHost(sandbox, registry, tuple(service_ports), load)
         if not empty:
             _load(host)
         yield host
@@ -183,15 +194,16 @@ def _load(host: BigHost) -> None:
     units = []
     for index, ports in enumerate(host.service_ports):
         name = f"big-{index:03d}.service"
-        command = f"{PYTHON} {DIR}/service.py {','.join(map(str, ports))} {FDS} {WORKERS}"
+        listened = ",".join(map(str, ports))
+        command = f"{PYTHON} {DIR}/service.py {listened} {host.load.fds} {host.load.workers}"
         sandbox.write_unit(name, _unit(f"big service {index}", command))
         units.append(name)
     every_port = ",".join(str(p) for ports in host.service_ports for p in ports)
     for index in range(CLIENTS):
         name = f"clients-{index}.service"
-        command = f"{PYTHON} {DIR}/client.py {every_port} {CONNECTIONS // CLIENTS}"
+        command = f"{PYTHON} {DIR}/client.py {every_port} {host.load.connections // CLIENTS}"
         sandbox.write_unit(name, _unit("loopback clients", command))
-    rate = TIME_WAIT / 60 / len(CHURN_PORTS)
+    rate = host.load.time_wait / 60 / len(CHURN_PORTS)
     churns = [f"churn-{port}.service" for port in CHURN_PORTS]
     for port, name in zip(CHURN_PORTS, churns, strict=True):
         command = f"{PYTHON} {DIR}/churn.py {port} {rate:.0f}"
@@ -199,16 +211,18 @@ def _load(host: BigHost) -> None:
     sandbox.daemon_reload()
     for start in range(0, len(units), 50):
         sandbox.run("systemctl", "start", *units[start : start + 50], timeout=120)
-    wait_for(lambda: host.counts()["listen"] >= LISTENERS or None, timeout=120,
-             what=f"{LISTENERS} listeners")  # fmt: skip
+    listeners = host.load.listeners
+    wait_for(lambda: host.counts()["listen"] >= listeners or None, timeout=120,
+             what=f"{listeners} listeners")  # fmt: skip
     clients = [f"clients-{i}.service" for i in range(CLIENTS)]
     sandbox.run("systemctl", "start", *churns, *clients, timeout=120)
-    wait_for(lambda: host.counts()["established"] >= 2 * CONNECTIONS or None, timeout=300,
-             what=f"{2 * CONNECTIONS} established sockets")  # fmt: skip
+    established = 2 * host.load.connections
+    wait_for(lambda: host.counts()["established"] >= established or None, timeout=300,
+             what=f"{established} established sockets")  # fmt: skip
     # TIME-WAIT builds up for its 60 s lifetime, then holds at what the churn's rate gives on
     # this machine: the bench reports the count it reached, not the target.
     deadline = time.monotonic() + 70
-    while time.monotonic() < deadline and host.counts()["time-wait"] < TIME_WAIT:
+    while time.monotonic() < deadline and host.counts()["time-wait"] < host.load.time_wait:
         time.sleep(5)
 
 
