@@ -56,11 +56,11 @@ def run(
 
 def investigate(query: Query, registry: Path, *, netns: str | None = None) -> Diagnosis:
     """Everything on the port in this network namespace, who owns it, and the fix."""
-    from portguard.host.sockets import census  # noqa: PLC0415 - pyroute2 only when asked
-
     try:
+        from portguard.host.sockets import census  # noqa: PLC0415 - pyroute2 only when asked
+
         occupants = census((proto, query.port) for proto in query.protos)
-    except OSError as exc:
+    except (OSError, ImportError) as exc:  # no netlink here, or no pyroute2 installed
         raise Unavailable(f"{CENSUS_FAILED}: {exc}") from None
     wanted = query.claims()
     occupants = [o for o in occupants if any(overlaps(o.as_claim(), c) for c in wanted)]
