@@ -838,7 +838,7 @@ def busy_host(runs: int) -> tuple[list[str], list[str]]:
         rows.append(f"| {label} | {len(big[label])} | {low[label]:.1f} | {med[label]:.1f} | "
                     f"{med[label] / low[label]:.2f} | {beside} | {verdict} |")  # fmt: skip
     notes = [
-        f"busy host: a sandbox loaded as bench/bighost.py says; while measured it held "
+        f"busy host: a sandbox loaded as tests/system/bighost.py says; while measured it held "
         f"{counts['listen']} listeners, {counts['established']:,} ESTABLISHED and "
         f"{counts['time-wait']:,}-{counts_after['time-wait']:,} TIME-WAIT TCP sockets, "
         f"{counts['processes']:,} processes; the registry has {bighost.UNITS:,} units with "

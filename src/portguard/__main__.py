@@ -4,9 +4,19 @@ import sys
 
 
 def main() -> int:
-    from portguard.hotpath import run  # noqa: PLC0415 - nothing heavy before we know we need it
+    from portguard.hotpath import cold_root, run  # noqa: PLC0415 - nothing heavy before we need it
 
-    code = run(sys.argv[1:])
+    argv = sys.argv[1:]
+    code = run(argv)
+    if code is None:
+        root = cold_root(argv)
+        if root is not None:
+            # The first start after a registry change: one guard of a boot storm compiles the
+            # registry while the others wait for it, then all take the free path.
+            from portguard.commands.trusted import compile_once  # noqa: PLC0415
+
+            if compile_once(root):
+                code = run(argv)
     if code is not None:
         return code
     from portguard.cli import main as full  # noqa: PLC0415

@@ -304,8 +304,8 @@ def _lookup(units: dict[str, tuple[BindSpec, ...]], unit: str) -> Entry | None:
     return None if template is None else (template, int(instance))
 
 
-def run(argv: list[str]) -> int | None:
-    """0 when every bind of the unit is free now; None to let the full `check` decide."""
+def _check_args(argv: list[str]) -> tuple[str, str | None, list[str]] | None:
+    """(registry root, unit, the rest) of a `check` command line; None for anything else."""
     args = list(argv)
     if not args or args.pop(0) != "check":
         return None
@@ -314,6 +314,25 @@ def run(argv: list[str]) -> int | None:
         root = args[1]
         del args[:2]
     unit = args.pop(0) if args and not args[0].startswith("-") else None
+    return root, unit, args
+
+
+def cold_root(argv: list[str]) -> str | None:
+    """The registry root of a `check` whose compiled form is missing or stale (the first start
+    after a registry change), when this process (root) may write it; else None."""
+    parsed = _check_args(argv)
+    if parsed is None or os.geteuid() != 0 or not os.path.isdir(parsed[0]):
+        return None
+    found = digest(parsed[0])
+    return parsed[0] if found and load_cache(parsed[0], found[0]) is None else None
+
+
+def run(argv: list[str]) -> int | None:
+    """0 when every bind of the unit is free now; None to let the full `check` decide."""
+    parsed = _check_args(argv)
+    if parsed is None:
+        return None
+    root, unit, args = parsed
     try:
         identity, socket_options = parse_bind_options(args)
     except ValueError:

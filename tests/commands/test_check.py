@@ -139,3 +139,42 @@ def test_a_held_verdict_reads_neither_the_yaml_nor_pyroute2s_whole_api(tmp_path:
     for heavy in ("yaml", "portguard.registry.model", "pyroute2.iproute", "asyncio",
                   "http.client", "portguard.registry.lint"):  # fmt: skip
         assert heavy not in modules, heavy
+
+
+STORM = """
+import sys
+import portguard.hotpath as hotpath
+hotpath.CACHE_DIR = sys.argv[1]
+from portguard.__main__ import main
+sys.argv = ["portguard", "check", "--registry", sys.argv[2], sys.argv[3]]
+code = main()
+print(code, "yaml" in sys.modules)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root writes the compiled registry "
+                    "(CI runs as root)")  # fmt: skip
+def test_a_boot_storm_after_a_registry_change_compiles_it_once(tmp_path: Path) -> None:
+    """12 guards start at once on a registry none has compiled: one parses the YAML, the
+    others wait for its compiled form and take the free path (issue 15)."""
+    root = tmp_path / "portguard"
+    root.mkdir(mode=0o755)
+    units = "".join(f"  u{i}.service:\n    listen: ['127.0.0.1:{free_port()}/tcp']\n"
+                    for i in range(12))  # fmt: skip
+    (root / "registry.yaml").write_text(f"version: 1\nunits:\n{units}")
+    guards = [
+        subprocess.Popen(
+            [sys.executable, "-c", STORM, str(tmp_path / "cache"), str(root), f"u{i}.service"],
+            env={**os.environ, "PYTHONPATH": str(SRC)}, stdout=subprocess.PIPE, text=True,
+        )
+        for i in range(12)
+    ]  # fmt: skip
+    answers = [guard.communicate(timeout=60)[0].split() for guard in guards]
+    assert all(code == "0" for code, _ in answers), answers
+    assert sum(parsed == "True" for _, parsed in answers) == 1, answers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
