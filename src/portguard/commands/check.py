@@ -24,10 +24,10 @@ from portguard.policy.guard import Effects, Guarded, check
 from portguard.policy.owners import Attribution
 from portguard.policy.report import Report, Verdict
 from portguard.registry.claims import Claim, ClaimSyntaxError, Proto
+from portguard.registry.unitname import unit_name_problem
 
 if TYPE_CHECKING:
     from portguard.registry.entries import Registry
-from portguard.registry.unitname import unit_name_problem
 
 
 def which_unit(explicit: str | None) -> str:
