@@ -875,8 +875,14 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="portguard-bench-"))
     os.chmod(workdir, 0o755)
     try:
-        rows, notes, release_rows, release_notes = [], [], [], []
-        generator_rows, generator_notes, scale_rows, scale_notes = [], [], [], []
+        rows: list[str] = []
+        notes: list[str] = []
+        release_rows: list[str] = []
+        release_notes: list[str] = []
+        generator_rows: list[str] = []
+        generator_notes: list[str] = []
+        scale_rows: list[str] = []
+        scale_notes: list[str] = []
         if not args.only_busy:
             rows, notes = free_path(workdir, max(30, args.runs))
             release_rows, release_notes = release_latency(max(20, args.release_runs))

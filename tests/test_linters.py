@@ -12,9 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize(
     "argv",
     [
-        ["ruff", "check", "src", "tests"],
-        ["ruff", "format", "--check", "src", "tests"],
-        ["mypy", "src"],
+        ["ruff", "check", "src", "tests", "bench"],
+        ["ruff", "format", "--check", "src", "tests", "bench"],
+        ["mypy", "src", "bench"],
     ],
     ids=["ruff-check", "ruff-format", "mypy-strict"],
 )
