@@ -811,7 +811,7 @@ def busy_host(runs: int) -> tuple[list[str], list[str]]:
         for root in (host.registry, ranged):  # compiled once, as after a registry change
             sandbox.run(*pg("audit", "--registry", root), check=False, timeout=600)
         idle = bighost.timed(sandbox, commands, runs, ok)
-        bighost.load(host)
+        bighost.start_load(host)
         counts = host.counts()
         big = bighost.timed(sandbox, commands, runs, ok)
         counts_after = host.counts()

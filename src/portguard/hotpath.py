@@ -137,7 +137,7 @@ def load_cache(root: str, key: bytes) -> dict[str, tuple[BindSpec, ...]] | None:
     return units if isinstance(units, dict) else None
 
 
-def load_registry(root: str, key: bytes) -> object:
+def load_compiled_registry(root: str, key: bytes) -> object:
     """The whole registry in marshal's types (registry/compiled.py) for KEY, or None."""
     return _load(root, key, "registry")
 

@@ -185,11 +185,12 @@ def big_host(*, empty: bool = False, docker: bool = False, load: Load = FULL) ->
         sandbox.write_file(f"{registry}/registry.yaml", registry_text(service_ports))
         host = BigHost(sandbox, registry, tuple(service_ports), load)
         if not empty:
-            _load(host)
+            start_load(host)
         yield host
 
 
-def _load(host: BigHost) -> None:
+def start_load(host: BigHost) -> None:
+    """Load HOST with the services, clients and churn (an idle one, built with `empty`, too)."""
     sandbox = host.sandbox
     units = []
     for index, ports in enumerate(host.service_ports):
@@ -281,8 +282,3 @@ def squat(host: BigHost, port: int) -> None:
     host.sandbox.run("systemctl", "start", "squatter.service")
     wait_for(lambda: host.sandbox.run("ss", "-Hltn", f"sport = :{port}").stdout.strip() or None,
              timeout=10, what=f"squatter.service on {port}")  # fmt: skip
-
-
-def load(host: BigHost) -> None:
-    """Load an idle host (built with `empty`) as big_host would have."""
-    _load(host)

@@ -51,7 +51,9 @@ def compiled_registry(root: Path) -> "Registry | None":
     if not root.is_dir():
         return None
     found = hotpath.digest(str(root))
-    return compiled.registry_of(hotpath.load_registry(str(root), found[0])) if found else None
+    return (
+        compiled.registry_of(hotpath.load_compiled_registry(str(root), found[0])) if found else None
+    )
 
 
 def compile_units(registry: "Registry") -> dict[str, tuple[hotpath.BindSpec, ...]]:
