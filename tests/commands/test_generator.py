@@ -424,14 +424,14 @@ def test_a_log_line_is_one_bounded_line(setup: Setup) -> None:
 
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="the registry must be root's to be trusted")
 
+# Two units sharing a port by SO_REUSEPORT: valid (lint warns), but the fast reader declines.
 DECLINED = """
     version: 1
     units:
       a.service:
-        listen: [80]
-        via: [b.service]
+        listen: [{port: 80, reuseport: true}]
       b.service:
-        listen: [127.0.0.1:80/tcp]
+        listen: [{port: 127.0.0.1:80/tcp, reuseport: true}]
 """
 
 
@@ -660,6 +660,47 @@ def test_the_fast_reader_vouches_for_a_shared_port_at_distinct_addresses(
         lines += [f"  u{n}.service:", f"    listen: [{listen}]"]
     path.write_text("\n".join(lines) + "\n")
     assert (agree(path) is not None) is vouched
+
+
+SOCKET = ("web.socket", "80/tcp", "")
+SERVICE = ("web.service", "80/tcp", "web.socket")
+THIRD = [("a.service", "80/tcp", "c.socket"), ("b.service", "80/tcp", "c.socket")]
+
+
+@pytest.mark.parametrize(
+    ("units", "vouched"),
+    [
+        # A socket unit and the service it starts, on one port: lint passes them.
+        ([SOCKET, SERVICE], True),
+        ([("web.socket", "80/tcp", "web.service"), ("web.service", "80/tcp", "")], True),
+        ([("web.socket", "127.0.0.1:80/tcp", ""), SERVICE], True),
+        # A third unit on the port is no one's `via`: lint's overlap error.
+        ([SOCKET, SERVICE, ("other.service", "80/tcp", "")], False),
+        ([("a.service", "80/tcp", "c.service"), ("b.service", "80/tcp", "")], False),
+        # Both list a third unit: a and b themselves still collide.
+        ([*THIRD, ("c.socket", "80/tcp", "")], False),
+    ],
+)
+def test_the_fast_reader_vouches_for_units_joined_by_via(
+    tmp_path: Path, units: list[tuple[str, str, str]], vouched: bool
+) -> None:
+    """Issue 15: a registry of socket/service pairs went to the full reader at every boot."""
+    path = tmp_path / "registry.yaml"
+    lines = ["version: 1", "units:"]
+    for name, listen, via in units:
+        lines += [f"  {name}:", f"    listen: [{listen}]"] + ([f"    via: [{via}]"] * bool(via))
+    path.write_text("\n".join(lines) + "\n")
+    assert (agree(path) is not None) is vouched
+
+
+def test_the_fast_reader_follows_via_across_files(tmp_path: Path) -> None:
+    main = tmp_path / "registry.yaml"
+    main.write_text("version: 1\nunits:\n  web.socket: {listen: [80]}\n")
+    dropin = tmp_path / "web.yaml"
+    dropin.write_text("version: 1\nunits:\n  web.service: {listen: [80], via: [web.socket]}\n")
+    assert agree(main, [dropin]) is not None
+    dropin.write_text("version: 1\nunits:\n  web.service: {listen: [80]}\n")
+    assert agree(main, [dropin]) is None
 
 
 # Fragments, most of them tricky, from which registries are built.

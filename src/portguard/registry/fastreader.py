@@ -6,7 +6,8 @@ interpreter's own start, at every boot. This reader walks libyaml's event stream
 accepts only what it can judge completely: the known keys, untagged scalars typed by YAML's
 own resolver, no anchors or aliases, ports written as numbers or ranges (on an IPv4 or a
 bracketed IPv6 address at most), valid unit names, and no two units' claims that share a
-port unless both are on specific, different addresses (so there is no overlap to judge).
+port unless both are on specific, different addresses (so there is no overlap to judge) or
+one lists the other in its `via` (a socket unit and its service: lint passes them as well).
 Anything else, or anything it is unsure of, makes it decline (None), and the generator asks
 the full reader, which then decides and explains. So it never vouches for a registry `lint`
 rejects; tests hold the two readers to that (a 20,000-input fuzz corpus among them), and to
@@ -60,6 +61,7 @@ def read(main: str | None, dropins: list[str]) -> list[Unit] | None:
         return None
     units: dict[str, Unit] = {}
     claims: list[_Claim] = []
+    via: dict[str, set[str]] = {}
     base_mode = "enforce"
     try:
         for path in ([main] if main else []) + dropins:
@@ -70,16 +72,18 @@ def read(main: str | None, dropins: list[str]) -> list[Unit] | None:
                     raise _Decline  # a unit in two files: lint's duplicate-unit
                 units[name] = unit
             claims += parsed.claims
+            via.update(parsed.via)
             if path == main:
                 base_mode = parsed.mode
     except (_Decline, yaml.YAMLError, OSError, UnicodeDecodeError):
         return None
-    return list(units.values()) if _apart(claims) else None
+    return list(units.values()) if _apart(claims, via) else None
 
 
-def _apart(claims: list[_Claim]) -> bool:
+def _apart(claims: list[_Claim], via: dict[str, set[str]]) -> bool:
     """Whether no two units' claims overlap: on a shared port, both on specific addresses,
-    and different ones. Claims of one unit may share one (at most a warning).
+    and different ones, unless one unit lists the other in its VIA. Claims of one unit may
+    share one (at most a warning).
 
     A sweep over the ports with the open claims indexed by address, so 2,000 units on port
     443 at distinct addresses cost no more than 2,000 on distinct ports.
@@ -98,11 +102,8 @@ def _apart(claims: list[_Claim]) -> bool:
             _, _, _, gone_unit, gone_address = claims[gone]
             _drop(units, gone_unit)
             _drop(wildcards if gone_address is None else by_address[gone_address], gone_unit)
-        if address is None:
-            others = units
-        else:
-            others = wildcards if _others(wildcards, unit) else by_address.get(address, {})
-        if _others(others, unit):
+        near = (units,) if address is None else (wildcards, by_address.get(address, {}))
+        if any(_others(open_, unit) and not _related(open_, unit, via) for open_ in near):
             return False
         heapq.heappush(ending, (last, index))
         units[unit] = units.get(unit, 0) + 1
@@ -114,6 +115,12 @@ def _apart(claims: list[_Claim]) -> bool:
 def _others(counts: dict[str, int], unit: str) -> bool:
     """Whether COUNTS holds a unit other than UNIT."""
     return len(counts) > (1 if unit in counts else 0)
+
+
+def _related(counts: dict[str, int], unit: str, via: dict[str, set[str]]) -> bool:
+    """Whether every unit in COUNTS is UNIT or lists it in its `via`, or is listed in UNIT's."""
+    own = via.get(unit, set())
+    return all(other == unit or other in own or unit in via.get(other, ()) for other in counts)
 
 
 def _drop(counts: dict[str, int], unit: str) -> None:
@@ -132,6 +139,7 @@ class _File:
         self.mode = base_mode  # this file's `defaults: mode`, over the inherited one
         self.units: dict[str, Unit] = {}
         self.claims: list[_Claim] = []
+        self.via: dict[str, set[str]] = {}  # unit -> the units its `via` lists
         self.resolve = yaml.resolver.Resolver().resolve
         self.unit = ""  # the unit being read
         self.template = False  # whether it is a template (name@.service)
@@ -302,10 +310,12 @@ class _File:
     def _via(self) -> None:
         if not isinstance(self._next(), yaml.SequenceStartEvent):
             raise _Decline
+        listed = self.via.setdefault(self.unit, set())
         while not isinstance(event := self._next(), yaml.SequenceEndEvent):
             tag, value = self._scalar(event)
             if tag != _STR or unit_name_problem(value):
                 raise _Decline
+            listed.add(value)
 
     def _listen_list(self) -> None:
         if not isinstance(self._next(), yaml.SequenceStartEvent):
