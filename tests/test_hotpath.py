@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from portguard import hotpath
 from portguard.commands.trusted import compile_units, load_registry
@@ -309,13 +311,13 @@ def test_udp_bind_without_reuseaddr_sees_a_bound_udp_socket(tree: Tree) -> None:
 # --- nothing heavy on the free path ------------------------------------------------------------
 
 PURITY = """
-import os, sys
+import posix, sys
 before = set(sys.modules)
 sys.path.insert(0, {src!r})
 sys.argv = ["portguard", "check", "--registry", {root!r}, "myapp.service"]
 import portguard.hotpath as hotpath
 hotpath.CACHE_DIR = {cache!r}
-if os.geteuid() != 0:
+if posix.geteuid() != 0:
     hotpath.is_safe = lambda st: True  # the files are ours; the imports are under test
 from portguard.__main__ import main
 code = main()
@@ -329,13 +331,15 @@ def test_free_path_imports_only_builtin_modules(tree: Tree, ports: tuple[int, in
     simple(tree, ports)
     tree.compile()
     code = PURITY.format(src=str(SRC), root=str(tree.root), cache=hotpath.CACHE_DIR)
-    result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
-                            timeout=60, check=False)  # fmt: skip
+    # -S, as /usr/bin/portguard runs: without `site`, nothing has imported `os` before us.
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                            text=True, timeout=60, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
     exit_code, new, everything = result.stdout.splitlines()
     assert exit_code == "0"  # the free path answered; main() did not fall through
     allowed = {"portguard", "portguard.__main__", "portguard.hotpath", *sys.builtin_module_names}
     assert set(new.split()) - allowed == set()
+    assert "os" not in everything.split()
     loaded = set(everything.split())
     for heavy in ("json", "dataclasses", "argparse", "yaml", "pyroute2", "pystemd", "enum",
                   "portguard.cli", "portguard.commands.check",
@@ -344,6 +348,40 @@ def test_free_path_imports_only_builtin_modules(tree: Tree, ports: tuple[int, in
 
 
 # --- trust walks the whole resolved path ------------------------------------------------------
+
+# A small tree of directories, files and symbolic links (relative, absolute, dangling, through
+# `..`, in loops), then every name in it resolved both ways.
+LINK_TARGETS = ["d", "d/f", "../d", "./d/e", "/", "x/../d", "missing", "d/f/g", "l0", "l1",
+                "l2", "e/..", "d//e/", "..", "."]  # fmt: skip
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(links=st.lists(st.sampled_from(LINK_TARGETS), min_size=1, max_size=3),
+       lookups=st.lists(st.sampled_from(["l0", "l1", "l2", "d", "d/e", "l0/e", "l1/../d",
+                                          "l2/f", "d/../l0", "l0/f/x", "nope/x"]),
+                        min_size=1, max_size=4))  # fmt: skip
+def test_realpath_resolves_as_os_path_realpath(
+    tmp_path_factory: pytest.TempPathFactory, links: list[str], lookups: list[str]
+) -> None:
+    top = tmp_path_factory.mktemp("links")
+    (top / "d" / "e").mkdir(parents=True)
+    (top / "d" / "f").write_text("")
+    for i, target in enumerate(links):
+        (top / f"l{i}").symlink_to(target if not target.startswith("/") else str(top) + target)
+    for name in lookups:
+        path = f"{top}/{name}"
+        try:
+            expected: str | type[BaseException] = os.path.realpath(path, strict=True)
+        except OSError as exc:
+            expected = FileNotFoundError if isinstance(exc, FileNotFoundError) else OSError
+        try:
+            got: str | type[BaseException] = hotpath.realpath(path)
+        except OSError as exc:
+            got = FileNotFoundError if isinstance(exc, FileNotFoundError) else OSError
+        assert got == expected, (name, links)
+
 
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="another user's directory needs chown")
 

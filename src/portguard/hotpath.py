@@ -7,19 +7,21 @@ trial-binds the unit's precomputed binds -- as the identity the drop-in names (-
 --caps: seteuid for the bind alone) and with a socket unit's own options -- and exits 0.
 Anything else -- a busy port, a cache miss, an unregistered unit, unusual flags, unsafe
 files -- returns None, and the full implementation decides and reports. Importing
-argparse, json or dataclasses alone would cost more than the interpreter's own start.
+argparse, json or dataclasses alone would cost more than the interpreter's own start; even
+`os` (pure Python, with posixpath and _collections_abc) costs a tenth of it under `-S`, so
+the few path operations needed are written here over the builtin `posix`.
 """
 
 import _socket
 import errno
 import marshal
-import os
+import posix
 import pwd
 from _blake2 import blake2b
 
 REGISTRY_DIR = "/etc/portguard"
 CACHE_DIR = "/run/portguard"
-FORMAT = 3
+FORMAT = 4
 
 # One bind as compiled: family, socket type, host, port (None: the template instance),
 # SO_REUSEADDR, SO_REUSEPORT, IPV6_V6ONLY, IP_FREEBIND.
@@ -38,17 +40,81 @@ Entry = tuple[tuple[BindSpec, ...], int | None]
 
 def registry_files(root: str) -> list[str]:
     """registry.yaml, then registry.d/*.yaml in lexical order (hidden files skipped)."""
-    dropin_dir = os.path.join(root, "registry.d")
+    dropin_dir = _join(root, "registry.d")
     try:
-        names = sorted(n for n in os.listdir(dropin_dir) if n.endswith(".yaml") and n[0] != ".")
+        names = sorted(n for n in posix.listdir(dropin_dir) if n.endswith(".yaml") and n[0] != ".")
     except OSError:
         names = []
-    dropins = [os.path.join(dropin_dir, n) for n in names]
-    main = os.path.join(root, "registry.yaml")
-    return [main, *dropins] if os.path.exists(main) or not dropins else dropins
+    dropins = [_join(dropin_dir, n) for n in names]
+    main = _join(root, "registry.yaml")
+    return [main, *dropins] if _exists(main) or not dropins else dropins
 
 
-def is_safe(st: os.stat_result) -> bool:
+def _join(directory: str, name: str) -> str:
+    """os.path.join of a directory and a plain name."""
+    return directory + name if directory.endswith("/") else f"{directory}/{name}"
+
+
+def _exists(path: str) -> bool:
+    try:
+        posix.stat(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _is_dir(path: str) -> bool:
+    try:
+        return posix.stat(path).st_mode & 0o170000 == 0o040000
+    except (OSError, ValueError):
+        return False
+
+
+def _normpath(path: str) -> str:
+    """os.path.abspath without `os`: absolute, with no empty, `.` or `..` parts."""
+    if not path.startswith("/"):
+        path = f"{posix.getcwd()}/{path}"
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part and part != ".":
+            parts.append(part)
+    return "/" + "/".join(parts)
+
+
+def realpath(path: str) -> str:
+    """os.path.realpath(PATH, strict=True) without `os`: every symbolic link resolved, as the
+    kernel follows them; raises FileNotFoundError for a missing part, OSError for any other
+    failure (a part that is not a directory, a loop)."""
+    if not path.startswith("/"):
+        path = f"{posix.getcwd()}/{path}"
+    resolved = ""  # the real path so far, "" for /
+    todo = [part for part in reversed(path.split("/")) if part]
+    links = 0
+    while todo:
+        part = todo.pop()
+        if part == ".":
+            continue
+        if part == "..":
+            resolved = resolved.rpartition("/")[0]
+            continue
+        candidate = f"{resolved}/{part}"
+        if posix.lstat(candidate).st_mode & 0o170000 != 0o120000:  # not a symbolic link
+            resolved = candidate
+            continue
+        links += 1
+        if links > 40:  # the kernel's own limit on links followed in one lookup
+            raise OSError(errno.ELOOP, "Too many levels of symbolic links", path)
+        target = posix.readlink(candidate)
+        if target.startswith("/"):
+            resolved = ""
+        todo.extend(part for part in reversed(target.split("/")) if part)
+    return resolved or "/"
+
+
+def is_safe(st: posix.stat_result) -> bool:
     """Root's and writable by root alone: a registry decides which services may start."""
     mode = st.st_mode
     return st.st_uid == 0 and not mode & 0o002 and not (mode & 0o020 and st.st_gid != 0)
@@ -63,20 +129,20 @@ def first_unsafe(paths: list[str]) -> str | None:
     judged: dict[str, bool] = {}
     for path in paths:
         try:
-            real = os.path.realpath(path, strict=True)
+            real = realpath(path)
         except FileNotFoundError:
             continue
         except OSError:
             return path  # a path that cannot be followed cannot be vouched for
         places = [real]
         while places[-1] != "/":
-            places.append(os.path.dirname(places[-1]))
+            places.append(places[-1].rpartition("/")[0] or "/")
         for index, place in enumerate(reversed(places)):
             last = index == len(places) - 1
             if not last and judged.get(place):
                 continue
             try:
-                st = os.stat(place)
+                st = posix.stat(place)
             except OSError:
                 return place
             sticky_root_dir = not last and st.st_uid == 0 and st.st_mode & 0o1000
@@ -98,7 +164,7 @@ def digest(root: str) -> tuple[bytes, list[str]] | None:
     """A hash of the registry's names and contents; None when a file is missing or unsafe."""
     files = registry_files(root)
     hashed = blake2b(digest_size=32)
-    if first_unsafe([root, os.path.join(root, "registry.d"), *files]) is not None:
+    if first_unsafe([root, _join(root, "registry.d"), *files]) is not None:
         return None
     for path in files:
         data = _read_trusted(path)
@@ -111,24 +177,24 @@ def digest(root: str) -> tuple[bytes, list[str]] | None:
 def _read_trusted(path: str) -> bytes | None:
     """The file's bytes if it is root's and writable by root alone, else None."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
     except OSError:
         return None
     try:
         # fstat of the opened file: no window for a swap between the check and the read.
-        if not is_safe(os.fstat(fd)):
+        if not is_safe(posix.fstat(fd)):
             return None
         chunks = []
-        while chunk := os.read(fd, 1 << 20):
+        while chunk := posix.read(fd, 1 << 20):
             chunks.append(chunk)
         return b"".join(chunks)
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def cache_path(root: str) -> str:
-    name = blake2b(os.path.abspath(root).encode(), digest_size=8).hexdigest()
-    return os.path.join(CACHE_DIR, f"registry-{name}.marshal")
+    name = blake2b(_normpath(root).encode(), digest_size=8).hexdigest()
+    return _join(CACHE_DIR, f"registry-{name}.marshal")
 
 
 def load_cache(root: str, key: bytes) -> dict[str, tuple[BindSpec, ...]] | None:
@@ -139,7 +205,13 @@ def load_cache(root: str, key: bytes) -> dict[str, tuple[BindSpec, ...]] | None:
 
 def load_compiled_registry(root: str, key: bytes) -> object:
     """The whole registry in marshal's types (registry/compiled.py) for KEY, or None."""
-    return _load(root, key, "registry")
+    packed = _load(root, key, "registry")
+    if not isinstance(packed, bytes):
+        return None
+    try:
+        return marshal.loads(packed)
+    except (EOFError, ValueError, TypeError):
+        return None
 
 
 def _load(root: str, key: bytes, part: str) -> object:
@@ -162,6 +234,8 @@ def store_cache(
     registry: object = None,
 ) -> bool:
     """Write the compiled form atomically; only root may, and failure just costs speed."""
+    import os  # noqa: PLC0415 - only when compiling, never on the free path
+
     if os.geteuid() != 0:
         return False
     path = cache_path(root)
@@ -170,8 +244,11 @@ def store_cache(
         os.makedirs(CACHE_DIR, mode=0o755, exist_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
+            # The whole registry stays packed, so the free path, which needs only its
+            # units' binds, does not unpack a 1,000-unit registry at every start.
+            packed = marshal.dumps(registry)  # type: ignore[arg-type] # compiled.plain's types
             data = marshal.dumps({"format": FORMAT, "key": key, "units": units,
-                                  "registry": registry})  # fmt: skip
+                                  "registry": packed})  # fmt: skip
             if os.write(fd, data) != len(data):
                 raise OSError(errno.ENOSPC, "short write")
         finally:
@@ -196,11 +273,11 @@ def bind_errno(spec: BindSpec, port: int, identity: Identity = None) -> int:
     # A non-zero effective uid empties the effective capabilities, CAP_NET_BIND_SERVICE too;
     # root without that capability binds as nobody, which differs from it in nothing else
     # a bind() without SO_REUSEPORT looks at.
-    os.seteuid(uid or NOBODY)
+    posix.seteuid(uid or NOBODY)
     try:
         code = _bind(spec, port)
     finally:
-        os.seteuid(0)
+        posix.seteuid(0)
     if code == errno.EACCES and may_bind:
         code = _bind(spec, port)  # a privileged port: as root, which has the capability
     return code
@@ -321,7 +398,7 @@ def cold_root(argv: list[str]) -> str | None:
     """The registry root of a `check` whose compiled form is missing or stale (the first start
     after a registry change), when this process (root) may write it; else None."""
     parsed = _check_args(argv)
-    if parsed is None or os.geteuid() != 0 or not os.path.isdir(parsed[0]):
+    if parsed is None or posix.geteuid() != 0 or not _is_dir(parsed[0]):
         return None
     found = digest(parsed[0])
     return parsed[0] if found and load_cache(parsed[0], found[0]) is None else None
@@ -337,10 +414,10 @@ def run(argv: list[str]) -> int | None:
         identity, socket_options = parse_bind_options(args)
     except ValueError:
         return None  # the full command says what is wrong
-    if identity not in (None, (0, True)) and os.geteuid() != 0:
+    if identity not in (None, (0, True)) and posix.geteuid() != 0:
         return None
     unit = unit or unit_of_cgroup()
-    if unit is None or not os.path.isdir(root):
+    if unit is None or not _is_dir(root):
         return None
     found = digest(root)
     units = load_cache(root, found[0]) if found else None
