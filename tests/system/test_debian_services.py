@@ -24,6 +24,7 @@ import shlex
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +96,8 @@ class Host:
     @property
     def postgresql(self) -> str:
         """The release's main cluster's unit (postgresql@15-main on Debian 12, @17 on 13)."""
-        (unit,) = [
-            u for u in self.registry["units"] if re.fullmatch(r"postgresql@\d+-main.service", u)
-        ]
+        units: list[str] = list(self.registry["units"])
+        (unit,) = [u for u in units if re.fullmatch(r"postgresql@\d+-main.service", u)]
         return unit
 
     def write_registry(self, registry: dict[str, Any]) -> None:
@@ -185,6 +185,10 @@ def generated_dropin(sandbox: Sandbox, unit: str) -> str | None:
     return shown.stdout if shown.returncode == 0 else None
 
 
+def _active(sandbox: Sandbox, unit: str) -> bool | None:
+    return sandbox.unit_properties(unit, "ActiveState")["ActiveState"] == "active" or None
+
+
 def guard_run(sandbox: Sandbox, unit: str) -> str:
     """The guard's ExecStartPre= as systemd last ran it (path, argv, status)."""
     pre = sandbox.unit_properties(unit, "ExecStartPre")["ExecStartPre"]
@@ -208,8 +212,7 @@ def test_every_captured_unit_restarts_guarded(host: Host) -> None:
             restarted = sandbox.run("systemctl", "restart", unit, check=False, timeout=90)
             assert restarted.returncode == 0, (unit, restarted.stderr, sandbox.systemctl(
                 "status", "--full", unit, check=False))  # fmt: skip
-            wait_for(lambda u=unit: sandbox.unit_properties(u, "ActiveState")["ActiveState"]
-                     == "active" or None, timeout=30, what=f"{unit} active")  # fmt: skip
+            wait_for(partial(_active, sandbox, unit), timeout=30, what=f"{unit} active")
             run = guard_run(sandbox, unit)
             assert "status=0" in run and "code=exited" in run, (unit, run)
     # The identities the drop-ins carry, read from Debian's own unit files.
