@@ -45,6 +45,7 @@ FIRST_PORT = 20000  # below the default ephemeral range, so lint has nothing to 
 
 sys.path.insert(0, str(SRC))
 
+from restarts import storm_and_restart  # noqa: E402 - bench/, beside this file
 
 # --- registries -------------------------------------------------------------------------------
 
@@ -455,32 +456,60 @@ GENERATOR = (
 )
 
 
-def unit_root(parent: Path, units: int, *, dropins: bool) -> Path:
-    """A root whose /usr/lib/systemd/system has a stock-looking fragment for every bench unit
-    (User=, hardening), and with DROPINS a vendor drop-in for each as well: what the
-    generator reads to mirror each unit's start."""
-    root = parent / f"units-{units}{'-dropins' if dropins else ''}"
+def unit_root(parent: Path, names: Sequence[str], *, dropins: bool, label: str = "") -> Path:
+    """A root whose /usr/lib/systemd/system has a stock-looking fragment for each of NAMES
+    (a hardened service with User=, or a socket), and with DROPINS a vendor drop-in for each
+    as well: what the generator reads to mirror each unit's start."""
+    root = parent / f"units-{label or len(names)}{'-dropins' if dropins else ''}"
     system = root / "usr/lib/systemd/system"
     system.mkdir(parents=True)
-    for i in range(units):
-        name = f"bench{i:04d}.service"
-        (system / name).write_text(
-            "[Unit]\nDescription=bench\n\n[Service]\nType=notify\n"
-            f"ExecStart=/usr/bin/daemon --port {i}\nUser=svc{i % 7}\nNoExecPaths=/\n"
-            "ExecPaths=/usr/bin/daemon\nCapabilityBoundingSet=\nPrivateUsers=true\n"
-            "ProtectSystem=strict\n\n[Install]\nWantedBy=multi-user.target\n"
-        )
+    for i, name in enumerate(names):
+        if name.endswith(".socket"):
+            text = f"[Unit]\nDescription=bench\n\n[Socket]\nListenStream={20000 + i}\n"
+        else:
+            text = ("[Unit]\nDescription=bench\n\n[Service]\nType=notify\n"
+                    f"ExecStart=/usr/bin/daemon --port {i}\nUser=svc{i % 7}\nNoExecPaths=/\n"
+                    "ExecPaths=/usr/bin/daemon\nCapabilityBoundingSet=\nPrivateUsers=true\n"
+                    "ProtectSystem=strict\n\n[Install]\nWantedBy=multi-user.target\n")  # fmt: skip
+        (system / name).write_text(text)
         if dropins:
             (system / f"{name}.d").mkdir()
             (system / f"{name}.d" / "10-vendor.conf").write_text("[Service]\nRestart=always\n")
-    for name in ("shared.service", "shared.socket"):
-        section = (
-            "[Socket]\nListenStream=1\n"
-            if name.endswith("socket")
-            else ("[Service]\nExecStart=/usr/bin/daemon\n")
-        )
-        (system / name).write_text(section)
     return root
+
+
+def bench_names(units: int) -> list[str]:
+    return [f"bench{i:04d}.service" for i in range(units)]
+
+
+def shaped_registry(shape: str, units: int, first: int) -> tuple[str, list[str]]:
+    """A valid registry of UNITS units in one of the shapes real registries have, and the
+    units it names: `via` (socket units and their services, pairwise on one port), `shared`
+    (every unit on port 443, each at its own address), `templates` (`name@.service` units
+    whose instance is the port) and `reuseport` (the plain shape, and two services sharing a
+    port by SO_REUSEPORT: lint warns, and the fast reader leaves that to the full reader)."""
+    lines = ["version: 1", "units:"]
+    names: list[str] = []
+    for i in range(units // 2 if shape == "via" else units):
+        if shape == "via":
+            pair = [f"pair{i:04d}.socket", f"pair{i:04d}.service"]
+            port = f"    listen: [{first + i}/tcp]"
+            lines += [f"  {pair[0]}:", port, f"  {pair[1]}:", port, f"    via: [{pair[0]}]"]
+            names += pair
+        elif shape == "shared":
+            names.append(f"bench{i:04d}.service")
+            lines += [f"  {names[-1]}:", f"    listen: ['10.{i // 250}.{i % 250}.1:443/tcp']"]
+        elif shape == "templates":
+            names.append(f"bench{i:04d}@.service")
+            lines += [f"  {names[-1]}:", "    listen: ['%i/tcp']"]
+        else:
+            names.append(f"bench{i:04d}.service")
+            lines += [f"  {names[-1]}:", f"    listen: [{first + i}/tcp]"]
+    if shape == "reuseport":
+        for name in ("share-a.service", "share-b.service"):
+            names.append(name)
+            lines += [f"  {name}:", f"    listen: [{{port: {first + units}, reuseport: true}}]"]
+    return "\n".join(lines) + "\n", names
 
 
 def output_dir() -> Path:
@@ -531,22 +560,8 @@ def generator(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
     first = 20000
     small = write_registry(workdir, "gen-small", registry_text(SMALL_UNITS, first))
     large = write_registry(workdir, "gen-large", registry_text(LARGE_UNITS, first))
-    # One `via` pair sharing a port: valid, but the fast reader declines it to the full one.
-    shared = first + 3 * LARGE_UNITS
-    via_pair = (
-        f"  shared.service:\n    listen: [{shared}/tcp]\n    via: [shared.socket]\n"
-        f"  shared.socket:\n    listen: [{shared}/tcp]\n"
-    )
-    declined = write_registry(workdir, "gen-declined", registry_text(LARGE_UNITS, first) + via_pair)
-    for root in (small, large, declined):
-        lint(root, env)
-    for root, fast in ((small, True), (large, True), (declined, False)):
-        accepted = fastreader.read(str(root / "registry.yaml"), []) is not None
-        if accepted != fast:
-            raise SystemExit(f"bench: the fast reader {'declined' if fast else 'took'} {root}")
-
-    units = unit_root(workdir, LARGE_UNITS, dropins=False)
-    with_dropins = unit_root(workdir, LARGE_UNITS, dropins=True)
+    units = unit_root(workdir, bench_names(LARGE_UNITS), dropins=False)
+    with_dropins = unit_root(workdir, bench_names(LARGE_UNITS), dropins=True)
     launcher = Launcher(env)
     series: list[Series] = [
         Series("`python3 -I -c pass`", [PYTHON, "-I", "-c", "pass"], launcher),
@@ -563,14 +578,25 @@ def generator(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
             LARGE_UNITS,
             launcher,
         ),
-        GeneratorSeries(
-            f"generator, {LARGE_UNITS + 2:,} units the fast reader declines (full reader)",
-            declined,
-            units,
-            LARGE_UNITS + 2,
-            launcher,
-        ),
     ]
+    shapes = {
+        "via": f"{LARGE_UNITS // 2} socket units and their services, pairwise `via`",
+        "shared": f"{LARGE_UNITS:,} units all on port 443, each at its own address",
+        "templates": f"{LARGE_UNITS:,} template units, `%i` the port",
+        "reuseport": f"{LARGE_UNITS + 2:,} units, two sharing a port by SO_REUSEPORT "
+        "(the fast reader declines: full reader)",
+    }
+    for shape, label in shapes.items():
+        text, names = shaped_registry(shape, LARGE_UNITS, first)
+        root = write_registry(workdir, f"gen-shape-{shape}", text)
+        lint(root, env)
+        fast = fastreader.read(str(root / "registry.yaml"), []) is not None
+        if fast != (shape != "reuseport"):
+            raise SystemExit(f"bench: the fast reader {'took' if fast else 'declined'} {root}")
+        files = unit_root(workdir, names, dropins=False, label=shape)
+        series.append(GeneratorSeries(f"generator, {label}", root, files, len(names), launcher))
+    lint(small, env)
+    lint(large, env)
     try:
         for s in series:  # one untimed run each: page cache
             s.run()
@@ -647,14 +673,14 @@ def scale(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
             lint_series.append(Series(f"`portguard lint`, {count:,} units", argv, launcher))
             big_generators.append(GeneratorSeries(
                 f"generator, {count:,} units", root,
-                unit_root(workdir, count, dropins=False), count, launcher,
+                unit_root(workdir, bench_names(count), dropins=False), count, launcher,
             ))  # fmt: skip
         shared = "".join(
             f"  bench{i:04d}.service:\n    listen: ['10.{i // 250}.{i % 250}.1:443/tcp']\n"
             for i in range(SHARED_UNITS)
         )
         root = write_registry(workdir, "gen-shared", f"version: 1\nunits:\n{shared}")
-        units = unit_root(workdir, SHARED_UNITS, dropins=False)
+        units = unit_root(workdir, bench_names(SHARED_UNITS), dropins=False)
         generator_series = GeneratorSeries(
             f"generator, {SHARED_UNITS:,} units on port 443 at distinct addresses",
             root, units, SHARED_UNITS, launcher,
@@ -891,7 +917,12 @@ def main() -> int:
         "--busy-runs", type=int, default=7,
         help="runs on the idle and the busy sandboxed host (0: skip them)",
     )  # fmt: skip
-    parser.add_argument("--only-busy", action="store_true", help="only the busy-host rows")
+    parser.add_argument("--storm-runs", type=int, default=7, help="boot storms of each kind "
+                        "(0: skip the storm and restart rows)")  # fmt: skip
+    parser.add_argument("--restart-runs", type=int, default=25, help="nginx restarts of each kind")
+    parser.add_argument(
+        "--only-busy", action="store_true", help="only the sandboxed rows: busy host, storm"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print(
@@ -916,6 +947,11 @@ def main() -> int:
             generator_rows, generator_notes = generator(workdir, max(30, args.runs))
             scale_rows, scale_notes = scale(workdir, max(5, args.runs // 10))
         busy_rows, busy_notes = busy_host(args.busy_runs) if args.busy_runs else ([], [])
+        storm_rows, storm_notes = (
+            storm_and_restart(args.storm_runs, max(5, args.restart_runs))
+            if args.storm_runs
+            else ([], [])
+        )
     finally:
         # Also after a failure: the compiled caches this bench wrote to the real /run/portguard.
         for name in ("small", "large"):
@@ -933,10 +969,11 @@ def main() -> int:
     print()
     print("\n".join(scale_rows))
     print()
-    if busy_rows:
-        print("\n".join(busy_rows))
-        print()
-    for note in notes + release_notes + generator_notes + scale_notes + busy_notes:
+    for table in (busy_rows, storm_rows):
+        if table:
+            print("\n".join(table))
+            print()
+    for note in notes + release_notes + generator_notes + scale_notes + busy_notes + storm_notes:
         print(f"- {note}")
     return 0
 
