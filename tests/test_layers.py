@@ -12,10 +12,12 @@ from tests.conftest import SRC
 
 PACKAGE = SRC / "portguard"
 # Lowest first. The top-level modules are the floor: hotpath (the builtin-only free path)
-# and errors (exit codes and the error classes every layer raises).
+# errors (exit codes and the error classes every layer raises) and packages (a package's
+# submodules without its __init__).
 LAYERS = {
     "hotpath": 0,
     "errors": 0,
+    "packages": 0,
     "__init__": 0,
     "registry": 1,
     "host": 2,

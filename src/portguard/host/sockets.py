@@ -5,27 +5,16 @@ attribute nor a port filter, and with 0.9 (current PyPI): we bring our own messa
 and request classes instead of relying on either's `get_sock_stats`.
 """
 
-import importlib.util
 import ipaddress
 import socket
 import struct
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from portguard.packages import without_init
 
-def _package_without_init(name: str) -> None:
-    """Register the package NAME so that its submodules import without running its
-    __init__: pyroute2's imports its whole API (IPRoute, NDB, asyncio; 110-180 ms), while
-    the census needs only its netlink core (about 40 ms)."""
-    if name in sys.modules:
-        return
-    spec = importlib.util.find_spec(name)
-    if spec is not None and spec.submodule_search_locations is not None:
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-
-
-_package_without_init("pyroute2")
+# The netlink core alone: pyroute2's __init__ imports IPRoute, NDB and asyncio too.
+without_init("pyroute2")
 
 from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST  # noqa: E402
 from pyroute2.netlink.diag import (  # noqa: E402
