@@ -1,5 +1,8 @@
 """systemd time spans for `wait`: parse_timespan_ms and format_ms."""
 
+import math
+from fractions import Fraction
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -115,3 +118,18 @@ def test_parse_raises_only_timespan_errors(text: str) -> None:
 )
 def test_format_ms(ms: int, text: str) -> None:
     assert format_ms(ms) == text
+
+
+@given(
+    st.integers(0, 10**6),
+    st.text("0123456789", max_size=20),
+    st.sampled_from(
+        [("us", 1), ("ms", 1_000), ("s", 1_000_000), ("min", 60_000_000), ("w", 604_800_000_000)]
+    ),
+)
+def test_a_fraction_is_exact(whole: int, fraction: str, unit: tuple[str, int]) -> None:
+    """Fractions in exact integers (no float, no decimal context): the microseconds are the
+    true value's floor, as systemd truncates them; then milliseconds are rounded up."""
+    text = f"{whole}.{fraction}{unit[0]}"
+    usec = Fraction(f"{whole}.{fraction or 0}") * unit[1]
+    assert parse_timespan_ms(text) == -(-math.floor(usec) // 1_000)
