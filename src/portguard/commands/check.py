@@ -20,6 +20,7 @@ from portguard.host import journal, probe
 from portguard.host.cgroups import own_cgroup, unit_of
 from portguard.host.occupants import Occupant
 from portguard.host.processes import wait_for_exit
+from portguard.host.units import FactsChild
 from portguard.policy.guard import Effects, Guarded, check
 from portguard.policy.owners import Attribution
 from portguard.policy.report import Report, Verdict
@@ -73,8 +74,15 @@ def binder_of(bind_options: list[str]) -> probe.Binder:
     return probe.Binder(identity, socket_options)
 
 
-def real_effects(self_cgroup: str | None, binder: probe.Binder | None = None) -> Effects:
+def real_effects(
+    self_cgroup: str | None, binder: probe.Binder | None = None, facts: FactsChild | None = None
+) -> Effects:
+    """The kernel, cgroups and systemd; with FACTS, systemd is asked by a child started as
+    soon as a port turns out busy, which connects while the socket table is read."""
+
     def census(ports: Iterable[tuple[Proto, int]]) -> list[Occupant]:
+        if facts is not None:
+            facts.start()
         from portguard.host.sockets import census as kernel_census  # noqa: PLC0415
 
         return kernel_census(ports)
@@ -84,6 +92,8 @@ def real_effects(self_cgroup: str | None, binder: probe.Binder | None = None) ->
         from portguard.policy.attribute import attribute as find_owners  # noqa: PLC0415
 
         context = Context.here(self_cgroup=self_cgroup, facts_timeout=timeout)
+        if facts is not None:
+            context = replace(context, facts=facts)
         return find_owners(occupants, context, also)
 
     def trial(claims: Iterable[Claim]) -> list[probe.Attempt]:
@@ -150,4 +160,5 @@ def _decide(unit: str, registry_path: Path, binder: probe.Binder) -> Report:
     own = own_cgroup()
     self_cgroup = own if own and unit_of(own) == unit else None
     uid = binder.identity[0] if binder.identity else os.geteuid()
-    return check(replace(guarded, uid=uid), real_effects(self_cgroup, binder))
+    with FactsChild() as facts:
+        return check(replace(guarded, uid=uid), real_effects(self_cgroup, binder, facts))

@@ -18,7 +18,7 @@ from portguard.commands.whytext import as_data, render
 from portguard.errors import ConfigError, Unavailable
 from portguard.host import docker, netns, processes, sessions
 from portguard.host.occupants import Occupant
-from portguard.host.units import UnitFacts, unit_facts
+from portguard.host.units import FactsChild, UnitFacts
 from portguard.policy.attribute import Context, attribute
 from portguard.policy.diagnosis import (
     Diagnosis,
@@ -56,22 +56,26 @@ def run(
 
 def investigate(query: Query, registry: Path, *, netns: str | None = None) -> Diagnosis:
     """Everything on the port in this network namespace, who owns it, and the fix."""
-    try:
-        from portguard.host.sockets import census  # noqa: PLC0415 - pyroute2 only when asked
+    # systemd is asked by a child that connects while the socket table is read.
+    with FactsChild() as facts:
+        facts.start()
+        try:
+            from portguard.host.sockets import census  # noqa: PLC0415 - pyroute2 only when asked
 
-        occupants = census((proto, query.port) for proto in query.protos)
-    except (OSError, ImportError) as exc:  # no netlink here, or no pyroute2 installed
-        raise Unavailable(f"{CENSUS_FAILED}: {exc}") from None
-    wanted = query.claims()
-    occupants = [o for o in occupants if any(overlaps(o.as_claim(), c) for c in wanted)]
-    candidates, note = _registered(query, registry)
-    # A `%i` claim matches any port as an instance name; it counts only for an instance
-    # systemd has loaded, so the same query that names the owners lists them.
-    instances = sorted({a.unit for a in candidates if a.unit != a.entry.name})
-    context = Context.here(self_cgroup=None, facts_timeout=_FACTS_TIMEOUT)
-    if instances:
-        context = replace(context, facts=functools.partial(unit_facts, patterns=instances))
-    attribution = attribute(occupants, context)
+            occupants = census((proto, query.port) for proto in query.protos)
+        except (OSError, ImportError) as exc:  # no netlink here, or no pyroute2 installed
+            raise Unavailable(f"{CENSUS_FAILED}: {exc}") from None
+        wanted = query.claims()
+        occupants = [o for o in occupants if any(overlaps(o.as_claim(), c) for c in wanted)]
+        candidates, note = _registered(query, registry)
+        # A `%i` claim matches any port as an instance name; it counts only for an instance
+        # systemd has loaded, so the same query that names the owners lists them.
+        instances = sorted({a.unit for a in candidates if a.unit != a.entry.name})
+        context = replace(
+            Context.here(self_cgroup=None, facts_timeout=_FACTS_TIMEOUT),
+            facts=functools.partial(facts, patterns=instances) if instances else facts,
+        )
+        attribution = attribute(occupants, context)
     assignments = [a for a in candidates if a.unit == a.entry.name or a.unit in attribution.facts]
     owners, time_wait = group(attribution.holdings)
     occupancies = [

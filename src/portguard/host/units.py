@@ -67,12 +67,111 @@ def unit_facts(
     """
     if not names and not patterns:
         return {}
-    answer = _in_child(lambda: {"units": _query(names, patterns)}, timeout)
+    return _facts_of(_in_child(lambda: {"units": _query(names, patterns)}, timeout), timeout)
+
+
+def _facts_of(answer: dict[str, Any] | None, timeout: float) -> dict[str, UnitFacts]:
     if answer is None:
         raise FactsUnavailable(f"systemd did not answer over D-Bus within {timeout:g}s")
     if "error" in answer:
         raise FactsUnavailable(answer["error"])
     return {name: UnitFacts.from_data(data) for name, data in answer["units"].items()}
+
+
+class FactsChild:
+    """unit_facts from a child forked before the question is known (`start`, when a port
+    turns out busy): it loads the D-Bus library and connects to systemd on another CPU while
+    the caller reads the socket table, then answers one question, within the caller's
+    timeout as unit_facts does. A second question gets a child of its own. Use it as a
+    context manager: a child never asked is ended with the block (it is ours to end)."""
+
+    def __init__(self) -> None:
+        self._pid: int | None = None
+        self._request = self._answer = -1
+        self._asked = False
+
+    def __enter__(self) -> "FactsChild":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        if self._pid is not None or self._asked:
+            return
+        request_read, self._request = os.pipe()
+        self._answer, answer_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child; covered by the system tests
+            os.close(self._request)
+            os.close(self._answer)
+            _serve(request_read, answer_write)
+        self._pid = pid
+        os.close(request_read)
+        os.close(answer_write)
+
+    def __call__(
+        self, names: Sequence[str], *, timeout: float, patterns: Sequence[str] = ()
+    ) -> dict[str, UnitFacts]:
+        if self._asked:
+            return unit_facts(names, timeout=timeout, patterns=patterns)
+        if not names and not patterns:
+            return {}
+        self.start()
+        self._asked = True
+        deadline = time.monotonic() + timeout
+        try:
+            question = json.dumps({"names": list(names), "patterns": list(patterns)})
+            _write_all(self._request, question.encode())
+            os.close(self._request)
+            self._request = -1
+            payload = _read_until(self._answer, deadline)
+        except OSError:  # the child is gone: it could not take the question
+            payload = None
+        finally:
+            self.close()
+        return _facts_of(None if payload is None else dict(json.loads(payload)), timeout)
+
+    def close(self) -> None:
+        for fd in (self._request, self._answer):
+            if fd >= 0:
+                os.close(fd)
+        self._request = self._answer = -1
+        if self._pid is not None:
+            _reap(self._pid)
+            self._pid = None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _serve(request: int, answer: int) -> None:  # pragma: no cover - child
+    """The child of a FactsChild: connect, then answer the one question, if one comes."""
+    try:
+        bus = _open_bus()
+        bus.open()
+    except Exception as exc:  # told to the caller with its question's answer
+        failure: Exception | None = exc
+    else:
+        failure = None
+    chunks = []
+    while chunk := os.read(request, 65536):
+        chunks.append(chunk)
+    if not chunks:
+        os._exit(0)  # never asked
+    asked = json.loads(b"".join(chunks))
+
+    def ask() -> dict[str, Any]:
+        if failure is not None:
+            raise failure
+        try:
+            return {"units": _ask_bus(bus, asked["names"], asked["patterns"])}
+        finally:
+            bus.close()
+
+    _answer(answer, ask)
 
 
 def _in_child(ask: Callable[[], dict[str, Any]], timeout: float) -> dict[str, Any] | None:
@@ -127,7 +226,10 @@ def _answer(fd: int, ask: Callable[[], dict[str, Any]]) -> None:  # pragma: no c
 
 
 def _open_bus() -> Any:  # pragma: no cover - child process
-    from pystemd.dbuslib import DBus, DBusAddress  # noqa: PLC0415 - only ever in the child
+    from portguard.packages import without_init  # noqa: PLC0415 - only ever in the child
+
+    without_init("pystemd")  # the bus alone: not its unit objects, nor lxml for them
+    from pystemd.dbuslib import DBus, DBusAddress  # noqa: PLC0415
 
     # systemd's private socket works for root before dbus-daemon runs (early boot); an
     # explicit DBUS_SYSTEM_BUS_ADDRESS is the operator's choice and wins.
@@ -140,31 +242,37 @@ def _open_bus() -> Any:  # pragma: no cover - child process
 def _query(  # pragma: no cover - child
     names: Sequence[str], patterns: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
-    from pystemd.dbuslib import apply_signature  # noqa: PLC0415
-
     bus = _open_bus()
     bus.open()
-    found: dict[str, dict[str, Any]] = {}
     try:
-        if patterns:
-            listed = _manager(bus, b"ListUnitsByPatterns", apply_signature(
-                b"asas", [[], [p.encode() for p in patterns]]))  # fmt: skip
-            names = [*names, *sorted(_text(row[0]) for row in listed)]
-        names = list(dict.fromkeys(names))
-        # One call for every unit's state (a 1,000-unit registry once cost 3,000 calls, and
-        # each GetAll ~150 properties); then only the few properties read below, per unit.
-        asked = apply_signature(b"as", [[n.encode() for n in names]])
-        rows = _manager(bus, b"ListUnitsByNames", asked) if names else []
-        for row in rows:
-            name, description, load_state, active_state, sub_state = map(_text, row[:5])
-            if load_state in ("not-found", "stub") and active_state == "inactive":
-                continue  # not loaded: nothing to say about it
-            found[name] = _facts(bus, row[6], name, apply_signature) | {
-                "name": name, "active_state": active_state, "sub_state": sub_state,
-                "description": description,
-            }  # fmt: skip
+        return _ask_bus(bus, names, patterns)
     finally:
         bus.close()
+
+
+def _ask_bus(  # pragma: no cover - child
+    bus: Any, names: Sequence[str], patterns: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    from pystemd.dbuslib import apply_signature  # noqa: PLC0415
+
+    found: dict[str, dict[str, Any]] = {}
+    if patterns:
+        listed = _manager(bus, b"ListUnitsByPatterns", apply_signature(
+            b"asas", [[], [p.encode() for p in patterns]]))  # fmt: skip
+        names = [*names, *sorted(_text(row[0]) for row in listed)]
+    names = list(dict.fromkeys(names))
+    # One call for every unit's state (a 1,000-unit registry once cost 3,000 calls, and
+    # each GetAll ~150 properties); then only the few properties read below, per unit.
+    asked = apply_signature(b"as", [[n.encode() for n in names]])
+    rows = _manager(bus, b"ListUnitsByNames", asked) if names else []
+    for row in rows:
+        name, description, load_state, active_state, sub_state = map(_text, row[:5])
+        if load_state in ("not-found", "stub") and active_state == "inactive":
+            continue  # not loaded: nothing to say about it
+        found[name] = _facts(bus, row[6], name, apply_signature) | {
+            "name": name, "active_state": active_state, "sub_state": sub_state,
+            "description": description,
+        }  # fmt: skip
     return found
 
 
