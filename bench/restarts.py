@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -106,16 +107,18 @@ PRE_STEPS = {
 
 def storm_and_restart(storm_runs: int, restart_runs: int) -> tuple[list[str], list[str]]:
     sys.path.insert(0, str(REPO))
-    from tests.system.debroot import (  # noqa: PLC0415 - the sandbox harness, only here
-        built_package,
-        extracted,
-        root_tarball,
-    )
+    from tests.system import debroot  # noqa: PLC0415 - the sandbox harness, only here
     from tests.system.sandbox import boot  # noqa: PLC0415
     from tests.system.test_debian_services import prepare  # noqa: PLC0415
 
-    deb = built_package()
-    with extracted(root_tarball("trixie-services")) as root:
+    # As `make test` does: the .deb rebuilt when the sources are newer, the root when missing.
+    debs = sorted(debroot.DEB_DIR.glob("portguard_*_all.deb"), key=lambda d: d.stat().st_mtime)
+    if not debs or debroot._newest_source().stat().st_mtime > debs[-1].stat().st_mtime:
+        subprocess.run([str(REPO / "tools" / "build-deb")], check=True, stdout=subprocess.DEVNULL)
+    if not (debroot.ROOTS / "trixie-services.tar.zst").is_file():
+        subprocess.run([str(REPO / "tools" / "roots"), "trixie-services"], check=True)
+    deb = debroot.built_package()
+    with debroot.extracted(debroot.root_tarball("trixie-services")) as root:
         prepare(root)
         with boot(lowerdir=root, services=True, boot_timeout=120) as sandbox:
             walls, version = _measure(sandbox, deb, storm_runs, restart_runs)
