@@ -140,6 +140,15 @@ def test_unregistered_socket_unit_is_stopped_with_its_service() -> None:
                           "legacy.socket' if nothing should listen on 8081/tcp")  # fmt: skip
 
 
+@pytest.mark.parametrize("kind", [OwnerKind.SERVICE, OwnerKind.SOCKET])
+def test_a_transient_owner_is_stopped_never_disabled(kind: OwnerKind) -> None:
+    owner = Owner(kind, f"run-r1.{kind.value}", 7, "python3", transient=True)
+    diagnosis = diagnose(Query.parse("8081"), [Occupancy(owner, (sock(port=8081),))], None, [])
+    [fix] = diagnosis.fixes
+    assert fix.startswith(f"'systemctl stop run-r1.{kind.value}")
+    assert "disable" not in fix.replace("nothing to disable", "")
+
+
 def test_time_wait_alone_says_how_long_to_wait() -> None:
     diagnosis = diagnose(Query.parse("8080/tcp"), [], TimeWait(2, 30_500), [])
     [fix] = diagnosis.fixes

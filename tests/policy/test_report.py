@@ -2,6 +2,7 @@
 
 import ipaddress
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -65,6 +66,19 @@ def test_stderr_line_names_the_holder_the_registered_unit_and_the_fix() -> None:
         "myapp.service; stop it with 'systemctl stop nginx.service' (and 'systemctl disable "
         "nginx.service' if it should not run), or move one of the two to another port"
     )
+
+
+@pytest.mark.parametrize("kind", [OwnerKind.SERVICE, OwnerKind.SOCKET])
+def test_a_transient_unit_is_never_to_be_disabled(kind: OwnerKind) -> None:
+    """`systemd-run --unit=adhoc ...`: there is no unit file for `systemctl disable` to act on
+    (DESIGN rule 3); what started it is the place to stop it for good."""
+    adhoc = Owner(kind, f"adhoc.{kind.value}", 1312, "python3", "root", transient=True)
+    fix = remedy_for(adhoc, unit="myapp.service", port=8080, proto="tcp")
+    assert "disable" not in fix.replace("nothing to disable", "")
+    assert f"'systemctl stop adhoc.{kind.value}'" in fix
+    lasting = remedy_for(replace(adhoc, transient=False), unit="myapp.service", port=8080,
+                         proto="tcp")  # fmt: skip
+    assert f"'systemctl disable adhoc.{kind.value}'" in lasting
 
 
 def test_stderr_line_names_the_team_and_what_could_not_be_found_out() -> None:

@@ -104,6 +104,27 @@ def test_another_service_fails_the_start_at_once_and_is_named(sandbox: Sandbox) 
     assert sandbox.start("myapp.service").active
 
 
+def test_a_transient_holder_is_stopped_never_disabled(sandbox: Sandbox) -> None:
+    """`systemd-run --unit=adhoc` holds the port: a unit with no file to disable (rule 3)."""
+    sandbox.run("systemd-run", "--unit=adhoc.service", *shlex.split(listener("0.0.0.0", 8080)))
+    wait_listening(sandbox, 8080)
+    assert (
+        sandbox.run("test", "-f", "/run/systemd/transient/adhoc.service", check=False).returncode
+        == 0
+    )
+
+    started = guard_start(sandbox, registry_for("myapp.service", "8080/tcp"))
+
+    assert started.result.active_state == "failed"
+    entry = started.entry
+    assert entry["PORTGUARD_OWNER_UNIT"] == "adhoc.service"
+    remedy = str(entry["PORTGUARD_REMEDY"])
+    assert "'systemctl stop adhoc.service'" in remedy
+    assert "a transient unit" in remedy
+    assert "systemctl disable" not in remedy
+    sandbox.stop("adhoc.service")
+
+
 def test_socket_unit_held_by_pid1_is_named(sandbox: Sandbox) -> None:
     plain_unit(sandbox, "legacy.socket", "[Socket]\nListenStream=8080\n")
     plain_unit(sandbox, "legacy.service", f"[Service]\nExecStart={SLEEPER}\n")

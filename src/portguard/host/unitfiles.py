@@ -146,6 +146,12 @@ class UnitFiles:
         return settings
 
 
+def is_transient(unit: str, root: str = "/") -> bool:
+    """Whether UNIT was made at run time (`systemd-run`, a program over D-Bus): systemd keeps
+    its file in /run/systemd/transient, and `systemctl disable` has nothing to act on."""
+    return os.path.isfile(os.path.join(root, "run/systemd/transient", unit))
+
+
 def _masked(path: str) -> bool:
     """A unit file or drop-in linked to /dev/null (`systemctl mask`)."""
     try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from portguard.host import cgroups, docker, podman, processes, sysctl
+from portguard.host import cgroups, docker, podman, processes, sysctl, unitfiles
 from portguard.host.occupants import Occupant
 from portguard.host.units import FactsUnavailable, UnitFacts, unit_facts
 from portguard.policy import runtimes
@@ -153,7 +153,8 @@ class _Finder:
         if unit.endswith(".socket"):
             # The socket unit's listener is held by PID 1 on the unit's behalf.
             return _with(base, kind=OwnerKind.SOCKET, pid=1, comm=self._comm(1),
-                         activates=facts.triggers if facts else ())  # fmt: skip
+                         activates=facts.triggers if facts else (),
+                         transient=unitfiles.is_transient(unit))  # fmt: skip
         scope = runtimes.container_scope(unit, path)
         if scope:
             # The container's own process holds the port: it is on the host's network (a
@@ -188,7 +189,8 @@ class _Finder:
             # The process holding the socket, when its fds could be read (a service's listener
             # may be a child of its MainPID); otherwise systemd's MainPID.
             pid = base.pid or (facts.main_pid if facts and facts.main_pid else None)
-            return _with(base, kind=OwnerKind.SERVICE, pid=pid, comm=self._comm(pid))
+            return _with(base, kind=OwnerKind.SERVICE, pid=pid, comm=self._comm(pid),
+                         transient=unitfiles.is_transient(unit))  # fmt: skip
         return _with(base, kind=OwnerKind.SCOPE)
 
     def _comm(self, pid: int | None) -> str | None:

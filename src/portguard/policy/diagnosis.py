@@ -209,6 +209,11 @@ def _fix(owner: Owner, registered: Sequence[str], *, port: int, proto: Proto) ->
     if registered or plumbing:
         return remedy_for(owner, unit=" or ".join(registered), port=port, proto=proto)
     match owner.kind:
+        case OwnerKind.SERVICE if owner.transient:
+            return (
+                f"'systemctl stop {unit}' (a transient unit: 'systemctl status {unit}' shows "
+                "what started it, and there is nothing to disable)"
+            )
         case OwnerKind.SERVICE:
             return (
                 f"'systemctl stop {unit}' (and 'systemctl disable {unit}' if it should not "
@@ -216,8 +221,9 @@ def _fix(owner: Owner, registered: Sequence[str], *, port: int, proto: Proto) ->
             )
         case OwnerKind.SOCKET:
             units = " ".join((unit, *owner.activates))
+            disable = "" if owner.transient else f" and 'systemctl disable {unit}'"
             return (
-                f"'systemctl stop {units}' and 'systemctl disable {unit}' if nothing should "
+                f"'systemctl stop {units}'{disable} if nothing should "
                 f"listen on {port}/{proto}; if it belongs there, register it"
             )
         case OwnerKind.SCOPE:

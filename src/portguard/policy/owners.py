@@ -43,6 +43,7 @@ class Owner:
     runtime: str | None = None  # a container's runtime (policy/runtimes.py)
     host_network: bool = False  # a container on the host's network, not published
     forwards_to: str | None = None  # the container address docker-proxy forwards to
+    transient: bool = False  # a unit made at run time: nothing to disable
 
     @property
     def holder_pids(self) -> tuple[int, ...]:

@@ -186,6 +186,12 @@ def remedy_for(owner: Owner, *, unit: str, port: int, proto: str) -> str:
     if plumbing and owner.kind in (OwnerKind.SERVICE, OwnerKind.SCOPE, OwnerKind.SOCKET):
         return plumbing
     match owner.kind:
+        case OwnerKind.SERVICE if owner.transient:
+            return (
+                f"stop it with 'systemctl stop {owner.unit}' (a transient unit: 'systemctl "
+                f"status {owner.unit}' shows what started it, and there is nothing to "
+                "disable), or move one of the two to another port"
+            )
         case OwnerKind.SERVICE:
             return (
                 f"stop it with 'systemctl stop {owner.unit}' (and 'systemctl disable "
@@ -198,8 +204,9 @@ def remedy_for(owner: Owner, *, unit: str, port: int, proto: str) -> str:
                 f"'systemctl stop {owner.unit}', or move one of the two to another port"
             )
         case OwnerKind.SOCKET:
+            disable = "" if owner.transient else f" and 'systemctl disable {owner.unit}'"
             return (
-                f"'systemctl stop {owner.unit}' and 'systemctl disable {owner.unit}' if "
+                f"'systemctl stop {owner.unit}'{disable} if "
                 f"{unit} should own {port}/{proto}, or list {owner.unit} in {unit}'s 'via' "
                 "if it is meant to pass the port on"
             )
