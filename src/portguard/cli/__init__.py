@@ -1,6 +1,7 @@
 """The command line: argparse verbs -> the core -> an exit code. Errors are one line."""
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -32,28 +33,27 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
-    # Each verb loads only its own modules, when it runs.
-    from portguard.cli import audit, check, dropin, init, lint, reserve, why  # noqa: PLC0415
+VERBS = ("check", "why", "audit", "lint", "init", "dropin", "reserve")
 
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser of every verb; when ARGV starts with a verb, of that one alone (a held
+    `check` runs on a unit's start, and the other six verbs' options are no use to it)."""
     parser = _Parser(prog="portguard", description="Guard systemd units' ports.")
     parser.add_argument("--version", action="version", version=f"portguard {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
     verbs.required = True
-    check.register(verbs, _common())
-    why.register(verbs, _common())
-    audit.register(verbs, _common())
-    lint.register(verbs, _common())
-    init.register(verbs, _common())
-    dropin.register(verbs, _common())
-    reserve.register(verbs, _common())
+    # Each verb loads only its own modules, when it runs.
+    for verb in argv[:1] if argv[:1] and argv[0] in VERBS else VERBS:
+        importlib.import_module(f"portguard.cli.{verb}").register(verbs, _common())
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(argv).parse_args(argv)
         handler: Handler = args.handler
         return handler(args)
     except PortguardError as exc:
