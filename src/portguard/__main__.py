@@ -4,7 +4,7 @@ import sys
 
 
 def main() -> int:
-    from portguard.hotpath import cold_root, run  # noqa: PLC0415 - nothing heavy before we need it
+    from portguard.hotpath import claimed_ports, cold_root, run  # noqa: PLC0415 - nothing heavy before we need it
 
     argv = sys.argv[1:]
     code = run(argv)
@@ -19,9 +19,18 @@ def main() -> int:
                 code = run(argv)
     if code is not None:
         return code
+    # A busy port (or `why`): a child reads the socket table while the rest loads.
+    from portguard.host.prefetch import CensusChild, why_ports  # noqa: PLC0415
+
+    ports = claimed_ports(argv) or why_ports(argv)
+    census = CensusChild(ports) if ports else None
     from portguard.cli import main as full  # noqa: PLC0415
 
-    return full()
+    try:
+        return full(census=census)
+    finally:
+        if census is not None:
+            census.close()
 
 
 if __name__ == "__main__":

@@ -406,6 +406,31 @@ def cold_root(argv: list[str]) -> str | None:
 
 def run(argv: list[str]) -> int | None:
     """0 when every bind of the unit is free now; None to let the full `check` decide."""
+    resolved = _resolve(argv)
+    if resolved is None:
+        return None
+    binds, identity, socket_options = resolved
+    for spec, port in binds:
+        if bind_errno(with_socket_options(spec, socket_options), port, identity):
+            return None
+    return 0
+
+
+def claimed_ports(argv: list[str]) -> list[tuple[str, int]] | None:
+    """("tcp" or "udp", port) of each bind a `check` command line's unit claims, as compiled;
+    None when the free path could not tell (the full `check` finds out)."""
+    resolved = _resolve(argv)
+    if resolved is None:
+        return None
+    return [
+        ("tcp" if spec[1] == _socket.SOCK_STREAM else "udp", port) for spec, port in resolved[0]
+    ]
+
+
+def _resolve(
+    argv: list[str],
+) -> tuple[list[tuple[BindSpec, int]], Identity, frozenset[str] | None] | None:
+    """The unit's compiled binds with their ports, who binds and a socket unit's options."""
     parsed = _check_args(argv)
     if parsed is None:
         return None
@@ -424,11 +449,11 @@ def run(argv: list[str]) -> int | None:
     entry = _lookup(units, unit) if units else None
     if entry is None:
         return None
-    binds, instance = entry
-    for spec in binds:
+    specs, instance = entry
+    binds = []
+    for spec in specs:
         port = spec[3] if spec[3] is not None else instance
         if port is None or not 0 < port < 65536:
             return None
-        if bind_errno(with_socket_options(spec, socket_options), port, identity):
-            return None
-    return 0
+        binds.append((spec, port))
+    return binds, identity, socket_options

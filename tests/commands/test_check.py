@@ -1,6 +1,7 @@
 """`check` off the free path reads the compiled registry (commands/check.py), not the YAML:
 the same Guarded for every unit, templates too, and the YAML again whenever it changed."""
 
+import json
 import os
 import socket
 import subprocess
@@ -98,7 +99,7 @@ from portguard.host import journal
 hotpath.CACHE_DIR = sys.argv[3]
 if os.geteuid() != 0:
     hotpath.is_safe = lambda st: not st.st_mode & 0o022
-    hotpath.os.geteuid = lambda: 0
+    hotpath.posix.geteuid = lambda: 0
 journal.send = lambda fields: True  # never the host's journal
 if sys.argv[1] == "compile":  # as the first check after a registry change leaves it
     from portguard.commands.check import load_registry
@@ -139,6 +140,44 @@ def test_a_held_verdict_reads_neither_the_yaml_nor_pyroute2s_whole_api(tmp_path:
     for heavy in ("yaml", "portguard.registry.model", "pyroute2.iproute", "asyncio",
                   "http.client", "portguard.registry.lint"):  # fmt: skip
         assert heavy not in modules, heavy
+
+
+EARLY = """
+import json, sys
+import portguard.hotpath as hotpath
+from portguard.host import journal
+hotpath.CACHE_DIR = sys.argv[1]
+journal.send = lambda fields: True  # never the host's journal
+from portguard.__main__ import main
+sys.argv = ["portguard", "check", "--registry", sys.argv[2], "a.service"]
+code = main()
+print(json.dumps([code, "portguard.host.sockets" in sys.modules]))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root writes the compiled registry, which "
+                    "says which ports to census early (CI runs as root)")  # fmt: skip
+def test_a_held_check_takes_the_census_a_child_began(tmp_path: Path) -> None:
+    """Issue 15: as soon as the free path finds the port busy, a child imports pyroute2 and
+    reads the socket table while the policy loads; the verdict is made from its census, so
+    the guard itself never loads pyroute2."""
+    root = tmp_path / "portguard"
+    root.mkdir(mode=0o755)
+    cache = tmp_path / "cache"
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        (root / "registry.yaml").write_text(
+            f"version: 1\nunits:\n  a.service:\n    listen: ['127.0.0.1:{port}/tcp']\n"
+        )
+        done = subprocess.run(  # the first check after a registry change: it compiles it too
+            [sys.executable, "-c", EARLY, str(cache), str(root)],
+            env={**os.environ, "PYTHONPATH": str(SRC)}, capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+    assert json.loads(done.stdout) == [69, False], done.stdout + done.stderr
+    assert done.stderr.startswith(f"portguard: 127.0.0.1:{port}/tcp is held by "), done.stderr
 
 
 STORM = """

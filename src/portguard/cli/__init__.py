@@ -6,9 +6,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from portguard import __version__
+
+if TYPE_CHECKING:
+    from portguard.host.prefetch import CensusChild
 from portguard.errors import Exit, PortguardError, UsageError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -65,11 +68,13 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, census: "CensusChild | None" = None) -> int:
+    """The command line's exit code; CENSUS: the socket table being read for `check`."""
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
         args = build_parser(argv).parse_args(argv)
+        args.census = census
         handler: Handler = args.handler
         return handler(args)
     except PortguardError as exc:

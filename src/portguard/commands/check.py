@@ -28,7 +28,11 @@ from portguard.registry.claims import Claim, ClaimSyntaxError, Proto
 from portguard.registry.unitname import unit_name_problem
 
 if TYPE_CHECKING:
+    from portguard.host.prefetch import CensusChild
     from portguard.registry.entries import Registry
+
+# How long the first census waits for the child that began it before reading it here.
+_EARLY_CENSUS_S = 2.0
 
 
 def which_unit(explicit: str | None) -> str:
@@ -75,14 +79,22 @@ def binder_of(bind_options: list[str]) -> probe.Binder:
 
 
 def real_effects(
-    self_cgroup: str | None, binder: probe.Binder | None = None, facts: FactsChild | None = None
+    self_cgroup: str | None,
+    binder: probe.Binder | None = None,
+    facts: FactsChild | None = None,
+    early: "CensusChild | None" = None,
 ) -> Effects:
     """The kernel, cgroups and systemd; with FACTS, systemd is asked by a child started as
-    soon as a port turns out busy, which connects while the socket table is read."""
+    soon as a port turns out busy, which connects while the socket table is read; with
+    EARLY, the first census is the one a child began before the policy was loaded."""
 
     def census(ports: Iterable[tuple[Proto, int]]) -> list[Occupant]:
         if facts is not None:
             facts.start()
+        ports = list(ports)
+        found = early.take(ports, _EARLY_CENSUS_S) if early is not None else None
+        if found is not None:
+            return found
         from portguard.host.sockets import census as kernel_census  # noqa: PLC0415
 
         return kernel_census(ports)
@@ -124,11 +136,13 @@ def run(
     as_json: bool,
     debug: bool,
     bind_options: list[str] | None = None,
+    census: "CensusChild | None" = None,
 ) -> int:
     unit = which_unit(unit_arg)
     binder = binder_of(bind_options or [])
+    registry_path = registry or Path(hotpath.REGISTRY_DIR)
     try:
-        return emit(_decide(unit, registry or Path(hotpath.REGISTRY_DIR), binder), as_json=as_json)
+        return emit(_decide(unit, registry_path, binder, census), as_json=as_json)
     except ConfigError as exc:
         summary = exc.message + (f" ({exc.hint})" if exc.hint else "")
         report = Report(Verdict.CONFIG_ERROR, unit, summary, "fix the registry, then start again")
@@ -145,7 +159,9 @@ def run(
         return emit(report, as_json=as_json)
 
 
-def _decide(unit: str, registry_path: Path, binder: probe.Binder) -> Report:
+def _decide(
+    unit: str, registry_path: Path, binder: probe.Binder, census: "CensusChild | None" = None
+) -> Report:
     if not registry_path.exists():
         raise ConfigError(f"no registry at {registry_path}")
     registry = compiled_registry(registry_path) or load_registry(registry_path)
@@ -161,4 +177,5 @@ def _decide(unit: str, registry_path: Path, binder: probe.Binder) -> Report:
     self_cgroup = own if own and unit_of(own) == unit else None
     uid = binder.identity[0] if binder.identity else os.geteuid()
     with FactsChild() as facts:
-        return check(replace(guarded, uid=uid), real_effects(self_cgroup, binder, facts))
+        effects = real_effects(self_cgroup, binder, facts, census)
+        return check(replace(guarded, uid=uid), effects)

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from portguard.commands.trusted import compiled_registry, load_registry
 from portguard.commands.whytext import as_data, render
@@ -34,19 +35,24 @@ from portguard.registry.assignments import Assignment, assigned
 from portguard.registry.claims import overlaps
 from portguard.registry.entries import REGISTRY_DIR
 
+if TYPE_CHECKING:
+    from portguard.host.prefetch import CensusChild
+
 _FACTS_TIMEOUT = 2.0
+_EARLY_CENSUS_S = 2.0  # how long the census a child began may take before we read it here
 # Searching other network namespaces when the port is free here (issue 14): a bound.
 _ELSEWHERE_SECONDS = 1.5
 
 
 def run(
     port: str, *, address: str | None, netns_target: str | None, registry: Path | None,
-    as_json: bool,
+    as_json: bool, early: "CensusChild | None" = None,
 ) -> int:  # fmt: skip
+    """EARLY: the census a child began before this was loaded (host/prefetch.py)."""
     query = Query.parse(port, address)
     if netns_target:
         netns.enter(netns_target)
-    diagnosis = investigate(query, registry or REGISTRY_DIR, netns=netns_target)
+    diagnosis = investigate(query, registry or REGISTRY_DIR, netns=netns_target, early=early)
     if as_json:
         print(json.dumps(as_data(diagnosis), indent=2))
     else:
@@ -54,15 +60,20 @@ def run(
     return int(diagnosis.exit_code)
 
 
-def investigate(query: Query, registry: Path, *, netns: str | None = None) -> Diagnosis:
+def investigate(
+    query: Query, registry: Path, *, netns: str | None = None, early: "CensusChild | None" = None
+) -> Diagnosis:
     """Everything on the port in this network namespace, who owns it, and the fix."""
     # systemd is asked by a child that connects while the socket table is read.
     with FactsChild() as facts:
         facts.start()
+        ports = [(proto, query.port) for proto in query.protos]
+        occupants = early.take(ports, _EARLY_CENSUS_S) if early is not None else None
         try:
-            from portguard.host.sockets import census  # noqa: PLC0415 - pyroute2 only when asked
+            if occupants is None:
+                from portguard.host.sockets import census  # noqa: PLC0415 - pyroute2 when asked
 
-            occupants = census((proto, query.port) for proto in query.protos)
+                occupants = census(ports)
         except (OSError, ImportError) as exc:  # no netlink here, or no pyroute2 installed
             raise Unavailable(f"{CENSUS_FAILED}: {exc}") from None
         wanted = query.claims()

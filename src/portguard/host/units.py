@@ -125,7 +125,7 @@ class FactsChild:
             _write_all(self._request, question.encode())
             os.close(self._request)
             self._request = -1
-            payload = _read_until(self._answer, deadline)
+            payload = read_until(self._answer, deadline)
         except OSError:  # the child is gone: it could not take the question
             payload = None
         finally:
@@ -138,7 +138,7 @@ class FactsChild:
                 os.close(fd)
         self._request = self._answer = -1
         if self._pid is not None:
-            _reap(self._pid)
+            reap(self._pid)
             self._pid = None
 
 
@@ -185,14 +185,14 @@ def _in_child(ask: Callable[[], dict[str, Any]], timeout: float) -> dict[str, An
         _answer(write_end, ask)
     os.close(write_end)
     try:
-        payload = _read_until(read_end, time.monotonic() + timeout)
+        payload = read_until(read_end, time.monotonic() + timeout)
     finally:
         os.close(read_end)
-        _reap(child)
+        reap(child)
     return None if payload is None else dict(json.loads(payload))
 
 
-def _read_until(fd: int, deadline: float) -> bytes | None:
+def read_until(fd: int, deadline: float) -> bytes | None:
     chunks: list[bytes] = []
     while True:
         remaining = deadline - time.monotonic()
@@ -207,7 +207,7 @@ def _read_until(fd: int, deadline: float) -> bytes | None:
         chunks.append(chunk)
 
 
-def _reap(child: int) -> None:
+def reap(child: int) -> None:
     pid, _ = os.waitpid(child, os.WNOHANG)
     if pid == 0:
         os.kill(child, signal.SIGKILL)

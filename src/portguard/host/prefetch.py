@@ -1,0 +1,124 @@
+"""The socket table for a busy unit's ports, read by a child while the parent loads the rest.
+
+A held `check` spends most of its time importing: the command line and the policy in the
+process itself, pyroute2 for the census. Forked as soon as the free path finds a port busy
+(only builtin modules are loaded then), a child imports pyroute2 and asks the kernel on
+another CPU, while the parent loads the policy; the parent then takes the child's answer
+for its first census of those ports. Anything unexpected (other ports, a failure, no answer
+in time) and the parent reads the table itself, as it always did.
+"""
+
+from __future__ import annotations
+
+import posix
+import time
+
+# Builtin modules only before the fork (not even `os` or `typing`): the sooner the child
+# starts, the more of its work overlaps. mypy takes the name TYPE_CHECKING at its word.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from portguard.host.occupants import Occupant
+    from portguard.registry.claims import Proto
+
+Port = tuple[str, int]  # ("tcp" or "udp", port)
+
+
+def why_ports(argv: list[str]) -> list[Port] | None:
+    """The ports of a `why PORT[/PROTO] ...` command line, as its query reads them (a bare
+    port: TCP and UDP); None for anything else, and for --netns (the census runs in there)."""
+    if len(argv) < 2 or argv[0] != "why" or any(a.startswith("--netns") for a in argv):
+        return None
+    port, slash, proto = argv[1].partition("/")
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        return None
+    protos = [proto.lower()] if slash else ["tcp", "udp"]
+    return [(p, int(port)) for p in protos] if set(protos) <= {"tcp", "udp"} else None
+
+
+class CensusChild:
+    """A census of PORTS under way in a child; `take` its answer once, `close` in any case."""
+
+    def __init__(self, ports: Iterable[Port]) -> None:
+        self.ports = frozenset(ports)
+        read_end, write_end = posix.pipe()
+        pid = posix.fork()
+        if pid == 0:  # pragma: no cover - runs in the child; covered by the system tests
+            posix.close(read_end)
+            _serve(write_end, self.ports)
+        posix.close(write_end)
+        self._pid: int | None = pid
+        self._answer = read_end
+
+    def take(self, ports: Iterable[tuple[Proto, int]], timeout: float) -> list[Occupant] | None:
+        """The occupants of PORTS from the child, when it was asked for all of them and
+        answers within TIMEOUT; None otherwise (then read the table yourself). Once only."""
+        import json  # noqa: PLC0415 - after the fork, like everything here
+
+        from portguard.host.units import read_until  # noqa: PLC0415
+
+        wanted = {(str(proto), port) for proto, port in ports}
+        if self._answer < 0 or not wanted <= self.ports:
+            self.close()
+            return None
+        try:
+            payload = read_until(self._answer, time.monotonic() + timeout)
+        finally:
+            self.close()
+        answer = json.loads(payload) if payload else {}
+        if "occupants" not in answer:
+            return None
+        found = [_occupant(row) for row in answer["occupants"]]
+        return [o for o in found if (str(o.proto), o.port) in wanted]
+
+    def close(self) -> None:
+        from portguard.host.units import reap  # noqa: PLC0415
+
+        if self._answer >= 0:
+            posix.close(self._answer)
+            self._answer = -1
+        if self._pid is not None:
+            reap(self._pid)
+            self._pid = None
+
+
+def _serve(answer: int, ports: frozenset[Port]) -> None:  # pragma: no cover - child
+    import json  # noqa: PLC0415
+
+    try:
+        from portguard.host.sockets import census  # noqa: PLC0415 - pyroute2, in the child
+        from portguard.registry.claims import Proto  # noqa: PLC0415
+
+        found = census((Proto(proto), port) for proto, port in ports)
+        result: dict[str, object] = {"occupants": [_row(o) for o in found]}
+    except Exception as exc:  # the parent reads the table itself and meets it there
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        data = json.dumps(result).encode()
+        while data:
+            data = data[posix.write(answer, data) :]
+    finally:
+        posix._exit(0)
+
+
+def _row(o: Occupant) -> list[object]:
+    peer = [str(o.peer[0]), o.peer[1]] if o.peer else None
+    return [str(o.proto), o.state, str(o.address), o.port, peer, o.inode, o.uid, o.cgroup_id,
+            o.v6only, o.expires_ms]  # fmt: skip
+
+
+def _occupant(row: list[object]) -> Occupant:
+    import ipaddress  # noqa: PLC0415
+
+    from portguard.host.occupants import Occupant  # noqa: PLC0415
+    from portguard.registry.claims import Proto  # noqa: PLC0415
+
+    proto, state, address, port, peer, inode, uid, cgroup_id, v6only, expires_ms = row
+    assert isinstance(peer, list | None)
+    return Occupant(
+        Proto(str(proto)), str(state), ipaddress.ip_address(str(address)), int(str(port)),
+        (ipaddress.ip_address(str(peer[0])), int(peer[1])) if peer else None,
+        int(str(inode)), int(str(uid)), None if cgroup_id is None else int(str(cgroup_id)),
+        bool(v6only), None if expires_ms is None else int(str(expires_ms)),
+    )  # fmt: skip

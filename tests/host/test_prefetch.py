@@ -1,0 +1,85 @@
+"""The early census (prefetch.py): a child's reading of the socket table, taken once.
+
+Against the real kernel: sockets of this process, on ports the kernel picks; the child's
+answer must be exactly what sockets.census says in the parent.
+"""
+
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from portguard.host import prefetch
+from portguard.host.sockets import census
+from portguard.registry.claims import Proto
+
+
+@pytest.fixture
+def ports() -> Iterator[tuple[int, int]]:
+    """A TCP listener with one connection, and a bound UDP socket."""
+    with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        udp.bind(("127.0.0.1", 0))
+        with socket.create_connection(tcp.getsockname()):
+            accepted, _ = tcp.accept()
+            with accepted:
+                yield tcp.getsockname()[1], udp.getsockname()[1]
+
+
+def test_the_childs_census_is_the_kernels(ports: tuple[int, int]) -> None:
+    tcp, udp = ports
+    asked = [(Proto.TCP, tcp), (Proto.UDP, udp)]
+    child = prefetch.CensusChild([("tcp", tcp), ("udp", udp)])
+    early = child.take(asked, timeout=10)
+    assert early is not None
+    assert sorted(early, key=str) == sorted(census(asked), key=str)
+    assert {o.state for o in early if o.port == tcp} == {"LISTEN", "ESTAB"}
+    assert early[0].cgroup_id  # every field made the trip, the cgroup id too
+
+
+def test_a_subset_of_its_ports_is_taken_and_filtered(ports: tuple[int, int]) -> None:
+    tcp, udp = ports
+    child = prefetch.CensusChild([("tcp", tcp), ("udp", udp)])
+    early = child.take([(Proto.UDP, udp)], timeout=10)
+    assert early is not None and {(o.proto, o.port) for o in early} == {(Proto.UDP, udp)}
+
+
+def test_other_ports_or_a_second_take_read_the_table_yourself(ports: tuple[int, int]) -> None:
+    tcp, udp = ports
+    child = prefetch.CensusChild([("tcp", tcp)])
+    assert child.take([(Proto.UDP, udp)], timeout=10) is None
+    child = prefetch.CensusChild([("tcp", tcp)])
+    assert child.take([(Proto.TCP, tcp)], timeout=10) is not None
+    assert child.take([(Proto.TCP, tcp)], timeout=10) is None
+
+
+def test_a_child_never_taken_is_ended() -> None:
+    child = prefetch.CensusChild([("tcp", 9)])
+    pid = child._pid
+    assert pid is not None
+    child.close()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+@pytest.mark.parametrize(
+    ("argv", "ports"),
+    [
+        (["why", "8080"], [("tcp", 8080), ("udp", 8080)]),
+        (["why", "53/udp", "--json"], [("udp", 53)]),
+        (["why", "53/UDP"], [("udp", 53)]),
+        (["why", "8080/tcp", "--netns", "x"], None),  # the census runs in there, later
+        (["why", "8080/sctp"], None),
+        (["why", "0"], None),
+        (["why", "65536"], None),
+        (["why", "٣"], None),
+        (["why"], None),
+        (["check", "8080"], None),
+    ],
+)
+def test_why_ports_read_as_the_query_does(
+    argv: list[str], ports: list[tuple[str, int]] | None
+) -> None:
+    assert prefetch.why_ports(argv) == ports
