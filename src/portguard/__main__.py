@@ -19,18 +19,19 @@ def main() -> int:
                 code = run(argv)
     if code is not None:
         return code
-    # A busy port (or `why`): a child reads the socket table while the rest loads.
-    from portguard.host.prefetch import CensusChild, why_ports  # noqa: PLC0415
+    # A busy port (or `why`): children read the socket table and ask systemd while the rest
+    # loads (host/prefetch.py).
+    from portguard.host.prefetch import Early, why_ports  # noqa: PLC0415
 
     ports = claimed_ports(argv) or why_ports(argv)
-    census = CensusChild(ports) if ports else None
+    early = Early(ports) if ports else None
     from portguard.cli import main as full  # noqa: PLC0415
 
     try:
-        return full(census=census)
+        return full(early=early)
     finally:
-        if census is not None:
-            census.close()
+        if early is not None:
+            early.close()
 
 
 if __name__ == "__main__":

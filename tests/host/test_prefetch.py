@@ -1,4 +1,5 @@
-"""The early census (prefetch.py): a child's reading of the socket table, taken once.
+"""The early census (prefetch.py): a child's reading of the socket table, taken once; and
+the facts child begun beside it.
 
 Against the real kernel: sockets of this process, on ports the kernel picks; the child's
 answer must be exactly what sockets.census says in the parent.
@@ -31,8 +32,8 @@ def ports() -> Iterator[tuple[int, int]]:
 def test_the_childs_census_is_the_kernels(ports: tuple[int, int]) -> None:
     tcp, udp = ports
     asked = [(Proto.TCP, tcp), (Proto.UDP, udp)]
-    child = prefetch.CensusChild([("tcp", tcp), ("udp", udp)])
-    early = child.take(asked, timeout=10)
+    with prefetch.Early([("tcp", tcp), ("udp", udp)]) as child:
+        early = child.census(asked, timeout=10)
     assert early is not None
     assert sorted(early, key=str) == sorted(census(asked), key=str)
     assert {o.state for o in early if o.port == tcp} == {"LISTEN", "ESTAB"}
@@ -41,27 +42,29 @@ def test_the_childs_census_is_the_kernels(ports: tuple[int, int]) -> None:
 
 def test_a_subset_of_its_ports_is_taken_and_filtered(ports: tuple[int, int]) -> None:
     tcp, udp = ports
-    child = prefetch.CensusChild([("tcp", tcp), ("udp", udp)])
-    early = child.take([(Proto.UDP, udp)], timeout=10)
+    with prefetch.Early([("tcp", tcp), ("udp", udp)]) as child:
+        early = child.census([(Proto.UDP, udp)], timeout=10)
     assert early is not None and {(o.proto, o.port) for o in early} == {(Proto.UDP, udp)}
 
 
 def test_other_ports_or_a_second_take_read_the_table_yourself(ports: tuple[int, int]) -> None:
     tcp, udp = ports
-    child = prefetch.CensusChild([("tcp", tcp)])
-    assert child.take([(Proto.UDP, udp)], timeout=10) is None
-    child = prefetch.CensusChild([("tcp", tcp)])
-    assert child.take([(Proto.TCP, tcp)], timeout=10) is not None
-    assert child.take([(Proto.TCP, tcp)], timeout=10) is None
+    with prefetch.Early([("tcp", tcp)]) as child:
+        assert child.census([(Proto.UDP, udp)], timeout=10) is None
+    with prefetch.Early([("tcp", tcp)]) as child:
+        assert child.census([(Proto.TCP, tcp)], timeout=10) is not None
+        assert child.census([(Proto.TCP, tcp)], timeout=10) is None
 
 
-def test_a_child_never_taken_is_ended() -> None:
-    child = prefetch.CensusChild([("tcp", 9)])
-    pid = child._pid
-    assert pid is not None
-    child.close()
-    with pytest.raises(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+def test_children_never_asked_are_ended() -> None:
+    early = prefetch.Early([("tcp", 9)])
+    pids = [early._pid, early.facts._pid]
+    assert None not in pids
+    early.close()
+    for pid in pids:
+        assert pid is not None
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 @pytest.mark.parametrize(

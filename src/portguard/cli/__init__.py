@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from portguard import __version__
 
 if TYPE_CHECKING:
-    from portguard.host.prefetch import CensusChild
+    from portguard.host.prefetch import Early
 from portguard.errors import Exit, PortguardError, UsageError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -68,13 +68,13 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, census: "CensusChild | None" = None) -> int:
-    """The command line's exit code; CENSUS: the socket table being read for `check`."""
+def main(argv: Sequence[str] | None = None, *, early: "Early | None" = None) -> int:
+    """The command line's exit code; EARLY: what a busy check or why began (host/prefetch.py)."""
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
         args = build_parser(argv).parse_args(argv)
-        args.census = census
+        args.early = early
         handler: Handler = args.handler
         return handler(args)
     except PortguardError as exc:

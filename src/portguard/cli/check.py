@@ -47,4 +47,4 @@ def run(args: argparse.Namespace) -> int:
         if value is not None
     ]  # fmt: skip
     return check(args.unit, args.registry, as_json=args.json, debug=args.debug,
-                 bind_options=bind_options, census=args.census)  # fmt: skip
+                 bind_options=bind_options, early=args.early)  # fmt: skip

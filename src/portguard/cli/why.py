@@ -27,4 +27,4 @@ def run(args: argparse.Namespace) -> int:
     from portguard.commands.why import run as why  # noqa: PLC0415
 
     return why(args.port, address=args.address, netns_target=args.netns,
-               registry=args.registry, as_json=args.json, early=args.census)  # fmt: skip
+               registry=args.registry, as_json=args.json, early=args.early)  # fmt: skip

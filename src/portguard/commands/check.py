@@ -28,7 +28,7 @@ from portguard.registry.claims import Claim, ClaimSyntaxError, Proto
 from portguard.registry.unitname import unit_name_problem
 
 if TYPE_CHECKING:
-    from portguard.host.prefetch import CensusChild
+    from portguard.host.prefetch import Early
     from portguard.registry.entries import Registry
 
 # How long the first census waits for the child that began it before reading it here.
@@ -82,7 +82,7 @@ def real_effects(
     self_cgroup: str | None,
     binder: probe.Binder | None = None,
     facts: FactsChild | None = None,
-    early: "CensusChild | None" = None,
+    early: "Early | None" = None,
 ) -> Effects:
     """The kernel, cgroups and systemd; with FACTS, systemd is asked by a child started as
     soon as a port turns out busy, which connects while the socket table is read; with
@@ -92,7 +92,7 @@ def real_effects(
         if facts is not None:
             facts.start()
         ports = list(ports)
-        found = early.take(ports, _EARLY_CENSUS_S) if early is not None else None
+        found = early.census(ports, _EARLY_CENSUS_S) if early is not None else None
         if found is not None:
             return found
         from portguard.host.sockets import census as kernel_census  # noqa: PLC0415
@@ -136,13 +136,13 @@ def run(
     as_json: bool,
     debug: bool,
     bind_options: list[str] | None = None,
-    census: "CensusChild | None" = None,
+    early: "Early | None" = None,
 ) -> int:
     unit = which_unit(unit_arg)
     binder = binder_of(bind_options or [])
     registry_path = registry or Path(hotpath.REGISTRY_DIR)
     try:
-        return emit(_decide(unit, registry_path, binder, census), as_json=as_json)
+        return emit(_decide(unit, registry_path, binder, early), as_json=as_json)
     except ConfigError as exc:
         summary = exc.message + (f" ({exc.hint})" if exc.hint else "")
         report = Report(Verdict.CONFIG_ERROR, unit, summary, "fix the registry, then start again")
@@ -160,7 +160,7 @@ def run(
 
 
 def _decide(
-    unit: str, registry_path: Path, binder: probe.Binder, census: "CensusChild | None" = None
+    unit: str, registry_path: Path, binder: probe.Binder, early: "Early | None" = None
 ) -> Report:
     if not registry_path.exists():
         raise ConfigError(f"no registry at {registry_path}")
@@ -176,6 +176,6 @@ def _decide(
     own = own_cgroup()
     self_cgroup = own if own and unit_of(own) == unit else None
     uid = binder.identity[0] if binder.identity else os.geteuid()
-    with FactsChild() as facts:
-        effects = real_effects(self_cgroup, binder, facts, census)
+    with early.facts if early is not None else FactsChild() as facts:
+        effects = real_effects(self_cgroup, binder, facts, early)
         return check(replace(guarded, uid=uid), effects)

@@ -36,7 +36,7 @@ from portguard.registry.claims import overlaps
 from portguard.registry.entries import REGISTRY_DIR
 
 if TYPE_CHECKING:
-    from portguard.host.prefetch import CensusChild
+    from portguard.host.prefetch import Early
 
 _FACTS_TIMEOUT = 2.0
 _EARLY_CENSUS_S = 2.0  # how long the census a child began may take before we read it here
@@ -46,7 +46,7 @@ _ELSEWHERE_SECONDS = 1.5
 
 def run(
     port: str, *, address: str | None, netns_target: str | None, registry: Path | None,
-    as_json: bool, early: "CensusChild | None" = None,
+    as_json: bool, early: "Early | None" = None,
 ) -> int:  # fmt: skip
     """EARLY: the census a child began before this was loaded (host/prefetch.py)."""
     query = Query.parse(port, address)
@@ -61,14 +61,14 @@ def run(
 
 
 def investigate(
-    query: Query, registry: Path, *, netns: str | None = None, early: "CensusChild | None" = None
+    query: Query, registry: Path, *, netns: str | None = None, early: "Early | None" = None
 ) -> Diagnosis:
     """Everything on the port in this network namespace, who owns it, and the fix."""
     # systemd is asked by a child that connects while the socket table is read.
-    with FactsChild() as facts:
+    with early.facts if early is not None else FactsChild() as facts:
         facts.start()
         ports = [(proto, query.port) for proto in query.protos]
-        occupants = early.take(ports, _EARLY_CENSUS_S) if early is not None else None
+        occupants = early.census(ports, _EARLY_CENSUS_S) if early is not None else None
         try:
             if occupants is None:
                 from portguard.host.sockets import census  # noqa: PLC0415 - pyroute2 when asked

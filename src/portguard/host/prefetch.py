@@ -1,11 +1,12 @@
-"""The socket table for a busy unit's ports, read by a child while the parent loads the rest.
+"""What a busy `check` (or `why`) begins before loading the rest: the census, systemd's facts.
 
 A held `check` spends most of its time importing: the command line and the policy in the
-process itself, pyroute2 for the census. Forked as soon as the free path finds a port busy
-(only builtin modules are loaded then), a child imports pyroute2 and asks the kernel on
-another CPU, while the parent loads the policy; the parent then takes the child's answer
-for its first census of those ports. Anything unexpected (other ports, a failure, no answer
-in time) and the parent reads the table itself, as it always did.
+process itself, pyroute2 for the census, pystemd for systemd's facts. Forked as soon as the
+free path finds a port busy (only builtin modules are loaded then), a child imports pyroute2
+and asks the kernel on another CPU, and a second one connects to systemd, while the parent
+loads the policy; the parent then takes the first child's answer for its first census of
+those ports, and asks the second its question. Anything unexpected (other ports, a failure,
+no answer in time) and the parent reads the table itself, as it always did.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def why_ports(argv: list[str]) -> list[Port] | None:
     return [(p, int(port)) for p in protos] if set(protos) <= {"tcp", "udp"} else None
 
 
-class CensusChild:
-    """A census of PORTS under way in a child; `take` its answer once, `close` in any case."""
+class Early:
+    """A census of PORTS under way in a child (`census` takes its answer once), and FACTS, a
+    child connecting to systemd; `close` ends both in any case."""
 
     def __init__(self, ports: Iterable[Port]) -> None:
         self.ports = frozenset(ports)
@@ -50,8 +52,18 @@ class CensusChild:
         posix.close(write_end)
         self._pid: int | None = pid
         self._answer = read_end
+        from portguard.host.units import FactsChild  # noqa: PLC0415 - after the first fork
 
-    def take(self, ports: Iterable[tuple[Proto, int]], timeout: float) -> list[Occupant] | None:
+        self.facts = FactsChild()
+        self.facts.start()
+
+    def __enter__(self) -> Early:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def census(self, ports: Iterable[tuple[Proto, int]], timeout: float) -> list[Occupant] | None:
         """The occupants of PORTS from the child, when it was asked for all of them and
         answers within TIMEOUT; None otherwise (then read the table yourself). Once only."""
         import json  # noqa: PLC0415 - after the fork, like everything here
@@ -60,12 +72,12 @@ class CensusChild:
 
         wanted = {(str(proto), port) for proto, port in ports}
         if self._answer < 0 or not wanted <= self.ports:
-            self.close()
+            self._end_census()
             return None
         try:
             payload = read_until(self._answer, time.monotonic() + timeout)
         finally:
-            self.close()
+            self._end_census()
         answer = json.loads(payload) if payload else {}
         if "occupants" not in answer:
             return None
@@ -73,6 +85,10 @@ class CensusChild:
         return [o for o in found if (str(o.proto), o.port) in wanted]
 
     def close(self) -> None:
+        self.facts.close()
+        self._end_census()
+
+    def _end_census(self) -> None:
         from portguard.host.units import reap  # noqa: PLC0415
 
         if self._answer >= 0:
