@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -111,26 +112,35 @@ print(code, " ".join(sorted(sys.modules)))
 """
 
 
-def test_a_held_verdict_reads_neither_the_yaml_nor_pyroute2s_whole_api(tmp_path: Path) -> None:
-    """The held path's imports (issue 15): no YAML parser, no pyroute2 __init__ (IPRoute,
-    NDB, asyncio), no HTTP client unless Docker is asked."""
+@pytest.fixture
+def held(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """A registry root whose a.service claims a port a listener of this process holds."""
     root = tmp_path / "portguard"
     root.mkdir(mode=0o755)
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        held.listen()
-        port = held.getsockname()[1]
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
         (root / "registry.yaml").write_text(
             f"version: 1\nunits:\n  a.service:\n    listen: ['127.0.0.1:{port}/tcp']\n"
         )
-        runs = [
-            subprocess.run(
-                [sys.executable, "-c", LIGHT, mode, str(root), str(tmp_path / "cache")],
-                env={**os.environ, "PYTHONPATH": str(SRC)}, capture_output=True, text=True,
-                timeout=60, check=False,
-            )
-            for mode in ("compile", "check")
-        ]  # fmt: skip
+        yield root, port
+
+
+def test_a_held_verdict_reads_neither_the_yaml_nor_pyroute2s_whole_api(
+    tmp_path: Path, held: tuple[Path, int]
+) -> None:
+    """The held path's imports (issue 15): no YAML parser, no pyroute2 __init__ (IPRoute,
+    NDB, asyncio), no HTTP client unless Docker is asked."""
+    root, _ = held
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", LIGHT, mode, str(root), str(tmp_path / "cache")],
+            env={**os.environ, "PYTHONPATH": str(SRC)}, capture_output=True, text=True,
+            timeout=60, check=False,
+        )
+        for mode in ("compile", "check")
+    ]  # fmt: skip
     for result in runs:
         assert result.returncode == 0, result.stderr
     code, _, imported = runs[1].stdout.strip().partition(" ")
@@ -157,25 +167,18 @@ print(json.dumps([code, "portguard.host.sockets" in sys.modules]))
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root writes the compiled registry, which "
                     "says which ports to census early (CI runs as root)")  # fmt: skip
-def test_a_held_check_takes_the_census_a_child_began(tmp_path: Path) -> None:
+def test_a_held_check_takes_the_census_a_child_began(
+    tmp_path: Path, held: tuple[Path, int]
+) -> None:
     """Issue 15: as soon as the free path finds the port busy, a child imports pyroute2 and
     reads the socket table while the policy loads; the verdict is made from its census, so
     the guard itself never loads pyroute2."""
-    root = tmp_path / "portguard"
-    root.mkdir(mode=0o755)
-    cache = tmp_path / "cache"
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        held.listen()
-        port = held.getsockname()[1]
-        (root / "registry.yaml").write_text(
-            f"version: 1\nunits:\n  a.service:\n    listen: ['127.0.0.1:{port}/tcp']\n"
-        )
-        done = subprocess.run(  # the first check after a registry change: it compiles it too
-            [sys.executable, "-c", EARLY, str(cache), str(root)],
-            env={**os.environ, "PYTHONPATH": str(SRC)}, capture_output=True, text=True,
-            timeout=60, check=False,
-        )  # fmt: skip
+    root, port = held
+    done = subprocess.run(  # the first check after a registry change: it compiles it too
+        [sys.executable, "-c", EARLY, str(tmp_path / "cache"), str(root)],
+        env={**os.environ, "PYTHONPATH": str(SRC)}, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
     assert json.loads(done.stdout) == [69, False], done.stdout + done.stderr
     assert done.stderr.startswith(f"portguard: 127.0.0.1:{port}/tcp is held by "), done.stderr
 
