@@ -87,7 +87,7 @@ def _normpath(path: str) -> str:
 def realpath(path: str) -> str:
     """os.path.realpath(PATH, strict=True) without `os`: every symbolic link resolved, as the
     kernel follows them; raises FileNotFoundError for a missing part, OSError for any other
-    failure (a part that is not a directory, a loop)."""
+    failure (a part that is not a directory, a loop), as stat(2) of PATH would."""
     if not path.startswith("/"):
         path = f"{posix.getcwd()}/{path}"
     resolved = ""  # the real path so far, "" for /
@@ -101,7 +101,10 @@ def realpath(path: str) -> str:
             resolved = resolved.rpartition("/")[0]
             continue
         candidate = f"{resolved}/{part}"
-        if posix.lstat(candidate).st_mode & 0o170000 != 0o120000:  # not a symbolic link
+        kind = posix.lstat(candidate).st_mode & 0o170000
+        if kind != 0o120000:  # not a symbolic link
+            if todo and kind != 0o040000:  # as the kernel: only a directory has parts
+                raise NotADirectoryError(errno.ENOTDIR, "Not a directory", path)
             resolved = candidate
             continue
         links += 1
