@@ -113,7 +113,7 @@ def storm_and_restart(storm_runs: int, restart_runs: int) -> tuple[list[str], li
 
     # As `make test` does: the .deb rebuilt when the sources are newer, the root when missing.
     debs = sorted(debroot.DEB_DIR.glob("portguard_*_all.deb"), key=lambda d: d.stat().st_mtime)
-    if not debs or debroot._newest_source().stat().st_mtime > debs[-1].stat().st_mtime:
+    if not debs or debroot.newest_source().stat().st_mtime > debs[-1].stat().st_mtime:
         subprocess.run([str(REPO / "tools" / "build-deb")], check=True, stdout=subprocess.DEVNULL)
     if not (debroot.ROOTS / "trixie-services.tar.zst").is_file():
         subprocess.run([str(REPO / "tools" / "roots"), "trixie-services"], check=True)

@@ -48,7 +48,7 @@ def root_tarball(suite: str) -> Path:
 PACKAGED = ("src", "bin", "systemd", "packaging", "debian", "pyproject.toml")
 
 
-def _newest_source() -> Path:
+def newest_source() -> Path:
     newest = PROJECT / "pyproject.toml"
     for top in PACKAGED:
         for directory, subdirectories, files in os.walk(PROJECT / top):
@@ -65,7 +65,7 @@ def built_package() -> Path:
     debs = sorted(DEB_DIR.glob("portguard_*_all.deb"), key=lambda deb: deb.stat().st_mtime)
     if not debs:
         unavailable(f"no portguard_*_all.deb in {DEB_DIR}: run make deb")
-    newest = _newest_source()
+    newest = newest_source()
     if newest.stat().st_mtime > debs[-1].stat().st_mtime:
         unavailable(f"{debs[-1]} is older than {newest.relative_to(PROJECT)}: run make deb")
     return debs[-1]
