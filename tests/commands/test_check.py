@@ -201,8 +201,8 @@ def test_a_boot_storm_after_a_registry_change_compiles_it_once(tmp_path: Path) -
     others wait for its compiled form and take the free path (issue 15)."""
     root = tmp_path / "portguard"
     root.mkdir(mode=0o755)
-    units = "".join(f"  u{i}.service:\n    listen: ['127.0.0.1:{free_port()}/tcp']\n"
-                    for i in range(12))  # fmt: skip
+    units = "".join(f"  u{i}.service:\n    listen: ['127.0.0.1:{port}/tcp']\n"
+                    for i, port in enumerate(free_ports(12)))  # fmt: skip
     (root / "registry.yaml").write_text(f"version: 1\nunits:\n{units}")
     guards = [
         subprocess.Popen(
@@ -216,7 +216,14 @@ def test_a_boot_storm_after_a_registry_change_compiles_it_once(tmp_path: Path) -
     assert sum(parsed == "True" for _, parsed in answers) == 1, answers
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports free now: all are held while picking, so the kernel cannot
+    hand out one port twice (it did once in CI, and the registry then had an overlap)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
