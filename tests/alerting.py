@@ -61,7 +61,7 @@ def selector(key: Series) -> str:
     return f"{name}{{{inner}}}"
 
 
-def annotations(
+def filled_annotations(
     rule: Mapping[str, object], labels: Mapping[str, str], value: str = ""
 ) -> dict[str, str]:
     """A rule's annotations with each `{{ $labels.X }}` filled in, and `{{ $value }}` (also

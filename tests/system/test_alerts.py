@@ -21,7 +21,7 @@ import yaml
 from tests.alerting import (
     TEXTFILE,
     Frame,
-    annotations,
+    filled_annotations,
     input_series,
     rules_by_name,
     scraped,
@@ -184,7 +184,10 @@ def test_each_alert_fires_and_resolves_on_real_audit_output(
     def alert(name: str, labels: dict[str, str], value: str = "") -> dict[str, object]:
         severity = rules[name]["labels"]["severity"]  # type: ignore[index]
         labels = {**labels, "severity": str(severity)}
-        return {"exp_labels": labels, "exp_annotations": annotations(rules[name], labels, value)}
+        return {
+            "exp_labels": labels,
+            "exp_annotations": filled_annotations(rules[name], labels, value),
+        }
 
     def check(at: int, name: str, *expected: dict[str, object]) -> dict[str, object]:
         return {"eval_time": f"{at}m", "alertname": name, "exp_alerts": list(expected)}
