@@ -24,8 +24,9 @@ def top_level_options() -> set[str]:
 
 
 def common_options() -> set[str]:
-    """The options every verb accepts (--registry, --debug, -h, --help)."""
-    return set.intersection(*(options(p) for p in verbs().values()))
+    """The options of COMMON OPTIONS: every verb's (--debug, -h, --help) and --registry, which
+    every verb that reads a registry takes."""
+    return set.intersection(*(options(p) for p in verbs().values())) | {"--registry"}
 
 
 def choices() -> list[tuple[str, str, tuple[str, ...]]]:

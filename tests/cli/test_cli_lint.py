@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import portguard
 import portguard.host.sysctl
+import portguard.registry.entries
 import portguard.registry.lint
 from portguard.cli import main
 from portguard.host.sysctl import read_local_ports
@@ -121,7 +122,7 @@ def test_summary_counts_errors_and_warnings(
 
 def test_warnings_keep_exit_zero(capsys: pytest.CaptureFixture[str], reg: Registry) -> None:
     path = reg.write("registry.yaml", "version: 1\nunits:\n  a.service:\n    listen: [40000/udp]\n")
-    code, out, err = lint(capsys, str(path))
+    code, out, err = lint(capsys, "--ephemeral-range", "host", str(path))
     assert code == 0
     assert out.startswith(f"{path}:4:14: warning: a.service: port 40000 of 40000/udp is in the")
     assert out.rstrip().endswith("[ephemeral]")
@@ -134,7 +135,86 @@ def test_reserved_port_does_not_warn(
     local = LocalPorts((32768, 60999), PortSet.parse("40000"))
     monkeypatch.setattr(portguard.host.sysctl, "read_local_ports", lambda: local)
     path = reg.write("registry.yaml", "version: 1\nunits:\n  a.service:\n    listen: [40000/udp]\n")
+    assert lint(capsys, "--ephemeral-range", "host", str(path))[:2] == (0, "")
+
+
+IN_THE_RANGE = "version: 1\nunits:\n  a.service:\n    listen: [40000/udp]\n"
+
+
+def _no_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse() -> None:
+        raise AssertionError("lint read this machine's sysctl")
+
+    monkeypatch.setattr(portguard.host.sysctl, "read_local_ports", refuse)
+
+
+def test_files_given_are_not_judged_by_this_machines_range(
+    capsys: pytest.CaptureFixture[str], reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off the host (a config repository's CI), this machine's range says nothing."""
+    _no_host(monkeypatch)
+    path = reg.write("registry.yaml", IN_THE_RANGE)
     assert lint(capsys, str(path))[:2] == (0, "")
+    assert lint(capsys, str(reg.root))[:2] == (0, "")
+    assert lint(capsys, "--ephemeral-range", "none", str(path))[:2] == (0, "")
+
+
+def test_a_given_range_is_judged_without_this_machine(
+    capsys: pytest.CaptureFixture[str], reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_host(monkeypatch)
+    path = reg.write("registry.yaml", IN_THE_RANGE)
+    code, out, _ = lint(capsys, "--ephemeral-range", "32768-60999", str(path))
+    assert code == 0
+    assert "port 40000 of 40000/udp is in the ephemeral range 32768-60999" in out
+    assert lint(capsys, "--ephemeral-range", "41000-42000", str(path))[:2] == (0, "")
+
+
+def test_the_installed_registry_is_judged_by_this_hosts_range(
+    capsys: pytest.CaptureFixture[str], reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg.write("registry.yaml", IN_THE_RANGE)
+    monkeypatch.setattr(portguard.registry.entries, "REGISTRY_DIR", reg.root)
+    code, out, _ = lint(capsys)
+    assert code == 0 and "[ephemeral]" in out
+    assert lint(capsys, "--ephemeral-range", "none")[:2] == (0, "")
+
+
+@pytest.mark.parametrize("value", ["60999-32768", "0-10", "1-65536", "x", "1000", "-5", ""])
+def test_a_bad_ephemeral_range_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    code, out, err = lint(capsys, f"--ephemeral-range={value}", "x.yaml")
+    assert (code, out) == (64, "")
+    assert err.startswith("portguard: argument --ephemeral-range: ") and len(err.splitlines()) == 1
+
+
+def test_whole_lints_each_changed_files_registry_once(
+    capsys: pytest.CaptureFixture[str], reg: Registry
+) -> None:
+    """What pre-commit passes (changed files) stands for the registries they are part of,
+    so an overlap with an unchanged file is still seen."""
+    web = reg.write("web/registry.yaml", "version: 1\nunits:\n  a.service: {listen: [80]}\n")
+    dropin = reg.write(
+        "web/registry.d/10-b.yaml", "version: 1\nunits:\n  b.service: {listen: [80]}\n"
+    )
+    db = reg.write("db/registry.d/10-c.yaml", "version: 1\nunits:\n  c.service: {listen: [81]}\n")
+    code, out, err = lint(capsys, "--whole", str(dropin), str(web), str(db))
+    assert code == 78
+    assert out.splitlines() == [
+        f"{dropin}:3:24: error: b.service claims 80/tcp, which overlaps 80/tcp claimed by "
+        f"a.service at {web}:3:24 (give one of them another port, or list one in the other's "
+        "'via') [overlap]"
+    ]
+    assert err.splitlines() == [
+        "invalid: 2 units in 2 files, 1 error, 0 warnings",
+        "valid: 1 unit in 1 file, 0 errors, 0 warnings",
+    ]
+    code, out, _ = lint(capsys, "--whole", "--json", str(db), str(dropin))
+    assert code == 78
+    assert [(r["files"], r["valid"]) for r in json.loads(out)] == [
+        ([str(db)], True), ([str(web), str(dropin)], False),
+    ]  # fmt: skip
 
 
 def test_several_files_and_cross_file_findings(
@@ -252,7 +332,7 @@ def test_json_output(capsys: pytest.CaptureFixture[str], reg: Registry) -> None:
         "registry.yaml",
         "version: 1\nunits:\n  a.service:\n    listen: [80, 80/sctp, 40000/udp]\n    lisen: []\n",
     )
-    code, out, err = lint(capsys, "--json", str(path))
+    code, out, err = lint(capsys, "--json", "--ephemeral-range=host", str(path))
     assert (code, err) == (78, "")
     data = json.loads(out)
     assert data["valid"] is False
@@ -439,7 +519,7 @@ def test_subprocess_ephemeral_warning_from_the_real_kernel(tmp_path: Path) -> No
     port = next(p for p in range(low, high + 1) if local.unprotected(p, p).ranges)
     path = tmp_path / "registry.yaml"
     path.write_text(f"version: 1\nunits:\n  a.service:\n    listen: [{port}/tcp]\n")
-    done = run("lint", str(path))
+    done = run("lint", "--ephemeral-range", "host", str(path))
     assert done.returncode == 0
     assert done.stdout.startswith(f"{path}:4:14: warning: a.service: port {port} of {port}/tcp")
     assert done.stderr == "valid: 1 unit in 1 file, 0 errors, 1 warning\n"

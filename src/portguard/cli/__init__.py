@@ -19,7 +19,8 @@ Handler = Callable[[argparse.Namespace], int]
 
 class _Formatter(argparse.HelpFormatter):
     """argparse's formatter, sized as shutil.get_terminal_size() would without importing
-    shutil (and bz2 and lzma with it): argparse makes one for every option it adds."""
+    shutil (and bz2 and lzma with it): argparse makes one for every option it adds. Text
+    of several lines (the exit status table) keeps its lines."""
 
     def __init__(self, prog: str) -> None:
         try:
@@ -27,6 +28,23 @@ class _Formatter(argparse.HelpFormatter):
         except (ValueError, OSError):
             columns = 80
         super().__init__(prog, width=columns - 2)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def exit_codes(codes: dict[int, str]) -> str:
+    """A verb's --help epilog: every exit status it can end with. A bad command line (64)
+    and an internal error (70) can end any verb; sysexits' codes carry their names, as
+    `systemctl status` shows them."""
+    every = {64: "bad command line", 70: "internal error, a bug: rerun with --debug", **codes}
+    lines = ["exit status:"]
+    for code in sorted(every):
+        name = f" ({Exit(code).name})" if code >= int(Exit.USAGE) else ""
+        lines.append(f"  {code:>3}  {every[code]}{name}")
+    return "\n".join(lines) + "\n"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,19 +58,23 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _common() -> argparse.ArgumentParser:
+def _common(*, registry: bool) -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    common.add_argument(
-        "--registry",
-        type=Path,
-        metavar="PATH",
-        help="registry root directory or file (default: /etc/portguard)",
-    )
+    if registry:
+        common.add_argument(
+            "--registry",
+            type=Path,
+            metavar="PATH",
+            help="registry root directory or file (default: /etc/portguard)",
+        )
     common.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     return common
 
 
 VERBS = ("check", "why", "audit", "lint", "init", "dropin", "reserve")
+# init writes a registry from what listens, and dropin guards the units it is given: neither
+# reads one, so neither takes --registry.
+WITHOUT_REGISTRY = ("init", "dropin")
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
@@ -64,7 +86,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     verbs.required = True
     # Each verb loads only its own modules, when it runs.
     for verb in argv[:1] if argv[:1] and argv[0] in VERBS else VERBS:
-        importlib.import_module(f"portguard.cli.{verb}").register(verbs, _common())
+        common = _common(registry=verb not in WITHOUT_REGISTRY)
+        importlib.import_module(f"portguard.cli.{verb}").register(verbs, common)
     return parser
 
 

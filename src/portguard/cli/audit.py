@@ -4,15 +4,24 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from portguard.cli import exit_codes
+
+EXITS = {
+    0: "every claim is ok or idle",
+    1: "drift: a claim is squatted or missing (--output is still written)",
+    69: "the kernel's socket table cannot be read",
+    73: "--output cannot be written (the previous file stays)",
+    78: "the registry is missing, invalid or untrusted",
+}
+
 
 def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.ArgumentParser) -> None:
     parser = verbs.add_parser(
         "audit",
         parents=[common],
         help="every registry claim against reality: ok, squatted, missing, idle",
-        description="Compare each claim of the registry with the sockets bound now. "
-        "Exit 0 when no claim is squatted or missing, 1 when one is, 78 on a registry error, "
-        "73 when --output cannot be written.",
+        description="Compare each claim of the registry with the sockets bound now.",
+        epilog=exit_codes(EXITS),
     )
     parser.add_argument(
         "--format", choices=("text", "json", "prometheus"), default="text",

@@ -3,6 +3,17 @@
 import argparse
 from typing import Any
 
+from portguard.cli import exit_codes
+
+EXITS = {
+    0: "free, released (its own remnants drained) or unregistered (no claims)",
+    68: "unassignable: an address is not on this host",
+    69: "held: another owner holds a claimed port",
+    75: "drain-timeout: its own remnants did not clear in time",
+    77: "denied: the bind is refused by policy",
+    78: "config-error: the registry is missing, invalid or untrusted",
+}
+
 
 def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.ArgumentParser) -> None:
     parser = verbs.add_parser(
@@ -10,9 +21,8 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
         parents=[common],
         help="prove a unit's ports can be bound (run from ExecStartPre=)",
         description="Trial-bind the unit's registered ports; wait while its own remnants "
-        "drain, fail at once when someone else holds one. Exit codes follow sysexits: "
-        "0 free, 68 address not on this host, 69 held, 75 drain timeout, 77 denied, "
-        "78 registry error.",
+        "drain, fail at once when someone else holds one. Exit codes follow sysexits.",
+        epilog=exit_codes(EXITS),
     )
     parser.add_argument(
         "unit", nargs="?", metavar="UNIT", help="default: the unit this process runs in"

@@ -4,6 +4,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from portguard.cli import exit_codes
+
+EXITS = {
+    0: "every drop-in written, unchanged, removed or absent",
+    64: "a name is not a .service or .socket unit (nothing is written), --reload with "
+    "--root, or this portguard cannot be a unit's guard",
+    69: "systemd did not confirm the reload",
+    73: "a file cannot be written or removed, or the file there is not portguard's",
+    78: "a unit's start cannot be mirrored: it is not guarded",
+}
+
 
 def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.ArgumentParser) -> None:
     parser = verbs.add_parser(
@@ -14,13 +25,10 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
         "portguard's 'check' in ExecStartPre=+, with the arguments that make it bind as the "
         "unit will (read from the unit's files). Atomic and idempotent; --remove deletes only "
         "files portguard wrote. Prints one line per unit: written, unchanged, removed or "
-        "absent. Exit 0; 64 when a name is not a .service or .socket unit by systemd's rules "
-        "(then nothing is written), for --reload with --root, or when this portguard cannot "
-        "be a unit's guard (python3 -m portguard, a path others may write); 73 when a file "
-        "cannot be written or removed, or the file there is not portguard's (it is left "
-        "alone); 78 when a unit's start cannot be mirrored (no unit file, ExecStart= lines "
-        "with different identities, DynamicUser=, ...: it is not guarded); 69 when systemd "
-        "did not confirm the reload.",
+        "absent. A unit whose start cannot be mirrored (no unit file, ExecStart= lines with "
+        "different identities, DynamicUser=, ...) is not guarded; this portguard cannot be a "
+        "unit's guard when it runs as python3 -m portguard or from a path others may write.",
+        epilog=exit_codes(EXITS),
     )
     parser.add_argument("units", nargs="+", metavar="UNIT", help="a .service or .socket unit")
     parser.add_argument("--remove", action="store_true", help="remove the drop-in instead")

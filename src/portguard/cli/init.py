@@ -3,6 +3,10 @@
 import argparse
 from typing import Any
 
+from portguard.cli import exit_codes
+
+EXITS = {0: "the registry was printed", 69: "the kernel's socket table cannot be read"}
+
 
 def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.ArgumentParser) -> None:
     parser = verbs.add_parser(
@@ -11,6 +15,7 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
         help="write a registry (YAML, stdout) from the listeners present now",
         description="Map every listening socket to its unit and print a registry that "
         "passes 'portguard lint'. What cannot be mapped to a unit is written as a comment.",
+        epilog=exit_codes(EXITS),
     )
     parser.set_defaults(handler=run)
 

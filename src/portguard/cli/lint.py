@@ -6,11 +6,17 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from portguard.cli import exit_codes
 from portguard.errors import Exit
 
 if TYPE_CHECKING:
     from portguard.registry.entries import RegistrySource
     from portguard.registry.findings import Finding
+    from portguard.registry.localports import LocalPorts
+
+EXITS = {0: "valid (warnings allowed)", 78: "invalid, or no registry file found"}
+HOST = "host"
+NONE = "none"
 
 
 def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.ArgumentParser) -> None:
@@ -19,7 +25,8 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
         parents=[common],
         help="validate registry files",
         description="Validate registry files: schema, overlapping claims, ephemeral-range "
-        "clashes. Exit 0 when valid, 78 when not.",
+        "clashes. Needs no root, no systemd and no installed registry when given files.",
+        epilog=exit_codes(EXITS),
     )
     parser.add_argument(
         "files",
@@ -30,34 +37,89 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
         "directory; default: the installed registry",
     )
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
+    parser.add_argument(
+        "--whole",
+        action="store_true",
+        help="lint the whole registry each FILE belongs to (a registry.yaml or registry.d/ "
+        "file stands for its root: both read together), each once (for pre-commit)",
+    )
+    parser.add_argument(
+        "--ephemeral-range",
+        type=_ephemeral_range,
+        metavar="LOW-HIGH|host|none",
+        help="warn of claims in this ephemeral port range; 'host': this kernel's range and "
+        "reserved ports (the default for the installed registry); 'none': no such warnings "
+        "(the default for files given, which may be for another host)",
+    )
     parser.set_defaults(handler=run)
+
+
+def _ephemeral_range(text: str) -> str | tuple[int, int]:
+    if text in (HOST, NONE):
+        return text
+    low, dash, high = text.partition("-")
+    if dash and low.isdigit() and high.isdigit() and 1 <= int(low) <= int(high) <= 65535:
+        return int(low), int(high)
+    raise argparse.ArgumentTypeError(
+        f"'{text}' is not LOW-HIGH (two ports 1-65535, the lower first), host or none"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     # The YAML reader and the overlap rules load only when lint runs: every other verb
     # builds this parser too, `check` on a busy port among them.
-    from portguard.host.sysctl import read_local_ports  # noqa: PLC0415
     from portguard.registry.entries import REGISTRY_DIR, RegistrySource  # noqa: PLC0415
-    from portguard.registry.findings import Severity  # noqa: PLC0415
+
+    paths: list[Path] = args.files or [args.registry or REGISTRY_DIR]
+    if args.whole:
+        sources = list(dict.fromkeys(RegistrySource.containing(path) for path in paths))
+    else:
+        sources = [RegistrySource.from_paths(paths)]
+    installed = not args.whole and paths == [REGISTRY_DIR]
+    local_ports = _local_ports(args.ephemeral_range or (HOST if installed else NONE))
+    reports = [_lint(source, local_ports) for source in sources]
+    if args.json:
+        data = [_as_data(source, units, findings) for source, units, findings in reports]
+        print(json.dumps(data if args.whole else data[0], indent=2))
+    else:
+        for source, units, findings in reports:
+            for finding in findings:
+                print(finding)
+            _summary(source, units, findings)
+    invalid = any(not source.files or _errors(findings) for source, _, findings in reports)
+    return int(Exit.CONFIG if invalid else Exit.OK)
+
+
+def _lint(
+    source: "RegistrySource", local_ports: "LocalPorts | None"
+) -> "tuple[RegistrySource, int, tuple[Finding, ...]]":
     from portguard.registry.lint import check_registry  # noqa: PLC0415
     from portguard.registry.model import load  # noqa: PLC0415
 
-    paths: list[Path] = args.files or [args.registry or REGISTRY_DIR]
-    source = RegistrySource.from_paths(paths)
     loaded = load(source)
-    findings = check_registry(loaded, read_local_ports())
-    errors = sum(f.severity is Severity.ERROR for f in findings)
-    if args.json:
-        print(json.dumps(_as_data(source, len(loaded.registry.units), findings), indent=2))
-    else:
-        for finding in findings:
-            print(finding)
-        _summary(source, len(loaded.registry.units), findings)
-    return int(Exit.CONFIG if errors or not source.files else Exit.OK)
+    return source, len(loaded.registry.units), check_registry(loaded, local_ports)
+
+
+def _local_ports(choice: str | tuple[int, int]) -> "LocalPorts | None":
+    """The ephemeral range to judge by: the running kernel's only when asked (or for the
+    installed registry), since a CI machine's says nothing of the hosts a registry is for."""
+    from portguard.host.sysctl import read_local_ports  # noqa: PLC0415
+    from portguard.registry.localports import LocalPorts, PortSet  # noqa: PLC0415
+
+    if choice == HOST:
+        return read_local_ports()
+    if choice == NONE:
+        return None
+    assert isinstance(choice, tuple)
+    return LocalPorts(choice, PortSet())
+
+
+def _errors(findings: "tuple[Finding, ...]") -> int:
+    return sum(f.severity == "error" for f in findings)
 
 
 def _summary(source: "RegistrySource", units: int, findings: "tuple[Finding, ...]") -> None:
-    errors = sum(f.severity == "error" for f in findings)
+    errors = _errors(findings)
     warnings = len(findings) - errors
     files = len(source.files)
     if not files:

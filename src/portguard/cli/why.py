@@ -3,6 +3,15 @@
 import argparse
 from typing import Any
 
+from portguard.cli import exit_codes
+
+EXITS = {
+    0: "nothing holds the port",
+    1: "something holds it (named, with the fix)",
+    69: "the kernel's socket table cannot be read",
+    77: "--netns: the namespace is not readable (run as root)",
+}
+
 
 def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.ArgumentParser) -> None:
     parser = verbs.add_parser(
@@ -11,7 +20,8 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
         help="who holds a port, what the registry says, and the clean fix",
         description="Every socket on PORT (TCP and UDP unless /PROTO is given), its owner "
         "chain (process, unit, socket unit, login session or container), the registered "
-        "owner and the fix. Never signals anything. Exit 0 free, 1 occupied.",
+        "owner and the fix. Never signals anything.",
+        epilog=exit_codes(EXITS),
     )
     parser.add_argument("port", metavar="PORT[/PROTO]", help="e.g. 8080, 8080/tcp, 53/udp")
     parser.add_argument("--address", metavar="A", help="only what collides with a bind on A")

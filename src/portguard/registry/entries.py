@@ -124,6 +124,17 @@ class RegistrySource:
             return cls.installed(paths[0])
         return cls(paths[0] if paths else None, tuple(paths[1:]))
 
+    @classmethod
+    def containing(cls, path: Path) -> "RegistrySource":
+        """The whole registry PATH is part of: `registry.yaml` or `registry.d/*.yaml` stand
+        for their root (both files read together, so cross-file overlaps are seen); any
+        other file is a registry of its own."""
+        if path.name == "registry.yaml":
+            return cls.installed(path.parent)
+        if path.parent.name == "registry.d":
+            return cls.installed(path.parent.parent)
+        return cls(path)
+
     @property
     def files(self) -> tuple[Path, ...]:
         return ((self.main,) if self.main else ()) + self.dropins
