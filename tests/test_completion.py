@@ -196,3 +196,10 @@ def test_paths(complete: Completer, tmp_path: Path) -> None:
     assert complete(f"portguard reserve --registry {files}/") == yaml_or_directory
     assert complete(f"portguard dropin --root {files}/") == {f"{files}/registry.d"}
     assert complete.calls() == []
+
+
+def test_lint_ephemeral_range_offers_its_words(complete: Completer) -> None:
+    assert complete("portguard lint --ephemeral-range ") == {"host", "none"}
+    assert complete("portguard lint --ephemeral-range=h") == {"host"}
+    assert complete("portguard init --") == {"--debug", "--help"}  # no --registry: none read
+    assert complete.calls() == []

@@ -147,8 +147,8 @@ LISTEN = st.builds(
 
 def pattern_accepts(definition: str, value: Any) -> bool:
     """Whether the one claim VALUE passes the listen list DEFINITION of the schema."""
-    return not list(jsonschema.Draft7Validator({**DEFINITIONS[definition],
-                                                "definitions": DEFINITIONS}).iter_errors([value]))  # fmt: skip
+    schema = {**DEFINITIONS[definition], "definitions": DEFINITIONS}
+    return not list(jsonschema.Draft7Validator(schema).iter_errors([value]))
 
 
 @settings(max_examples=600)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +58,9 @@ INSTALLED = (
     "/usr/share/man/man5/portguard-registry.5.gz",
     "/usr/share/man/man8/portguard-generator.8.gz",
     "/etc/portguard/registry.d/",
+    "/usr/share/portguard/registry.schema.json",
+    "/usr/share/doc/portguard/examples/portguard.rules.yml",
+    "/usr/share/zsh/vendor-completions/_portguard",
 )
 VERSIONS = ("systemd", "python3", "python3-pyroute2", "python3-pystemd", "python3-yaml")
 
@@ -209,6 +213,15 @@ def clean_up_and_purge(sandbox: Sandbox) -> None:
     )
     assert package_status(sandbox, "portguard") in ("", "unknown ok not-installed")
     assert sandbox.system_state() == "running", sandbox.systemctl("--failed")
+
+
+def test_the_package_depends_on_every_runtime_library(deb: Path) -> None:
+    """pyproject.toml puts pyroute2 and pystemd in the `host` extra (lint off the host needs
+    neither); the package must not lose them with it."""
+    depends = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True,
+                             text=True, timeout=60, check=True).stdout  # fmt: skip
+    names = {item.split()[0] for item in depends.replace("|", ",").split(",") if item.strip()}
+    assert {"python3-pyroute2", "python3-pystemd", "python3-yaml", "systemd"} <= names, depends
 
 
 def test_install_guard_explain_and_purge(suite: str, deb: Path, booted: Sandbox) -> None:
