@@ -115,9 +115,14 @@ def test_the_pre_commit_hook_lints_the_whole_registry_of_a_changed_file(tmp_path
     (config / ".pre-commit-config.yaml").write_text(yaml.safe_dump({"repos": [hook]}))
     git(config, "init", "-q")
     git(config, "add", ".")
-    pre_commit = [CHECKOUT / ".venv" / "bin" / "pre-commit", "run", "--color=never"]
-    if not Path(pre_commit[0]).exists():  # tests run outside make test's venv
-        pre_commit[0] = shutil.which("pre-commit") or "pre-commit"
+    found = CHECKOUT / ".venv" / "bin" / "pre-commit"
+    program = str(found) if found.exists() else shutil.which("pre-commit")
+    if program is None:
+        reason = "needs pre-commit (tools/setup installs it from requirements-dev.txt)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    pre_commit = [program, "run", "--color=never"]
     env = {**NO_COMPILER, "PRE_COMMIT_HOME": str(tmp_path / "cache")}
 
     good = run(*pre_commit, "--all-files", cwd=config, env=env)
