@@ -91,6 +91,15 @@ def test_lint_in_a_clean_venv_needs_no_c_build_no_root_and_no_host(open_dir: Pat
     assert (done.returncode, done.stdout) == (0, ""), done.stderr
     assert done.stderr == "valid: 2 units in 2 files, 0 errors, 0 warnings\n"
 
+    # What needs the host's libraries says which, in one line: no traceback, no "a bug".
+    for verb in (["why", "22"], ["init"]):
+        done = run(venv / "bin" / "portguard", *verb)
+        assert done.returncode == 69, done.stderr
+        assert done.stderr == (
+            "portguard: the kernel's socket table could not be read: pyroute2 is not "
+            "installed (Debian's python3-pyroute2, or pip install 'portguard[host]')\n"
+        )
+
 
 def git(repo: Path, *args: str) -> str:
     identity = ["-c", "user.name=portguard test", "-c", "user.email=test@portguard.invalid"]

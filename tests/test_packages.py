@@ -47,3 +47,16 @@ def test_a_submodule_imports_without_the_package_init(
     assert skipped == "[]"  # the heavy part was not imported
     assert probed == "False False"  # a probe for an optional dunder runs no __init__
     assert completed == "True True"  # asking for the API runs the __init__ after all
+
+
+def test_a_missing_package_says_how_to_install_it() -> None:
+    """A pip install without the `host` extra: the census's one line says what is missing."""
+    code = (f"import sys; sys.path.insert(0, {str(SRC)!r}); "
+            "from portguard.packages import without_init; without_init('nowhere')")  # fmt: skip
+    done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.rstrip().endswith(
+        "ModuleNotFoundError: nowhere is not installed (Debian's "
+        "python3-nowhere, or pip install 'portguard[host]')"
+    )

@@ -18,7 +18,13 @@ def without_init(name: str) -> None:
     if name in sys.modules:
         return
     spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+    if spec is None:
+        # A pip install without the `host` extra (lint alone needs neither library).
+        raise ModuleNotFoundError(
+            f"{name} is not installed (Debian's python3-{name}, or pip install 'portguard[host]')",
+            name=name,
+        )
+    if spec.loader is None or spec.submodule_search_locations is None:
         return
     package = importlib.util.module_from_spec(spec)
     loader = spec.loader

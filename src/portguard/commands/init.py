@@ -137,12 +137,13 @@ def validate(text: str, local_ports: LocalPorts | None) -> None:
 
 def capture_here() -> Capture:
     """Every listener in this network namespace, attributed as `check` attributes them."""
-    from portguard.host.sockets import listeners  # noqa: PLC0415
     from portguard.policy.attribute import Context, attribute  # noqa: PLC0415
 
     try:
+        from portguard.host.sockets import listeners  # noqa: PLC0415
+
         held = listeners()
-    except OSError as exc:
+    except (OSError, ImportError) as exc:  # no netlink here, or no pyroute2 installed
         raise Unavailable(f"{CENSUS_FAILED}: {exc}") from None
     found = attribute(held, Context.here(self_cgroup=None, facts_timeout=FACTS_TIMEOUT))
     facts = dict(found.facts)
