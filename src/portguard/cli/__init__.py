@@ -71,7 +71,7 @@ def _common(*, registry: bool) -> argparse.ArgumentParser:
     return common
 
 
-VERBS = ("check", "why", "audit", "lint", "init", "dropin", "reserve")
+VERBS = ("check", "why", "audit", "lint", "init", "dropin", "reserve", "wait")
 # init writes a registry from what listens, and dropin guards the units it is given: neither
 # reads one, so neither takes --registry.
 WITHOUT_REGISTRY = ("init", "dropin")

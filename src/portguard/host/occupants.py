@@ -3,7 +3,7 @@ Stdlib only, so the policy and the reports can name occupants without loading py
 host/sockets.py fills them from sock_diag.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from portguard.registry.claims import Claim, IPAddress, Proto, host_text
 
@@ -30,6 +30,9 @@ class Occupant:
     cgroup_id: int | None  # the cgroup the socket was created in; None for TIME-WAIT
     v6only: bool
     expires_ms: int | None  # TIME-WAIT: until the kernel drops it
+    # The kernel's id of the socket, unique while it lives; what sock_diag's destroy
+    # notifications name (their inode is 0). 0: not known. Not part of equality.
+    cookie: int = field(default=0, compare=False)
 
     @property
     def is_time_wait(self) -> bool:

@@ -203,4 +203,5 @@ def _occupant(message: Any, proto: Proto) -> Occupant | None:
         cgroup_id=None if time_wait or not cgroup_id else int(cgroup_id),
         v6only=bool(message.get_attr("INET_DIAG_SKV6ONLY")),
         expires_ms=message["idiag_expires"] if time_wait else None,
+        cookie=message["idiag_cookie"],
     )

@@ -1,0 +1,175 @@
+"""`portguard wait`'s core: the ports (given, or a unit's registered claims), the real
+effects, and the one line or JSON object a deploy script reads."""
+
+import ipaddress
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from portguard import hotpath
+from portguard.commands.check import guarded_for
+from portguard.commands.trusted import compiled_registry, load_registry
+from portguard.errors import ConfigError, UsageError
+from portguard.host import probe, sockwatch
+from portguard.host.occupants import Occupant
+from portguard.policy.owners import Attribution, Holding
+from portguard.policy.report import describe_owner
+from portguard.policy.waiting import Effects, Waited, Wake, until_free, until_listening
+from portguard.registry.claims import Claim, ClaimSyntaxError, Proto, make_claim, parse_listen
+from portguard.registry.timespan import TimespanError, parse_timespan_ms
+
+DEFAULT_TIMEOUT = "30s"  # the seed loop's 30 tries of a second
+
+
+def run(
+    ports: Sequence[str],
+    *,
+    unit: str | None,
+    address: str | None,
+    timeout: str,
+    reuseaddr: bool | None,
+    listening: bool,
+    registry: Path | None,
+    as_json: bool,
+) -> int:
+    timeout_ms = _timeout_ms(timeout)
+    claims, units = _claims(ports, unit, address, reuseaddr, registry)
+    with sockwatch.DestroyWatch({c.proto for c in claims}) as watch:
+        effects = real_effects(watch)
+        if listening:
+            waited = until_listening(claims, timeout_ms, effects, units=units)
+        else:
+            waited = until_free(claims, timeout_ms, effects)
+    return report(waited, claims, listening=listening, as_json=as_json)
+
+
+def _timeout_ms(text: str) -> int:
+    try:
+        return parse_timespan_ms(text)
+    except TimespanError as exc:
+        raise UsageError(f"--timeout: {exc}") from None
+
+
+def _claims(
+    ports: Sequence[str],
+    unit: str | None,
+    address: str | None,
+    reuseaddr: bool | None,
+    registry: Path | None,
+) -> tuple[tuple[Claim, ...], tuple[str, ...]]:
+    """The claims to wait for, and the units whose listening is healthy (--unit and its via)."""
+    if unit is not None:
+        if ports or address:
+            raise UsageError("--unit waits for the unit's registered ports: give no PORT or "
+                             "--address with it")  # fmt: skip
+        return _unit_claims(unit, reuseaddr, registry)
+    if not ports:
+        raise UsageError("give at least one PORT[/PROTO], or --unit NAME")
+    where = _address(address)
+    return tuple(_claim(text, where, reuseaddr is not False) for text in ports), ()
+
+
+def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if text is None:
+        return None
+    try:
+        return ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        raise UsageError(f"--address '{text}' is not an IPv4 or IPv6 address") from None
+
+
+def _claim(
+    text: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address | None, reuseaddr: bool
+) -> Claim:
+    try:
+        parts = parse_listen(text)
+    except ClaimSyntaxError as exc:
+        raise UsageError(
+            f"'{text}': {exc.message} (expected PORT[/PROTO], e.g. 8080/tcp)"
+        ) from None
+    if parts.address is not None:
+        raise UsageError(f"'{text}': give the address with --address, the port alone here")
+    if parts.first is None:
+        raise UsageError(f"'{text}': %i is a template's port; give a number")
+    return make_claim(replace(parts, address=address), v6only=False, reuseaddr=reuseaddr,
+                      reuseport=False, instance=None)  # fmt: skip
+
+
+def _unit_claims(
+    unit: str, reuseaddr: bool | None, registry: Path | None
+) -> tuple[tuple[Claim, ...], tuple[str, ...]]:
+    root = registry or Path(hotpath.REGISTRY_DIR)
+    if not root.exists():
+        raise ConfigError(f"no registry at {root}")
+    guarded = guarded_for(compiled_registry(root) or load_registry(root), unit)
+    if guarded is None:
+        raise UsageError(f"{unit} has no claims in the registry at {root}")
+    claims = guarded.claims
+    if reuseaddr is not None:
+        claims = tuple(replace(c, reuseaddr=reuseaddr) for c in claims)
+    return claims, (unit, *guarded.via)
+
+
+def real_effects(watch: sockwatch.DestroyWatch) -> Effects:
+    def census(ports: Iterable[tuple[Proto, int]]) -> list[Occupant]:
+        from portguard.host.sockets import census as kernel_census  # noqa: PLC0415
+
+        return kernel_census(ports)
+
+    def attribute(occupants: list[Occupant]) -> Attribution:
+        from portguard.policy.attribute import Context  # noqa: PLC0415
+        from portguard.policy.attribute import attribute as find_owners  # noqa: PLC0415
+
+        return find_owners(occupants, Context.here(self_cgroup=None, facts_timeout=1.0))
+
+    def trial(claims: Sequence[Claim]) -> list[probe.Attempt]:
+        return probe.probe(claims, None)
+
+    def sleep(pids: Sequence[int], cookies: Sequence[int], seconds: float) -> Wake | None:
+        woken = sockwatch.sleep(pids, cookies, seconds, watch)
+        return Wake(woken) if woken else None
+
+    return Effects(trial, census, attribute, sleep, time.monotonic)
+
+
+def report(waited: Waited, claims: Sequence[Claim], *, listening: bool, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(_as_data(waited, claims, listening=listening), indent=2))
+    elif waited.code == 0:
+        print(waited.line)
+    if waited.code != 0:
+        print(f"portguard: {waited.line}", file=sys.stderr)
+    return int(waited.code)
+
+
+def _as_data(waited: Waited, claims: Sequence[Claim], *, listening: bool) -> dict[str, object]:
+    return {
+        "waited_for": "listening" if listening else "free",
+        "claims": [str(c) for c in claims],
+        "exit": int(waited.code),
+        "message": waited.line,
+        "waited_ms": waited.elapsed_ms,
+        # What ended the last sleep (null: free at once): exit (a holder's pidfd), destroy
+        # (sock_diag), timer (the last TIME-WAIT), interval (no signal to wait on: looked
+        # again); and how often each ended one.
+        "woke_by": str(waited.woke_by[-1]) if waited.woke_by else None,
+        "wakes": dict(Counter(str(w) for w in waited.woke_by)),
+        "holders": [_holder(h) for h in waited.holders],
+        "gaps": list(waited.gaps),
+    }
+
+
+def _holder(holding: Holding) -> dict[str, object]:
+    owner = holding.owner
+    return {
+        "socket": str(holding.occupant),
+        "state": holding.occupant.state,
+        "kind": str(owner.kind),
+        "unit": owner.unit,
+        "pid": owner.pid,
+        "owner": describe_owner(owner),
+    }
