@@ -23,7 +23,8 @@ from portguard.registry.timespan import format_ms
 # can, it still looks at least this often, in case the signal was not for the socket asked.
 POLL_MS = 50
 SIGNALLED_POLL_MS = 1000
-# A TIME-WAIT timer is rounded to the kernel's clock ticks: look again just after it.
+# A TIME-WAIT timer runs out a little after the time it says (the kernel's timer wheel
+# batches long timers): look again just after it, and then at the interval until it has.
 TIMER_SLACK_MS = 5
 
 
@@ -125,7 +126,7 @@ def _pids(effects: Effects, blocking: list[Occupant]) -> tuple[int, ...]:
 def _timer_ms(blocking: list[Occupant]) -> int | None:
     """When only TIME-WAIT blocks: until its last timer runs out."""
     if blocking and all(o.is_time_wait and o.expires_ms is not None for o in blocking):
-        return max(o.expires_ms or 0 for o in blocking) + TIMER_SLACK_MS
+        return max(POLL_MS, max(o.expires_ms or 0 for o in blocking) + TIMER_SLACK_MS)
     return None
 
 
