@@ -132,3 +132,9 @@ def test_lint_ephemeral_range_offers_its_words(complete: Completer) -> None:
     assert complete("portguard lint --ephemeral-range=h") == {"host"}
     assert complete("portguard init --") == {"--debug", "--help"}  # no --registry: none read
     assert complete.calls() == []
+
+
+def test_wait_ports_and_unit(complete: Completer) -> None:
+    assert complete("portguard wait 8080") == {"8080/tcp", "8080/udp"}
+    assert complete("portguard wait 8080/tcp 53/u") == {"53/udp"}
+    assert complete("portguard wait --unit web.") == {"web.service", "web.socket"}

@@ -65,6 +65,7 @@ REACHES = {
     "why": ["host/netns.py", "policy/diagnosis.py"],
     "audit": ["commands/trusted.py"],
     "reserve": ["commands/trusted.py"],
+    "wait": ["commands/trusted.py", "policy/waiting.py"],
 }
 
 

@@ -87,7 +87,7 @@ def until_free(claims: Sequence[Claim], timeout_ms: int, effects: Effects) -> Wa
         pids = _pids(effects, blocking)
         timer = _timer_ms(blocking)
         sleep_ms = min(left_ms, timer if timer is not None else _poll_ms(pids))
-        cookies = [o.cookie for o in blocking if o.cookie]
+        cookies = [o.cookie for o in blocking if o.cookie and not o.is_time_wait]
         woken = effects.sleep(pids, cookies, sleep_ms / 1000)
         woke.append(woken or (Wake.TIMER if timer is not None else Wake.INTERVAL))
 
