@@ -12,6 +12,8 @@ Run by hand, as root, with the system interpreter (stdlib only; not a test):
    `portguard.policy.guard.check()` (with the real effects) returns `released`.
 3. portguard-generator (systemd.generator(7)) on a 3-unit and a 1,000-unit registry, and on
    a 1,000-unit one its fast reader declines, each into an empty tmpfs output directory.
+4. `portguard wait`: from a holder's exit to the command's return, next to the deploy
+   scripts' seed loop (bench/waiting.py).
 
 Registries live in a root-owned temporary directory (hotpath trusts only root's files);
 the compiled cache goes to the real /run/portguard and the bench removes what it wrote.
@@ -46,6 +48,7 @@ FIRST_PORT = 20000  # below the default ephemeral range, so lint has nothing to 
 sys.path.insert(0, str(SRC))
 
 from restarts import storm_and_restart  # noqa: E402 - bench/, beside this file
+from waiting import wait_latency  # noqa: E402 - bench/, beside this file
 
 # --- registries -------------------------------------------------------------------------------
 
@@ -920,6 +923,8 @@ def main() -> int:
     parser.add_argument("--storm-runs", type=int, default=7, help="boot storms of each kind "
                         "(0: skip the storm and restart rows)")  # fmt: skip
     parser.add_argument("--restart-runs", type=int, default=25, help="nginx restarts of each kind")
+    parser.add_argument("--wait-runs", type=int, default=25, help="`portguard wait` releases "
+                        "and seed loops (0: skip them)")  # fmt: skip
     parser.add_argument(
         "--only-busy", action="store_true", help="only the sandboxed rows: busy host, storm"
     )
@@ -941,11 +946,15 @@ def main() -> int:
         generator_notes: list[str] = []
         scale_rows: list[str] = []
         scale_notes: list[str] = []
+        wait_rows: list[str] = []
+        wait_notes: list[str] = []
         if not args.only_busy:
             rows, notes = free_path(workdir, max(30, args.runs))
             release_rows, release_notes = release_latency(max(20, args.release_runs))
             generator_rows, generator_notes = generator(workdir, max(30, args.runs))
             scale_rows, scale_notes = scale(workdir, max(5, args.runs // 10))
+            if args.wait_runs:
+                wait_rows, wait_notes = wait_latency(args.wait_runs)
         busy_rows, busy_notes = busy_host(args.busy_runs) if args.busy_runs else ([], [])
         storm_rows, storm_notes = (
             storm_and_restart(args.storm_runs, max(5, args.restart_runs))
@@ -969,11 +978,12 @@ def main() -> int:
     print()
     print("\n".join(scale_rows))
     print()
-    for table in (busy_rows, storm_rows):
+    for table in (wait_rows, busy_rows, storm_rows):
         if table:
             print("\n".join(table))
             print()
-    for note in notes + release_notes + generator_notes + scale_notes + busy_notes + storm_notes:
+    for note in (notes + release_notes + generator_notes + scale_notes + wait_notes + busy_notes
+                 + storm_notes):  # fmt: skip
         print(f"- {note}")
     return 0
 
