@@ -146,3 +146,12 @@ def test_bad_arguments_are_one_line_and_64(sandbox: Sandbox) -> None:
         assert done.returncode == 64, (argv, done)
         assert len(done.stderr.splitlines()) == 1 and message in done.stderr, (argv, done.stderr)
         assert "Traceback" not in done.stderr
+
+
+def test_an_address_not_on_this_host_ends_it_at_once(sandbox: Sandbox) -> None:
+    done = portguard(sandbox, "wait", "8080", "--address", "192.0.2.1", "--timeout", "20s")
+    assert done.returncode == 68, done
+    assert done.stderr == (
+        "portguard: 192.0.2.1:8080/tcp: the address is not on this host (EADDRNOTAVAIL); "
+        "waiting cannot change that\n"
+    )
