@@ -48,7 +48,7 @@ FIRST_PORT = 20000  # below the default ephemeral range, so lint has nothing to 
 sys.path.insert(0, str(SRC))
 
 from restarts import storm_and_restart  # noqa: E402 - bench/, beside this file
-from waiting import wait_latency  # noqa: E402 - bench/, beside this file
+from waiting import HOLDER, wait_latency  # noqa: E402 - bench/, beside this file
 
 # --- registries -------------------------------------------------------------------------------
 
@@ -301,19 +301,6 @@ def free_path(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
 
 
 # --- part 2 -----------------------------------------------------------------------------------
-
-HOLDER = r"""
-import os, socket, sys, time
-port, delay, out = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-sock = socket.socket()
-sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-sock.bind(("0.0.0.0", port))
-sock.listen()
-os.write(out, b"ready\n")
-time.sleep(delay)
-os.write(out, repr(time.monotonic()).encode() + b"\n")
-os._exit(0)
-"""
 
 
 class BenchCgroup:

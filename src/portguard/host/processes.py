@@ -4,7 +4,8 @@ import os
 import select
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 BLIND_RETRY_SECONDS = 0.2
@@ -185,17 +186,33 @@ def _fd_of(inode: int, pid: int) -> int | None:
     return None
 
 
-def wait_for_exit(pids: Iterable[int], seconds: float) -> None:
-    """Return when one of PIDS exits or SECONDS pass: a pidfd each, woken by the kernel."""
+@contextmanager
+def pidfds(pids: Iterable[int]) -> Iterator[list[int] | None]:
+    """A pidfd for each of PIDS that can be opened (not ours to open: left out), closed
+    afterwards; None when one has exited already."""
     descriptors: list[int] = []
     try:
         for pid in pids:
             try:
                 descriptors.append(os.pidfd_open(pid))
             except ProcessLookupError:
-                return  # already gone: the caller looks again at once
+                break
             except OSError:
                 continue
+        else:
+            yield descriptors
+            return
+        yield None
+    finally:
+        for fd in descriptors:
+            os.close(fd)
+
+
+def wait_for_exit(pids: Iterable[int], seconds: float) -> None:
+    """Return when one of PIDS exits or SECONDS pass: a pidfd each, woken by the kernel."""
+    with pidfds(pids) as descriptors:
+        if descriptors is None:
+            return  # already gone: the caller looks again at once
         if not descriptors:
             # No pidfd to wait on (not ours to open): look again soon rather than at the end.
             time.sleep(max(0.0, min(seconds, BLIND_RETRY_SECONDS)))
@@ -204,6 +221,3 @@ def wait_for_exit(pids: Iterable[int], seconds: float) -> None:
         for fd in descriptors:
             poller.register(fd, select.POLLIN)
         poller.poll(max(0, int(seconds * 1000)))
-    finally:
-        for fd in descriptors:
-            os.close(fd)

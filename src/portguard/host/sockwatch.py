@@ -11,7 +11,6 @@ sits at a fixed offset of the message.
 """
 
 import errno
-import os
 import select
 import socket
 import struct
@@ -19,6 +18,7 @@ import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 
+from portguard.host.processes import pidfds
 from portguard.registry.claims import Proto
 
 NETLINK_SOCK_DIAG = 4
@@ -116,15 +116,9 @@ def sleep(
 ) -> str | None:
     """Until one of PIDS exits ("exit"), WATCH sees a socket of COOKIES destroyed
     ("destroy"), or SECONDS pass (None). A PID already gone is an exit at once."""
-    descriptors: list[int] = []
-    try:
-        for pid in pids:
-            try:
-                descriptors.append(os.pidfd_open(pid))
-            except ProcessLookupError:
-                return "exit"
-            except OSError:
-                continue  # not ours to open: the interval bounds the wait instead
+    with pidfds(pids) as descriptors:
+        if descriptors is None:
+            return "exit"
         poller = select.poll()
         for fd in descriptors:
             poller.register(fd, select.POLLIN)
@@ -140,6 +134,3 @@ def sleep(
             if ours and watch is not None and watch.destroyed(cookies):
                 return "destroy"
         return None
-    finally:
-        for fd in descriptors:
-            os.close(fd)
