@@ -22,7 +22,6 @@ the compiled cache goes to the real /run/portguard and the bench removes what it
 import argparse
 import os
 import random
-import select
 import shutil
 import socket
 import statistics
@@ -48,7 +47,7 @@ FIRST_PORT = 20000  # below the default ephemeral range, so lint has nothing to 
 sys.path.insert(0, str(SRC))
 
 from restarts import storm_and_restart  # noqa: E402 - bench/, beside this file
-from waiting import HOLDER, wait_latency  # noqa: E402 - bench/, beside this file
+from waiting import HOLDER, read_line, wait_latency  # noqa: E402 - bench/, beside this file
 
 # --- registries -------------------------------------------------------------------------------
 
@@ -379,12 +378,12 @@ def release_latency(runs: int) -> tuple[list[str], list[str]]:
                 pass_fds=[write_end],
             )
             os.close(write_end)
-            lines = _lines(read_end, 1)
+            lines = [read_line(read_end)]
             if lines[:1] != ["ready"]:
                 raise SystemExit(f"bench: the holder did not start: {lines}")
             report = check(guarded, effects)
             t_return = time.monotonic()
-            lines += _lines(read_end, 1)
+            lines.append(read_line(read_end))
             os.close(read_end)
             holder.wait()
             t_exit = float(lines[1])
@@ -418,18 +417,6 @@ def release_latency(runs: int) -> tuple[list[str], list[str]]:
         "the holder exited; every wait returned before its timeout"
     )
     return rows, notes
-
-
-def _lines(fd: int, count: int, timeout: float = 5.0) -> list[str]:
-    got = b""
-    deadline = time.monotonic() + timeout
-    while got.count(b"\n") < count:
-        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        chunk = os.read(fd, 4096) if ready else b""
-        if not chunk:
-            break
-        got += chunk
-    return got.decode().splitlines()
 
 
 # --- part 3 -----------------------------------------------------------------------------------

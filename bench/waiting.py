@@ -77,21 +77,23 @@ def _one(argv: list[str], port: int, env: dict[str, str]) -> tuple[float, float,
     )
     os.close(write_end)
     try:
-        if _line(read_end) != "ready":
+        if read_line(read_end) != "ready":
             raise SystemExit("bench: the holder did not start")
         waiter = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
         out, _ = waiter.communicate(timeout=40)
         returned = time.monotonic()
         if waiter.returncode != 0:
             raise SystemExit(f"bench: {argv[:4]} exited {waiter.returncode}")
-        released = float(_line(read_end))
+        released = float(read_line(read_end))
     finally:
         os.close(read_end)
         holder.wait()
     return released, returned, out
 
 
-def _line(fd: int, timeout: float = 10.0) -> str:
+def read_line(fd: int, timeout: float = 10.0) -> str:
+    """One line from FD, read a byte at a time so nothing after it is taken; '' at the
+    timeout or the end."""
     got = b""
     deadline = time.monotonic() + timeout
     while not got.endswith(b"\n"):

@@ -81,6 +81,20 @@ def test_the_holders_exit_ends_the_sleep() -> None:
     assert kernel.sleeps[0] == ((42,), (7,), SIGNALLED_POLL_MS / 1000)
 
 
+def test_the_holders_are_attributed_once_while_they_stay_the_same() -> None:
+    kernel = Kernel(released_at=5.0)
+    calls: list[int] = []
+
+    def attribute(occupants: list[Occupant]) -> Attribution:
+        calls.append(len(occupants))
+        return kernel.attribute(occupants)
+
+    effects = Effects(kernel.probe, kernel.census, attribute, kernel.sleep, lambda: kernel.now)
+    waited = until_free([CLAIM], 30_000, effects)
+    assert waited.code is Exit.OK and len(kernel.sleeps) == 5  # a second at a time
+    assert calls == [1]
+
+
 def test_without_a_pid_to_wait_on_it_looks_again_at_the_interval() -> None:
     kernel = Kernel(released_at=0.2, owner=Owner(OwnerKind.UNKNOWN))
     waited = until_free([CLAIM], 30_000, kernel.effects())

@@ -6,6 +6,7 @@ from typing import Any
 
 from portguard.cli import exit_codes
 
+DEFAULT_TIMEOUT = "30s"  # the seed loop's 30 tries of a second
 EXITS = {
     0: "the ports could be bound (with --listening: the right listener is there)",
     68: "an address is not on this host (EADDRNOTAVAIL): waiting cannot fix it",
@@ -31,7 +32,7 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
     parser.add_argument("ports", nargs="*", metavar="PORT[/PROTO]", help="e.g. 8080, 53/udp")
     parser.add_argument("--address", metavar="A", help="bind this address (default: every one)")
     parser.add_argument(
-        "--timeout", metavar="SPAN", default="30s",
+        "--timeout", metavar="SPAN", default=DEFAULT_TIMEOUT,
         help="give up after this systemd time span (default: 30s)",
     )  # fmt: skip
     parser.add_argument(

@@ -22,8 +22,6 @@ from portguard.policy.waiting import Effects, Waited, Wake, until_free, until_li
 from portguard.registry.claims import Claim, ClaimSyntaxError, Proto, make_claim, parse_listen
 from portguard.registry.timespan import TimespanError, parse_timespan_ms
 
-DEFAULT_TIMEOUT = "30s"  # the seed loop's 30 tries of a second
-
 
 def run(
     ports: Sequence[str],

@@ -67,6 +67,9 @@ def until_free(claims: Sequence[Claim], timeout_ms: int, effects: Effects) -> Wa
         return int((effects.clock() - start) * 1000)
 
     woke: list[Wake] = []
+    # Holders' PIDs by the sockets they hold: attribution (cgroups, fds, systemd) runs again
+    # only when the blocking sockets change, not at every wake of a long wait.
+    holders: dict[frozenset[Occupant], tuple[int, ...]] = {}
     while True:
         attempts = effects.probe(claims)
         final = _settled(attempts, elapsed_ms(), tuple(woke))
@@ -84,7 +87,10 @@ def until_free(claims: Sequence[Claim], timeout_ms: int, effects: Effects) -> Wa
             return _timed_out(busy, occupants, census_gap, effects, elapsed_ms=elapsed_ms(),
                               woke=tuple(woke))  # fmt: skip
         blocking = [o for o in occupants if any(_blocks(o, a) for a in busy)]
-        pids = _pids(effects, blocking)
+        key = frozenset(blocking)
+        if key not in holders:
+            holders[key] = _pids(effects, blocking)
+        pids = holders[key]
         timer = _timer_ms(blocking)
         sleep_ms = min(left_ms, timer if timer is not None else _poll_ms(pids))
         cookies = [o.cookie for o in blocking if o.cookie and not o.is_time_wait]
