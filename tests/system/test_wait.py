@@ -69,7 +69,9 @@ def test_returns_right_after_the_holder_exits(sandbox: Sandbox) -> None:
     assert 0 <= after <= 0.5, after  # a 1-second poll would be up to 1 s late
     # The exit closes the socket first: its destroy notification (root) may beat the pidfd.
     assert data["woke_by"] in ("exit", "destroy"), data
-    assert data["waited_ms"] >= 1400, data
+    # It really waited: the holder held on for 1.5 s after `wait` was started, less the
+    # interpreter's start (under 1 s even on a loaded machine).
+    assert data["waited_ms"] >= 500, data
 
 
 def test_returns_right_after_a_living_process_closes_the_socket(sandbox: Sandbox) -> None:
