@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import portguard
+from portguard import hotpath
 from portguard.registry.entries import LoadResult, RegistrySource
 from portguard.registry.findings import Finding, Severity
 from portguard.registry.lint import check_registry
@@ -72,6 +73,34 @@ def readable_src() -> Iterator[Path]:
         yield top
     finally:
         shutil.rmtree(top)
+
+
+NOBODY = 65534
+
+
+def stand_for_root(
+    monkeypatch: pytest.MonkeyPatch, *, me: int | None = None, my_group: int | None = None
+) -> set[int]:
+    """Unprivileged, our own files stand for root's in the trust walk, and the files whose
+    inodes the caller adds to the returned set stand for another user's: `is_safe`'s mode
+    rules still apply. As root (and ME not given) nothing changes: the files are root's."""
+    foreign: set[int] = set()
+    if me is None and os.geteuid() == 0:
+        return foreign
+    me = os.geteuid() if me is None else me
+    my_group = os.getegid() if my_group is None else my_group
+    real = hotpath.is_safe
+
+    def as_root(st: os.stat_result) -> bool:
+        fields = list(st)
+        fields[4] = NOBODY if st.st_ino in foreign else (0 if st.st_uid == me else st.st_uid)
+        fields[5] = 0 if st.st_gid == my_group else st.st_gid
+        return real(os.stat_result(fields))
+
+    # What the trust walk (first_unsafe) and the cache's reader call, for check, the
+    # generator and reserve alike.
+    monkeypatch.setattr(hotpath, "is_safe", as_root)
+    return foreign
 
 
 # Linux's default ephemeral range with nothing reserved; the tests' ports stay below it

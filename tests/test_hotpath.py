@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from portguard import hotpath
 from portguard.commands.trusted import compile_units, load_registry
+from tests.conftest import NOBODY, stand_for_root
 
 SRC = Path(hotpath.__file__).resolve().parent.parent
 IS_ROOT = os.geteuid() == 0
-NOBODY = 65534
 
 
 def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
@@ -82,20 +82,8 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tree]:
     os.chmod(root, 0o755)
     cache = tmp_path / "run"
     monkeypatch.setattr(hotpath, "CACHE_DIR", str(cache))
-    made = Tree(root, set())
+    made = Tree(root, stand_for_root(monkeypatch))
     if not IS_ROOT:
-        # Unprivileged, our own files stand for root's: is_safe's mode rules still apply.
-        real = hotpath.is_safe
-        me = os.geteuid()
-
-        def as_root(st: os.stat_result) -> bool:
-            uid = NOBODY if st.st_ino in made.foreign else (0 if st.st_uid == me else st.st_uid)
-            gid = 0 if st.st_gid == os.getegid() else st.st_gid
-            fields = list(st)
-            fields[4], fields[5] = uid, gid
-            return real(os.stat_result(fields))
-
-        monkeypatch.setattr(hotpath, "is_safe", as_root)
         monkeypatch.setattr(os, "geteuid", lambda: 0)
     yield made
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import CHECKOUT
+from tests.conftest import CHECKOUT, NOBODY
+from tests.unprivileged import run_as
 
 GOOD = "version: 1\nunits:\n  a.service:\n    listen: [8080/tcp]\n"
 DROPIN_GOOD = "version: 1\nunits:\n  b.service:\n    listen: [8081/tcp]\n"
@@ -80,14 +81,13 @@ def test_lint_in_a_clean_venv_needs_no_c_build_no_root_and_no_host(open_dir: Pat
     for path in (registry, *registry.rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)
 
-    nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
     env = {"HOME": "/nonexistent", "DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/nonexistent"}
-    lint = [*nobody, venv / "bin" / "portguard", "lint"]
-    done = run(*lint, registry, env=env)
+    lint = [str(venv / "bin" / "portguard"), "lint", str(registry)]
+    done = run_as(NOBODY, lint, env=env)
     assert done.returncode == 78, done.stdout + done.stderr
     assert "b.service claims 127.0.0.1:8080/tcp, which overlaps 8080/tcp" in done.stdout
     (registry / "registry.d" / "10-b.yaml").write_text(DROPIN_GOOD)
-    done = run(*lint, registry, env=env)
+    done = run_as(NOBODY, lint, env=env)
     assert (done.returncode, done.stdout) == (0, ""), done.stderr
     assert done.stderr == "valid: 2 units in 2 files, 0 errors, 0 warnings\n"
 

@@ -12,6 +12,7 @@ import pytest
 from portguard.cli import main
 from portguard.host.dropins import DROPIN_NAME
 from tests.conftest import SYSTEM_PYTHON
+from tests.unprivileged import run_as
 
 Run = tuple[int, str, str]
 
@@ -150,14 +151,13 @@ def test_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert err == f"portguard: {tmp_path / 'nope'}: No such file or directory\n"
 
 
-def as_unprivileged(argv: list[str]) -> list[str]:
-    """ARGV as a user that cannot write a root-owned 0755 directory."""
-    if os.geteuid() != 0:
-        return argv
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("needs setpriv (util-linux) to drop root")
-    return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+def as_unprivileged(argv: list[str], src: Path) -> subprocess.CompletedProcess[str]:
+    """ARGV, with SRC importable, as a user that cannot write a root-owned 0755 directory."""
+    env = {"PYTHONPATH": str(src)}
+    if os.geteuid() == 0:
+        return run_as(65534, argv, env=env)
+    return subprocess.run(argv, env={**os.environ, **env}, cwd="/", capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
 
 
 @pytest.fixture
@@ -185,15 +185,7 @@ def test_unwritable_directory_exits_73_without_a_traceback(
 ) -> None:
     argv = [SYSTEM_PYTHON, "-m", "portguard", "dropin", *GUARD, "--root", str(read_only_image),
             "myapp.service"]  # fmt: skip
-    result = subprocess.run(
-        as_unprivileged(argv),
-        env={**os.environ, "PYTHONPATH": str(readable_src)},
-        cwd="/",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = as_unprivileged(argv, readable_src)
 
     system = read_only_image / "etc/systemd/system"
     assert result.returncode == 73, result

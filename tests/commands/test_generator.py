@@ -22,7 +22,16 @@ from portguard.registry import fastreader
 from portguard.registry.entries import RegistrySource
 from portguard.registry.lint import check_registry
 from portguard.registry.model import load
-from tests.conftest import DATA, EXAMPLE_REGISTRY, RULES, SRC, position, shipped
+from tests.conftest import (
+    DATA,
+    EXAMPLE_REGISTRY,
+    NOBODY,
+    RULES,
+    SRC,
+    position,
+    shipped,
+    stand_for_root,
+)
 from tests.host.test_dropins import directives
 
 ENTRY = shipped(
@@ -88,18 +97,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setup]:
     os.chmod(root, 0o755)
     out = tmp_path / "generator"
     out.mkdir()
-    if not IS_ROOT:
-        # Unprivileged, our own files stand for root's: is_safe's mode rules still apply.
-        me = os.geteuid()
-        real = generator.is_safe
-
-        def as_root(st: os.stat_result) -> bool:
-            fields = list(st)
-            fields[4] = 0 if st.st_uid == me else st.st_uid
-            fields[5] = 0 if st.st_gid == os.getegid() else st.st_gid
-            return real(os.stat_result(fields))
-
-        monkeypatch.setattr(generator, "is_safe", as_root)
+    stand_for_root(monkeypatch)
     kmsg = tmp_path / "kmsg"
     kmsg.touch()  # the generator opens the kernel log, never creates it
     system = tmp_path / "os"
@@ -126,6 +124,23 @@ THREE_MODES = """
         listen: [9100/tcp]
         mode: audit
 """
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="giving the registry to another user needs chown")
+def test_stand_for_root_reaches_the_generators_trust_walk(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one stand-in that lets an unprivileged run trust its own files patches what the
+    generator really calls (it once patched a name the generator no longer has)."""
+    path = setup.write(THREE_MODES)
+    os.chown(path, NOBODY, NOBODY)
+    assert setup.run() == 0
+    assert setup.written() == []
+    assert "not trusted" in setup.log_lines()[-1]
+
+    stand_for_root(monkeypatch, me=NOBODY, my_group=NOBODY)
+    assert setup.run() == 0
+    assert setup.written() == [f"batch.service.d/{DROPIN_NAME}", f"web.service.d/{DROPIN_NAME}"]
 
 
 # --- what is generated ---------------------------------------------------------------------

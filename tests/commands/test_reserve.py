@@ -19,6 +19,7 @@ from portguard.host.sysctl import RESERVED_PORTS
 from portguard.registry.entries import Registry, RegistrySource
 from portguard.registry.localports import PortSet
 from portguard.registry.model import load
+from tests.conftest import stand_for_root
 
 REGISTRY = """\
     version: 1
@@ -74,17 +75,7 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Host:
     monkeypatch.setattr(reserve, "PROC_SYS", proc_sys)
     # The compiled-registry cache goes to tmp_path, never to the machine's /run.
     monkeypatch.setattr(hotpath, "CACHE_DIR", str(tmp_path / "run"))
-    if os.geteuid() != 0:
-        # Unprivileged, our own files stand for root's: is_safe's mode rules still apply.
-        real, me = hotpath.is_safe, os.geteuid()
-
-        def as_root(st: os.stat_result) -> bool:
-            fields = list(st)
-            fields[4] = 0 if st.st_uid == me else st.st_uid
-            fields[5] = 0 if st.st_gid == os.getegid() else st.st_gid
-            return real(os.stat_result(fields))
-
-        monkeypatch.setattr(hotpath, "is_safe", as_root)
+    stand_for_root(monkeypatch)
     made = Host(registry, proc_sys)
     made.write_registry(REGISTRY)
     return made

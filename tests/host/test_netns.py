@@ -14,6 +14,7 @@ import pytest
 from portguard.errors import Exit, UsageError
 from portguard.host.netns import enter, netns_path
 from tests.conftest import SRC, SYSTEM_PYTHON
+from tests.unprivileged import run_as
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="setns() needs CAP_SYS_ADMIN; without it every file is EPERM"
@@ -75,16 +76,18 @@ def run_child(
 ) -> dict[str, object]:
     """Run SCRIPT in a new Python with portguard importable from SRC; it prints one JSON
     object. USER: the uid it runs as (then SRC must be readable by that user)."""
-    result = subprocess.run(
-        [SYSTEM_PYTHON if user is not None else sys.executable, "-c", script, *args],
-        env={**os.environ, "PYTHONPATH": str(src)},
-        user=user,
-        cwd="/",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    if user is not None:
+        result = run_as(user, [SYSTEM_PYTHON, "-c", script, *args], env={"PYTHONPATH": str(src)})
+    else:
+        result = subprocess.run(
+            [sys.executable, "-c", script, *args],
+            env={**os.environ, "PYTHONPATH": str(src)},
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     assert result.returncode == 0, result.stderr
     answer: dict[str, object] = json.loads(result.stdout)
     return answer

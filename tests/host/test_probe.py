@@ -5,7 +5,6 @@ the same options, and the two errnos must agree."""
 
 import errno
 import os
-import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 from portguard.host.probe import Bind, Binder, try_bind
 from portguard.registry.claims import Claim, Proto
 from tests.conftest import SYSTEM_PYTHON
+from tests.unprivileged import run_as
 
 NOBODY = 65534
 needs_root = pytest.mark.skipif(
@@ -47,10 +47,10 @@ def oracle(claim: Claim, host: str, port: int, uid: int) -> int:
     argv = [SYSTEM_PYTHON, "-I", "-c", ORACLE, str(int(family)), str(int(kind)), host, str(port),
             *flags]  # fmt: skip
     if uid != 0:
-        setpriv = shutil.which("setpriv")
-        assert setpriv, "setpriv (util-linux) is installed by tools/setup"
-        argv = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *argv]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True, cwd="/")
+        done = run_as(uid, argv, timeout=30)
+        assert done.returncode == 0, done.stderr
+    else:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
     return int(done.stdout)
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.system.sandbox import JournalEntry, Sandbox, UnitResult, wait_for
+from tests.unprivileged import setpriv
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 PYTHON = "/usr/bin/python3"
@@ -46,7 +47,9 @@ def guarded_unit(
     guard: str = GUARD,
     description: str | None = None,
 ) -> None:
-    """A service with the guard in ExecStartPre=, as the drop-in will write it."""
+    """A service with the guard in ExecStartPre=, as the drop-in will write it, running the
+    readable copy of the code (EXTRA may make it another user)."""
+    install_code(sandbox)
     head = f"[Unit]\nDescription={description}\n\n" if description else ""
     sandbox.write_unit(
         name,
@@ -54,7 +57,7 @@ def guarded_unit(
         + textwrap.dedent(
             f"""\
             [Service]
-            Environment=PYTHONPATH={SRC}
+            Environment=PYTHONPATH={CODE}
             ExecStartPre={guard}
             ExecStart={exec_start}
             """
@@ -151,15 +154,31 @@ def portguard(
 PORTGUARD_BIN = "/usr/bin/portguard"
 
 
-# Where the installed commands find the checkout's code inside a sandbox: a copy under /usr,
-# as the package puts it, because a checkout under /tmp is hidden from units with
+# The code under test as every user and every unit inside a sandbox sees it: a copy under
+# /usr, as the package puts it, readable by all. The checkout itself may lie below a directory
+# only root may enter (/root, a `mktemp -d`), and one under /tmp is hidden from units with
 # PrivateTmp=yes (the shipped units have it).
-INSTALLED_SRC = "/usr/lib/portguard-checkout"
+CODE = "/usr/lib/portguard-checkout"
 
 
-def _install_code(sandbox: Sandbox) -> None:
-    sandbox.run("mkdir", "-p", INSTALLED_SRC)
-    sandbox.run("cp", "-r", f"{SRC}/portguard", f"{Path(SRC).parent}/systemd", INSTALLED_SRC)
+def install_code(sandbox: Sandbox) -> None:
+    """CODE inside SANDBOX (once: later calls find it there), readable by every user."""
+    sandbox.run("sh", "-c", 'test -e "$1/portguard/__init__.py" || { mkdir -p "$1" && '
+                'cp -r "$2/portguard" "$3/systemd" "$1" && chmod -R a+rX "$1"; }',
+                "sh", CODE, SRC, str(Path(SRC).parent))  # fmt: skip
+
+
+def as_user(
+    sandbox: Sandbox,
+    user: int | str,
+    *argv: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """ARGV run inside SANDBOX as USER, with CODE importable; the result, whatever its status."""
+    install_code(sandbox)
+    return sandbox.run(*setpriv(user, argv), env={"PYTHONPATH": CODE, **(env or {})},
+                       check=False, timeout=timeout)  # fmt: skip
 
 
 def install_portguard(sandbox: Sandbox) -> None:
@@ -167,10 +186,10 @@ def install_portguard(sandbox: Sandbox) -> None:
     as the package's bin/portguard does (a Python script, so `dropin` sees its own path):
     what drop-ins and the generator call.
     """
-    _install_code(sandbox)
+    install_code(sandbox)
     sandbox.write_file(
         PORTGUARD_BIN,
-        f"#!{PYTHON} -I\nimport sys\nsys.path.insert(0, {INSTALLED_SRC!r})\n"
+        f"#!{PYTHON} -I\nimport sys\nsys.path.insert(0, {CODE!r})\n"
         "from portguard.__main__ import main\nraise SystemExit(main())\n",
         mode=0o755,
     )
@@ -180,20 +199,20 @@ def dropin(sandbox: Sandbox, *args: str, env: dict[str, str] | None = None,
            user: int | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """`portguard dropin ARGS` by the installed /usr/bin/portguard, which the drop-in will run."""
     install_portguard(sandbox)
-    prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] if user else []
-    return sandbox.run(*prefix, PORTGUARD_BIN, "dropin", *args, env=env or {}, check=False)
+    argv = [PORTGUARD_BIN, "dropin", *args]
+    return sandbox.run(*(setpriv(user, argv) if user else argv), env=env or {}, check=False)
 
 
 GENERATOR_BIN = "/etc/systemd/system-generators/portguard-generator"
-_GENERATOR_ENTRY = f"{INSTALLED_SRC}/systemd/portguard-generator"
+_GENERATOR_ENTRY = f"{CODE}/systemd/portguard-generator"
 CATALOG = Path(SRC).parent / "systemd" / "portguard.catalog"
 
 
 def install_generator(sandbox: Sandbox) -> None:
     """The checkout's generator in SANDBOX's generator path, run as its shebang would (-I -B)."""
-    _install_code(sandbox)
+    install_code(sandbox)
     program = (
-        f"import sys; sys.path.insert(0, {INSTALLED_SRC!r}); "
+        f"import sys; sys.path.insert(0, {CODE!r}); "
         f"exec(compile(open({_GENERATOR_ENTRY!r}).read(), {_GENERATOR_ENTRY!r}, 'exec'), "
         "{'__name__': '__main__'})"
     )

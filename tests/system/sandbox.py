@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
 
+from tests.unprivileged import refuse_checkout
+
 __all__ = [
     "CGROUP_PREFIX",
     "BootError",
@@ -319,6 +321,7 @@ class Sandbox:
         The environment is `BASE_ENV` plus `env`. The process stays in the test runner's cgroup
         (see SANDBOX.md); to run something as part of a unit, use `systemd-run`.
         """
+        refuse_checkout(argv, env)
         full_env = {**BASE_ENV, **(env or {})}
         command = ["nsenter", "-t", str(self.pid), "-a", *argv]
         completed = _run_bounded(command, timeout=timeout, input=input, env=full_env)
@@ -335,6 +338,8 @@ class Sandbox:
 
     def write_file(self, path: str, text: str, mode: int = 0o644) -> None:
         """Write `text` to absolute `path` inside, creating parent directories."""
+        if "/systemd/" in path:  # a unit or a drop-in: it may run as another user
+            refuse_checkout(unit=text)
         self.run(
             "sh",
             "-c",

@@ -23,6 +23,7 @@ from tests.system.guarded import (
     write_registry,
 )
 from tests.system.sandbox import Sandbox
+from tests.unprivileged import login
 
 SLEEPER = "/bin/sleep infinity"
 
@@ -208,10 +209,7 @@ def test_login_session_process_names_the_user(sandbox: Sandbox) -> None:
     sandbox.run("useradd", "--create-home", "alice")
     program = listener("0.0.0.0", 8080).removeprefix(f"{PYTHON} -c ")
     # runuser -l opens a real PAM session: pam_systemd puts it in session-N.scope.
-    sandbox.run(
-        "runuser", "-l", "alice", "-c",
-        f"nohup {PYTHON} -c {program} >/dev/null 2>&1 &",
-    )  # fmt: skip
+    sandbox.run(*login("alice", f"nohup {PYTHON} -c {program} >/dev/null 2>&1 &"))
     wait_listening(sandbox, 8080)
     started = guard_start(sandbox, registry_for("myapp.service", "8080/tcp"))
 

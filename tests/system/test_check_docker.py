@@ -21,6 +21,7 @@ import pytest
 
 from tests.system.guarded import (
     PORTGUARD_BIN,
+    as_user,
     guarded_unit,
     install_portguard,
     listener,
@@ -321,8 +322,7 @@ def test_without_the_docker_api_the_fix_names_the_publish_filter_not_the_engine(
            IMAGE, "/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www")  # fmt: skip
     wait_listening(sandbox, PORT)
     install_portguard(sandbox)  # a copy under /usr: the checkout may be root's alone
-    why = sandbox.run("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                      PORTGUARD_BIN, "why", f"{PORT}/tcp", check=False)  # fmt: skip
+    why = as_user(sandbox, 65534, PORTGUARD_BIN, "why", f"{PORT}/tcp")
     assert why.returncode == 1, why.stdout + why.stderr
     text = why.stdout.replace("\n           ", " ")
     assert f"'docker ps --filter publish={PORT}'" in text, text

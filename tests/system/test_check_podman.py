@@ -31,6 +31,7 @@ from tests.system.guarded import guard_start, listener, portguard, wait_listenin
 from tests.system.sandbox import JournalEntry, Sandbox, boot, wait_for
 from tests.system.test_check import guard_status, registry_for
 from tests.system.test_check_docker import busybox_rootfs
+from tests.unprivileged import login
 
 IMAGE = "localhost/portguard-test/busybox:1"
 USER = "alice"
@@ -46,7 +47,7 @@ class PodmanHost:
         """COMMAND through a login shell of USER (a real logind session), output captured."""
         out, rc = f"/tmp/podman-{user}.out", f"/tmp/podman-{user}.rc"
         shell = f"{command} </dev/null >{out} 2>&1; echo $? >{rc}"
-        self.sandbox.run("runuser", "-l", user, "-c", shell, timeout=timeout)
+        self.sandbox.run(*login(user, shell), timeout=timeout)
         output = self.sandbox.read_file(out)
         status = self.sandbox.read_file(rc).strip()
         assert status == "0", f"{command} as {user} exited {status}:\n{output}"

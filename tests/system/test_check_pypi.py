@@ -1,7 +1,9 @@
 """The guard on the current PyPI releases of its dependencies (pystemd, pyroute2, PyYAML).
 
 `tools/setup` builds .venv-pypi without Debian's packages; here the units' ExecStartPre=
-runs portguard on that interpreter, so sock_diag, D-Bus and YAML go through PyPI's code.
+runs portguard on that interpreter, so sock_diag, D-Bus and YAML go through PyPI's code. The
+venv lives outside the checkout (the checkout's .venv-pypi is a link to it), so a guard that
+runs as nobody can run it wherever the checkout was cloned.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from tests.system.guarded import (
 )
 from tests.system.sandbox import Sandbox
 
-PYPI_PYTHON = Path(SRC).parent / ".venv-pypi" / "bin" / "python"
+# Through the link, never via the checkout's path: nobody may not traverse the checkout.
+PYPI_PYTHON = (Path(SRC).parent / ".venv-pypi").resolve() / "bin" / "python"
 GUARD = f"{PYPI_PYTHON} -m portguard check"
 REGISTRY = """
     version: 1
@@ -49,6 +52,8 @@ def test_the_venv_really_has_pypis_releases() -> None:
     assert pystemd_version.startswith("0.15.")
     assert pyroute2_version.startswith("0.9.")
     assert "/usr/lib/python3/dist-packages" not in location
+    # Outside the checkout, so a guard that runs as nobody can run it (issue 23).
+    assert not PYPI_PYTHON.is_relative_to(Path(SRC).parent.resolve()), PYPI_PYTHON
 
 
 def squatter(sandbox: Sandbox) -> int:

@@ -13,6 +13,7 @@ import yaml
 
 from tests.system.guarded import PYTHON, listener, plain_unit, portguard, wait_listening
 from tests.system.sandbox import Sandbox
+from tests.unprivileged import login
 
 # Two sockets of one process: 0.0.0.0 and a v6only [::], the pair a bare claim stands for.
 PAIR = (
@@ -55,7 +56,7 @@ def start_session_listener(sandbox: Sandbox, port: int) -> str:
     sandbox.run("useradd", "--create-home", "alice")
     program = listener("0.0.0.0", port).removeprefix(f"{PYTHON} -c ")
     # runuser -l opens a real PAM session: pam_systemd puts it in session-N.scope.
-    sandbox.run("runuser", "-l", "alice", "-c", f"nohup {PYTHON} -c {program} >/dev/null 2>&1 &")
+    sandbox.run(*login("alice", f"nohup {PYTHON} -c {program} >/dev/null 2>&1 &"))
     wait_listening(sandbox, port)
     shown = sandbox.run("ss", "-Htlnpe", f"sport = :{port}").stdout
     found = re.search(r"cgroup:(/user\.slice/user-\d+\.slice/(session-\w+\.scope))", shown)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.guarded import PYTHON, SRC, install_portguard, portguard, write_registry
+from tests.system.guarded import PYTHON, as_user, install_portguard, portguard, write_registry
 from tests.system.sandbox import Sandbox
 
 SYSCTL = "/proc/sys/net/ipv4/ip_local_reserved_ports"
@@ -85,11 +85,7 @@ def test_a_list_longer_than_one_write_is_kept_whole(sandbox: Sandbox) -> None:
 def test_unprivileged_apply_is_refused_with_77(sandbox: Sandbox) -> None:
     set_reserved(sandbox, OTHERS)
     write_registry(sandbox, REGISTRY)
-    refused = sandbox.run(
-        "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-        "env", f"PYTHONPATH={SRC}", PYTHON, "-m", "portguard", "reserve", "--apply",
-        check=False,
-    )  # fmt: skip
+    refused = as_user(sandbox, 65534, PYTHON, "-m", "portguard", "reserve", "--apply")
     assert refused.returncode == 77
     assert refused.stdout == ""
     assert refused.stderr == f"portguard: cannot write {SYSCTL}: Permission denied (run as root)\n"

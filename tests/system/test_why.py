@@ -9,6 +9,7 @@ import shlex
 from tests.system.guarded import (
     PORTGUARD_BIN,
     PYTHON,
+    as_user,
     guard_start,
     install_portguard,
     listener,
@@ -20,6 +21,7 @@ from tests.system.guarded import (
 )
 from tests.system.sandbox import Sandbox, wait_for
 from tests.system.test_check import registry_for
+from tests.unprivileged import login
 
 REGISTRY = """\
 version: 1
@@ -133,8 +135,7 @@ def test_login_session_names_the_user(sandbox: Sandbox) -> None:
     write_registry(sandbox, REGISTRY)
     sandbox.run("useradd", "--create-home", "alice")
     program = listener("0.0.0.0", 8082).removeprefix(f"{PYTHON} -c ")
-    sandbox.run("runuser", "-l", "alice", "-c",
-                f"nohup {PYTHON} -c {program} >/dev/null 2>&1 &")  # fmt: skip
+    sandbox.run(*login("alice", f"nohup {PYTHON} -c {program} >/dev/null 2>&1 &"))
     wait_listening(sandbox, 8082)
 
     result = portguard(sandbox, "why", "8082/tcp")
@@ -282,8 +283,7 @@ def test_free_here_says_where_else_the_port_is_bound(sandbox: Sandbox) -> None:
     assert guarded.result.active, guarded.result.status
     # Unprivileged, other namespaces cannot be entered: said so, never a false "nowhere".
     install_portguard(sandbox)
-    nobody = sandbox.run("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                         PORTGUARD_BIN, "why", "8096/tcp", check=False)  # fmt: skip
+    nobody = as_user(sandbox, 65534, PORTGUARD_BIN, "why", "8096/tcp")
     assert nobody.returncode == 0, nobody.stdout + nobody.stderr
     assert "not searched (entering them needs root)" in rows(nobody.stdout, "unknown"), (
         nobody.stdout
