@@ -1,6 +1,5 @@
 """`portguard check` as systemd runs it, on registries that must be refused, not crash on."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -8,6 +7,7 @@ import pytest
 from portguard import hotpath
 from portguard.cli import main
 from portguard.errors import Exit
+from tests.conftest import stand_for_root
 
 
 @pytest.fixture
@@ -15,9 +15,8 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
     """The journal entries check sends, kept here: a test never writes to the host's journal."""
     entries: list[dict[str, str]] = []
 
-    def keep(fields: dict[str, str]) -> bool:
+    def keep(fields: dict[str, str]) -> None:
         entries.append(dict(fields))
-        return True
 
     monkeypatch.setattr("portguard.host.journal.send", keep)
     return entries
@@ -27,8 +26,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
 def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "portguard"
     root.mkdir(mode=0o755)
-    if os.geteuid() != 0:  # our own files stand for root's; the mode rules still apply
-        monkeypatch.setattr(hotpath, "is_safe", lambda st: not st.st_mode & 0o022)
+    stand_for_root(monkeypatch)
     monkeypatch.setattr(hotpath, "CACHE_DIR", str(tmp_path / "cache"))
     return root
 

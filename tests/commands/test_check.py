@@ -13,9 +13,10 @@ import pytest
 
 import portguard.commands.check
 from portguard import hotpath
-from portguard.commands.check import compiled_registry, guarded_for, load_registry
+from portguard.commands.check import LOST, compiled_registry, guarded_for, load_registry
+from portguard.policy.report import Report, Verdict
 from portguard.registry.compiled import registry_of
-from tests.conftest import SRC
+from tests.conftest import SRC, stand_for_root
 
 REGISTRY = """\
 version: 1
@@ -47,8 +48,8 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     registry = tmp_path / "portguard"
     registry.mkdir(mode=0o755)
     (registry / "registry.yaml").write_text(REGISTRY)
-    if os.geteuid() != 0:  # our own files stand for root's, and we may store the cache
-        monkeypatch.setattr(hotpath, "is_safe", lambda st: not st.st_mode & 0o022)
+    stand_for_root(monkeypatch)
+    if os.geteuid() != 0:  # and we may store the cache
         monkeypatch.setattr(hotpath.os, "geteuid", lambda: 0)
     monkeypatch.setattr(hotpath, "CACHE_DIR", str(tmp_path / "cache"))
     return registry
@@ -101,7 +102,7 @@ hotpath.CACHE_DIR = sys.argv[3]
 if os.geteuid() != 0:
     hotpath.is_safe = lambda st: not st.st_mode & 0o022
     hotpath.posix.geteuid = lambda: 0
-journal.send = lambda fields: True  # never the host's journal
+journal.send = lambda fields: None  # never the host's journal
 if sys.argv[1] == "compile":  # as the first check after a registry change leaves it
     from portguard.commands.check import load_registry
     load_registry(Path(sys.argv[2]))
@@ -157,7 +158,7 @@ import json, sys
 import portguard.hotpath as hotpath
 from portguard.host import journal
 hotpath.CACHE_DIR = sys.argv[1]
-journal.send = lambda fields: True  # never the host's journal
+journal.send = lambda fields: None  # never the host's journal
 from portguard.__main__ import main
 sys.argv = ["portguard", "check", "--registry", sys.argv[2], "a.service"]
 code = main()
@@ -227,3 +228,48 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+# --- emit: the journal entry, and the stderr line when the entry may be missing -------------
+
+HELD = Report(Verdict.HELD, "myapp.service", "0.0.0.0:8080/tcp is held by x.service",
+              "stop it with 'systemctl stop x.service'")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("unsent", "guard", "line"),
+    [
+        # Root's entry names its unit whatever the cgroup: stderr would repeat it.
+        (None, (0, "journal"), None),
+        # A non-root guard's entry may lose its unit (systemd issue 2913): the line is kept.
+        (None, (1000, "journal"), HELD.line()),
+        # Run by hand: the terminal gets the line.
+        (None, (0, "terminal"), HELD.line()),
+        # Not sent: the line is all the journal gets, and it says the entry is lost.
+        ("journald took nothing for 1 s", (0, "journal"),
+         f"{HELD.line()} [{LOST} (journald took nothing for 1 s)]"),
+    ],
+)  # fmt: skip
+def test_emit_repeats_the_entry_on_stderr_only_when_it_may_be_missing(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    unsent: str | None,
+    guard: tuple[int, str],
+    line: str | None,
+) -> None:
+    """GUARD: the guard's uid, and where its stderr goes."""
+    sent: list[dict[str, str]] = []
+
+    def send(fields: dict[str, str]) -> str | None:
+        sent.append(fields)
+        return unsent
+
+    uid, stderr = guard
+    monkeypatch.setattr(portguard.commands.check.journal, "send", send)
+    monkeypatch.setattr(
+        portguard.commands.check.journal, "stderr_is_journal", lambda: stderr == "journal"
+    )
+    monkeypatch.setattr(portguard.commands.check.os, "geteuid", lambda: uid)
+    assert portguard.commands.check.emit(HELD, as_json=False) == 69
+    assert [f["PORTGUARD_VERDICT"] for f in sent] == ["held"]
+    assert capsys.readouterr().err == ("" if line is None else line + "\n")

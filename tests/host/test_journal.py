@@ -73,7 +73,7 @@ def test_send_one_datagram(journald: tuple[socket.socket, str]) -> None:
         "PRIORITY": "3",
         "PORTGUARD_PORT": "8080",
     }
-    assert journal.send(fields, path) is True
+    assert journal.send(fields, path) is None
     payload, ancillary, _, _ = sock.recvmsg(1 << 20, socket.CMSG_SPACE(4))
     assert ancillary == []
     assert decode(payload) == fields
@@ -83,7 +83,7 @@ def test_large_entry_travels_as_a_sealed_memfd(journald: tuple[socket.socket, st
     sock, path = journald
     fields = {"MESSAGE": "held", "PORTGUARD_REMEDY": "x" * 400_000, "NOTE": "a\nb" * 1000}
     assert len(journal.encode(fields)) > 300_000
-    assert journal.send(fields, path) is True
+    assert journal.send(fields, path) is None
     payload, ancillary, _, _ = sock.recvmsg(1 << 20, socket.CMSG_SPACE(4))
     assert payload == b""
     [(level, kind, data)] = ancillary
@@ -103,16 +103,17 @@ def test_large_entry_travels_as_a_sealed_memfd(journald: tuple[socket.socket, st
         os.close(fd)
 
 
-def test_send_without_a_journal_is_false(tmp_path: Path) -> None:
-    assert journal.send({"MESSAGE": "x"}, str(tmp_path / "absent.sock")) is False
+def test_send_without_a_journal_says_why(tmp_path: Path) -> None:
+    absent = str(tmp_path / "absent.sock")
+    assert journal.send({"MESSAGE": "x"}, absent) == f"{absent}: No such file or directory"
 
 
-def test_send_to_a_stream_socket_is_false(tmp_path: Path) -> None:
+def test_send_to_a_stream_socket_says_why(tmp_path: Path) -> None:
     """Not a journal: the wrong socket type is an error the caller survives (stderr remains)."""
     path = str(tmp_path / "stream.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.bind(path)
-        assert journal.send({"MESSAGE": "x"}, path) is False
+        assert journal.send({"MESSAGE": "x"}, path) == f"{path}: Protocol wrong type for socket"
 
 
 def test_send_gives_up_when_journald_stops_reading(
@@ -126,14 +127,15 @@ def test_send_gives_up_when_journald_stops_reading(
         sent = 0
         while True:
             began = time.monotonic()
-            delivered = journal.send({"MESSAGE": "x" * 1000}, path)
+            unsent = journal.send({"MESSAGE": "x" * 1000}, path)
             took = time.monotonic() - began
-            if not delivered:
+            if unsent is not None:
                 break
             sent += 1
             assert sent < 10_000, "the queue never filled"
     assert sent > 0
-    assert took < 1.0  # the refused send gave up after SEND_TIMEOUT, it did not block
+    assert unsent == "journald took nothing for 0.1 s"
+    assert 0.1 <= took < 1.0  # the refused send waited SEND_TIMEOUT, then gave up
 
 
 def test_stderr_is_the_journal_only_when_journal_stream_names_it(tmp_path: Path) -> None:

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from portguard.host.prefetch import Early
     from portguard.registry.entries import Registry
 
+# What the stderr line adds when the structured entry could not be sent: the line is then all
+# the journal has of the verdict, without its fields and MESSAGE_ID.
+LOST = "the structured journal entry was lost"
 # How long the first census waits for the child that began it before reading it here.
 _EARLY_CENSUS_S = 2.0
 
@@ -117,12 +120,15 @@ def real_effects(
 def emit(report: Report, *, as_json: bool) -> int:
     """The journal entry and stderr line (none for `free`), and the exit code."""
     if report.verdict is not Verdict.FREE:
-        sent = journal.send(report.journal_fields())
+        unsent = journal.send(report.journal_fields())
         # The stderr line would be the same entry again in the unit's journal, unless the
-        # native one may be lost: not sent, or sent by a non-root guard, whose
-        # OBJECT_SYSTEMD_UNIT journald ignores (so a guard that exits before journald reads
-        # its cgroup leaves an entry `journalctl -u` does not find; systemd issue 2913).
-        if not (sent and os.geteuid() == 0 and journal.stderr_is_journal()):
+        # native one may be lost: not sent (then the line says so), or sent by a non-root
+        # guard, whose OBJECT_SYSTEMD_UNIT journald ignores (so a guard that exits before
+        # journald reads its cgroup leaves an entry `journalctl -u` does not find; systemd
+        # issue 2913).
+        if unsent is not None:
+            print(f"{report.line()} [{LOST} ({unsent})]", file=sys.stderr)
+        elif not (os.geteuid() == 0 and journal.stderr_is_journal()):
             print(report.line(), file=sys.stderr)
     if as_json:
         print(json.dumps(report.as_data(), indent=2))

@@ -39,12 +39,15 @@ def stderr_is_journal(environ: Mapping[str, str] = os.environ, fd: int = 2) -> b
     return (st.st_dev, st.st_ino) == (int(device), int(inode))
 
 
-def send(fields: Mapping[str, str], path: str = JOURNAL_SOCKET) -> bool:
-    """Send one entry; False when there is no journal to send to (the caller still has stderr)."""
+def send(fields: Mapping[str, str], path: str = JOURNAL_SOCKET) -> str | None:
+    """Send one entry: None once journald has it, else why it was not sent (the caller still
+    has stderr, and says there that the entry is lost)."""
     payload = encode(fields)
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            # A journald that stopped reading must not hold the unit's start.
+            # A journald that stopped reading must not hold the unit's start. It queues up to
+            # net.unix.max_dgram_qlen datagrams (PID 1 raises it to 512) while it does not read;
+            # past that, with PID 1's own messages of a boot storm filling it, a send waits here.
             sock.settimeout(SEND_TIMEOUT)
             try:
                 sock.sendto(payload, path)
@@ -52,9 +55,11 @@ def send(fields: Mapping[str, str], path: str = JOURNAL_SOCKET) -> bool:
                 if exc.errno not in (errno.EMSGSIZE, errno.ENOBUFS):  # too large for a datagram
                     raise
                 _send_memfd(sock, payload, path)
-    except OSError:
-        return False
-    return True
+    except TimeoutError:
+        return f"journald took nothing for {SEND_TIMEOUT:g} s"
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    return None
 
 
 def _send_memfd(sock: socket.socket, payload: bytes, path: str) -> None:
