@@ -22,6 +22,7 @@ the compiled cache goes to the real /run/portguard and the bench removes what it
 import argparse
 import os
 import random
+import re
 import shutil
 import socket
 import statistics
@@ -45,6 +46,7 @@ CACHE_DIR_TEXT = "/run/portguard"
 FIRST_PORT = 20000  # below the default ephemeral range, so lint has nothing to warn of
 
 sys.path.insert(0, str(SRC))
+sys.path.insert(1, str(REPO))  # tests.pathological: the registries built to hurt
 
 from restarts import storm_and_restart  # noqa: E402 - bench/, beside this file
 from waiting import HOLDER, read_line, wait_latency  # noqa: E402 - bench/, beside this file
@@ -178,17 +180,21 @@ class Launcher:
 
 
 class Series:
-    def __init__(self, label: str, argv: Sequence[str], launcher: Launcher) -> None:
+    def __init__(
+        self, label: str, argv: Sequence[str], launcher: Launcher, *, exit_code: int = 0
+    ) -> None:
         self.label = label
         self.argv = list(argv)
         self.launcher = launcher
+        self.exit_code = exit_code
         self.wall: list[float] = []
         self.rss: list[int] = []
 
     def run(self) -> None:
         wall, rss, code = self.launcher.timed(self.argv)
-        if code != 0:
-            raise SystemExit(f"bench: {' '.join(self.argv)} exited {code}, expected 0 (free)")
+        if code != self.exit_code:
+            raise SystemExit(f"bench: {' '.join(self.argv)} exited {code}, "
+                             f"expected {self.exit_code}")  # fmt: skip
         self.wall.append(wall)
         self.rss.append(rss)
 
@@ -504,8 +510,11 @@ class GeneratorSeries(Series):
     """The generator into an empty output directory each run, as at boot; checks its output."""
 
     def __init__(
-        self, label: str, root: Path, units: Path, expected: int, launcher: Launcher
-    ) -> None:
+        self, label: str, root: Path, units: Path, expected: int, launcher: Launcher,
+        *, refused: bool = False,
+    ) -> None:  # fmt: skip
+        """EXPECTED drop-ins, and a log only when the registry is REFUSED (one line)."""
+        self.refused = refused
         self.out = output_dir()
         out = str(self.out)
         self.kmsg = self.out.parent / f"{self.out.name}.kmsg"
@@ -520,9 +529,11 @@ class GeneratorSeries(Series):
         self.out.mkdir(mode=0o755)
         super().run()
         made = list(self.out.glob("*.d/50-portguard.conf"))
-        if len(made) != self.expected or self.kmsg.read_text():
+        logged = self.kmsg.read_text()
+        self.kmsg.write_text("")
+        if len(made) != self.expected or len(logged.splitlines()) != self.refused:
             raise SystemExit(f"bench: {self.label} wrote {len(made)} drop-ins, not "
-                             f"{self.expected}; its log: {self.kmsg.read_text()!r}")  # fmt: skip
+                             f"{self.expected}; its log: {logged[:400]!r}")  # fmt: skip
 
 
 def generator(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
@@ -724,6 +735,74 @@ def scale(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
     return rows, notes
 
 
+TARGET_LINT_PATHOLOGICAL_S = 2.0
+TARGET_GENERATOR_PATHOLOGICAL_S = 1.0
+
+
+def pathological(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
+    """`portguard lint` and the generator on registries of about 1 MB built to hurt (issue 24:
+    20,000 units on one port, deep nesting, alias bombs, thousands of ranges over one another),
+    next to a normal 1,000-unit registry: whole processes, time and peak memory."""
+    from tests import pathological as built  # noqa: PLC0415 - the inputs the tests judge too
+
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(SRC)}
+    launcher = Launcher(env)
+    inputs = {"normal, 1,000 units": registry_text(LARGE_UNITS, FIRST_PORT).encode()}
+    inputs.update((name, build()) for name, build in built.BUILDERS.items())
+    pairs: list[tuple[Series, GeneratorSeries]] = []
+    try:
+        for name, data in inputs.items():
+            root = workdir / f"patho-{len(pairs)}"
+            root.mkdir(mode=0o755)
+            (root / "registry.yaml").write_bytes(data)
+            valid = name in built.VALID or name.startswith("normal")
+            names = re.findall(r"^  ([\w@.-]+\.service):", data.decode(), re.MULTILINE)
+            units = unit_root(
+                workdir, names if valid else [], dropins=False, label=f"p{len(pairs)}"
+            )
+            lint_argv = [PYTHON, "-m", "portguard", "lint", str(root)]
+            pairs.append((
+                Series(name, lint_argv, launcher, exit_code=0 if valid else 78),
+                GeneratorSeries(name, root, units, len(names) if valid else 0, launcher,
+                                refused=not valid),
+            ))  # fmt: skip
+        every = [s for pair in pairs for s in pair]
+        for s in every:  # one untimed run each: page cache
+            s.run()
+            s.wall.clear()
+            s.rss.clear()
+        for _ in range(runs):
+            for s in every:
+                s.run()
+    finally:
+        launcher.close()
+        for _, made in pairs:
+            shutil.rmtree(made.out, ignore_errors=True)
+            made.kmsg.unlink(missing_ok=True)
+    rows = [
+        "| 1 MB registry | size KiB | valid | lint median ms | max ms | peak RSS MiB | "
+        "generator median ms | max ms | peak RSS MiB | target |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for (lint_run, gen_run), data in zip(pairs, inputs.values(), strict=True):
+        ok = (lint_run.median <= TARGET_LINT_PATHOLOGICAL_S * 1000
+              and gen_run.median <= TARGET_GENERATOR_PATHOLOGICAL_S * 1000)  # fmt: skip
+        accepted = "yes" if lint_run.exit_code == 0 else "no"
+        rows.append(
+            f"| {lint_run.label} | {len(data) // 1024} | {accepted} "
+            f"| {lint_run.median:.0f} | {max(lint_run.wall):.0f} | {max(lint_run.rss) / 1024:.0f} "
+            f"| {gen_run.median:.0f} | {max(gen_run.wall):.0f} | {max(gen_run.rss) / 1024:.0f} | "
+            f"{'met' if ok else 'MISSED'} (lint ≤ {TARGET_LINT_PATHOLOGICAL_S:g} s, "
+            f"generator ≤ {TARGET_GENERATOR_PATHOLOGICAL_S:g} s) |"
+        )
+    notes = [
+        "1 MB registries: tests/pathological.py builds them (the fuzz corpus judges the same); "
+        "whole `portguard lint` processes, and the generator as at boot into an emptied tmpfs "
+        "directory, a valid registry's units each with a hardened fragment under the unit root",
+    ]
+    return rows, notes
+
+
 @contextmanager
 def namespaced_listeners(count: int, port: int) -> Iterator[None]:
     """COUNT processes, each listening on PORT in a network namespace of its own; gone after."""
@@ -886,6 +965,9 @@ def _why_target(m: float, i: float, med: dict[str, float]) -> tuple[bool, str]:
     )
 
 
+PARTS = ("free", "release", "generator", "scale", "pathological", "wait", "busy", "storm")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=50, help="timed runs per command (≥ 30)")
@@ -902,7 +984,13 @@ def main() -> int:
     parser.add_argument(
         "--only-busy", action="store_true", help="only the sandboxed rows: busy host, storm"
     )
+    parser.add_argument("--only", type=lambda text: text.split(","), default=list(PARTS),
+                        metavar="PART[,PART]",
+                        help=f"only these parts: {', '.join(PARTS)}")  # fmt: skip
     args = parser.parse_args()
+    chosen = ["busy", "storm"] if args.only_busy else args.only
+    if not set(chosen) <= set(PARTS):
+        parser.error(f"--only: the parts are {', '.join(PARTS)}")
     if os.geteuid() != 0:
         print(
             "bench: run as root (the cache in /run/portguard and the cgroup need it)",
@@ -911,30 +999,20 @@ def main() -> int:
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="portguard-bench-"))
     os.chmod(workdir, 0o755)
+    parts: dict[str, tuple[int, Callable[[], tuple[list[str], list[str]]]]] = {
+        "free": (1, lambda: free_path(workdir, max(30, args.runs))),
+        "release": (1, lambda: release_latency(max(20, args.release_runs))),
+        "generator": (1, lambda: generator(workdir, max(30, args.runs))),
+        "scale": (1, lambda: scale(workdir, max(5, args.runs // 10))),
+        "pathological": (1, lambda: pathological(workdir, max(5, args.runs // 10))),
+        "wait": (args.wait_runs, lambda: wait_latency(args.wait_runs)),
+        "busy": (args.busy_runs, lambda: busy_host(args.busy_runs)),
+        "storm": (args.storm_runs,
+                  lambda: storm_and_restart(args.storm_runs, max(5, args.restart_runs))),
+    }  # fmt: skip
+    tables: list[tuple[list[str], list[str]]] = []
     try:
-        rows: list[str] = []
-        notes: list[str] = []
-        release_rows: list[str] = []
-        release_notes: list[str] = []
-        generator_rows: list[str] = []
-        generator_notes: list[str] = []
-        scale_rows: list[str] = []
-        scale_notes: list[str] = []
-        wait_rows: list[str] = []
-        wait_notes: list[str] = []
-        if not args.only_busy:
-            rows, notes = free_path(workdir, max(30, args.runs))
-            release_rows, release_notes = release_latency(max(20, args.release_runs))
-            generator_rows, generator_notes = generator(workdir, max(30, args.runs))
-            scale_rows, scale_notes = scale(workdir, max(5, args.runs // 10))
-            if args.wait_runs:
-                wait_rows, wait_notes = wait_latency(args.wait_runs)
-        busy_rows, busy_notes = busy_host(args.busy_runs) if args.busy_runs else ([], [])
-        storm_rows, storm_notes = (
-            storm_and_restart(args.storm_runs, max(5, args.restart_runs))
-            if args.storm_runs
-            else ([], [])
-        )
+        tables = [part() for name, (runs, part) in parts.items() if name in chosen and runs]
     finally:
         # Also after a failure: the compiled caches this bench wrote to the real /run/portguard.
         for name in ("small", "large"):
@@ -944,21 +1022,13 @@ def main() -> int:
         f"portguard bench — {os.uname().release}, Python {sys.version.split()[0]} "
         f"({PYTHON}), {os.cpu_count()} CPUs\n"
     )
-    print("\n".join(rows))
-    print()
-    print("\n".join(release_rows))
-    print()
-    print("\n".join(generator_rows))
-    print()
-    print("\n".join(scale_rows))
-    print()
-    for table in (wait_rows, busy_rows, storm_rows):
-        if table:
-            print("\n".join(table))
+    for rows, _ in tables:
+        if rows:
+            print("\n".join(rows))
             print()
-    for note in (notes + release_notes + generator_notes + scale_notes + wait_notes + busy_notes
-                 + storm_notes):  # fmt: skip
-        print(f"- {note}")
+    for _, notes in tables:
+        for note in notes:
+            print(f"- {note}")
     return 0
 
 

@@ -367,6 +367,26 @@ def test_json_output(capsys: pytest.CaptureFixture[str], reg: Registry) -> None:
     assert "40000 of 40000/udp is in the ephemeral range" in data["findings"][1]["message"]
 
 
+def test_json_lists_every_member_of_an_overlapping_group(
+    capsys: pytest.CaptureFixture[str], reg: Registry
+) -> None:
+    """The message names the first three claims of a group; --json has them all."""
+    units = "".join(f"  u{n}.service: {{listen: [8080/tcp]}}\n" for n in range(5))
+    path = reg.write("registry.yaml", f"version: 1\nunits:\n{units}")
+    code, out, _ = lint(capsys, "--json", str(path))
+    assert code == 78
+    [finding] = json.loads(out)["findings"]
+    assert (finding["rule"], finding["line"], finding["column"]) == ("overlap", 4, 25)
+    assert finding["message"].startswith("5 claims of 5 units overlap, each with one at least: ")
+    assert finding["message"].count(f" at {path}:") == 3
+    assert " and 2 more (" in finding["message"]
+    assert finding["members"] == [
+        {"unit": f"u{n}.service", "claim": "8080/tcp", "file": str(path), "line": 3 + n,
+         "column": 25}
+        for n in range(5)
+    ]  # fmt: skip
+
+
 def test_json_output_when_valid(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = lint(capsys, str(DESIGN_EXAMPLE), "--json")
     assert (code, err) == (0, "")

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from portguard.registry import fastreader
+from tests import pathological
 from tests.commands.test_generator import (
     LISTENS,
     NAMES,
@@ -197,6 +198,8 @@ def specials(rng: random.Random) -> list[tuple[str, bytes]]:
         ("long-line", long_line),
         ("huge-valid", valid_registry(rng, 2_000).encode()),
         ("huge-invalid", huge_invalid.encode()),
+        # 1 MB each, built to hurt: the judge of each must stay bounded (issue 24).
+        *((f"1mb-{name}", build()) for name, build in pathological.BUILDERS.items()),
     ]  # fmt: skip
 
 
@@ -284,9 +287,12 @@ def test_the_fast_reader_and_the_generator_agree_with_lint_on_every_input(
     setup.units.mkdir(parents=True, exist_ok=True)
     answers: Counter[str] = Counter()
     failures: list[str] = []
+    slowest: list[tuple[float, str]] = []
     started = time.monotonic()
     for index, (kind, data) in enumerate(inputs):
+        began = time.monotonic()
         answer, problems = judge(setup, data)
+        slowest = sorted([*slowest, (time.monotonic() - began, f"{index} {kind}")])[-3:]
         if "vouched" in problems:
             problems.remove("vouched")
             answers["fast reader vouched"] += 1
@@ -297,7 +303,8 @@ def test_the_fast_reader_and_the_generator_agree_with_lint_on_every_input(
         if problems:
             failures.append(f"input {index} ({kind}): {problems}\n{data[:600]!r}")
     print(f"\nfuzz corpus, seed {SEED}: {len(inputs)} inputs in {time.monotonic() - started:.1f} s:"
-          f" {dict(sorted(answers.items()))}")  # fmt: skip
+          f" {dict(sorted(answers.items()))}; slowest (lint, fast reader and generator): "
+          + ", ".join(f"{what} {took:.2f} s" for took, what in reversed(slowest)))  # fmt: skip
     assert not failures, f"{len(failures)} disagreements:\n" + "\n\n".join(failures[:5])
     # A corpus that lint only ever rejects (or accepts) proves little.
     assert answers["mutated:accepted"] >= 0.05 * INPUTS

@@ -1,6 +1,5 @@
 """check_registry: the rules in tests/data/rules, kernel overlap rules, ephemeral ports."""
 
-import ipaddress
 import itertools
 import time
 from pathlib import Path
@@ -9,12 +8,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portguard.registry.claims import Claim, Proto, overlaps
+from portguard.registry.claims import overlaps, shares
 from portguard.registry.entries import RegistrySource
 from portguard.registry.findings import Severity
-from portguard.registry.lint import _overlapping_pairs, _Placed, check_registry
+from portguard.registry.lint import check_registry
 from portguard.registry.localports import LocalPorts, PortSet
 from portguard.registry.model import load
+from tests import pathological
 from tests.conftest import (
     BAD_RULE_FILES,
     DEFAULT_LOCAL_PORTS,
@@ -45,6 +45,7 @@ def test_the_catalogue_covers_every_rule() -> None:
         "unit-name",
         "overlap",
         "overlap-self",
+        "overlap-limit",
         "share",
     }
     assert all(expectations(path) for path in BAD_RULE_FILES), "a bad file without '# expect:'"
@@ -200,7 +201,7 @@ def test_overlap_between_two_dropins(reg: Registry) -> None:
     assert f"a.service at {reg.root / 'registry.d/10-a.yaml'}:4:14" in finding.message
 
 
-def test_every_overlapping_pair_is_reported(reg: Registry) -> None:
+def test_claims_joined_by_overlaps_are_one_finding_naming_each(reg: Registry) -> None:
     findings = reg.lint_text(
         """
         version: 1
@@ -211,15 +212,40 @@ def test_every_overlapping_pair_is_reported(reg: Registry) -> None:
           d.service: {listen: [8080/udp]}
         """
     )
-    assert [f.rule for f in findings] == ["overlap"] * 3
-    pairs = sorted(
-        (f.message.split()[0], f.message.split(" claimed by ")[1].split()[0]) for f in findings
+    finding = only(findings)
+    assert (finding.rule, finding.severity) == ("overlap", Severity.ERROR)
+    claims = {"a": "8080/tcp", "b": "127.0.0.1:8080/tcp", "c": "0.0.0.0:8080/tcp"}
+    where = {unit: reg.where("registry.yaml", claim) for unit, claim in claims.items()}
+    assert str(finding.location) == where["b"]
+    assert finding.message == (
+        f"3 claims of 3 units overlap, each with one at least: a.service's 8080/tcp at "
+        f"{where['a']}, b.service's 127.0.0.1:8080/tcp at {where['b']}, c.service's "
+        f"0.0.0.0:8080/tcp at {where['c']} (give them distinct ports, or list the one that "
+        "holds a port for another in its 'via')"
     )
-    assert pairs == [
-        ("b.service", "a.service"),
-        ("c.service", "a.service"),
-        ("c.service", "b.service"),
+    assert [(m.unit, m.claim) for m in finding.members] == [
+        ("a.service", "8080/tcp"),
+        ("b.service", "127.0.0.1:8080/tcp"),
+        ("c.service", "0.0.0.0:8080/tcp"),
     ]
+
+
+def test_overlap_is_not_transitive_and_a_wildcard_joins_groups(reg: Registry) -> None:
+    """127.0.0.1 and 10.0.0.1 do not collide: two groups on one port, until a wildcard
+    overlaps both."""
+    two_pairs = (
+        "version: 1\nunits:\n"
+        "  a.service: {listen: [127.0.0.1:8080/tcp]}\n"
+        "  b.service: {listen: [127.0.0.1:8080/tcp]}\n"
+        "  c.service: {listen: [10.0.0.1:8080/tcp]}\n"
+        "  d.service: {listen: [10.0.0.1:8080/tcp]}\n"
+    )
+    findings = reg.lint_text(two_pairs)
+    assert [[m.unit for m in f.members] for f in findings] == [
+        ["a.service", "b.service"], ["c.service", "d.service"],
+    ]  # fmt: skip
+    joined = reg.lint_text(two_pairs + "  e.service: {listen: [8080/tcp]}\n")
+    assert [m.unit for m in only(joined).members] == [f"{u}.service" for u in "abcde"]
 
 
 @pytest.mark.parametrize("holder", ["a", "b"])
@@ -370,6 +396,26 @@ def test_a_thousand_units_load_and_lint_quickly(reg: Registry) -> None:
     assert elapsed < 2, f"{elapsed:.2f}s"
 
 
+@pytest.mark.parametrize("name", sorted(pathological.BUILDERS))
+def test_a_pathological_registry_gets_findings_linear_in_its_size(reg: Registry, name: str) -> None:
+    """1 MB built to hurt (issue 24): as many findings as units at most, never a finding per
+    pair, and a group of overlapping claims is one finding naming how many there are."""
+    path = reg.write("registry.yaml", pathological.BUILDERS[name]())
+    loaded = reg.load("registry.yaml")
+    findings = check_registry(loaded, None)
+    valid = not any(f.severity is Severity.ERROR for f in findings)
+    assert valid == (name in pathological.VALID), describe(findings[:3])
+    assert len(findings) <= max(len(loaded.registry.units), 30)
+    assert sum(len(f.message) for f in findings) <= 400 * len(findings) + len(str(path)) * 4 * len(
+        findings
+    )
+    groups = [f for f in findings if f.members]
+    if name.startswith("one-port"):
+        assert [len(f.members) for f in groups] == [pathological.UNITS]
+    if name == "ranges":
+        assert [f.rule for f in findings] == ["overlap-limit"]
+
+
 # --- properties ----------------------------------------------------------------------------
 
 POOL = [
@@ -398,7 +444,8 @@ POOL = [
 def test_overlap_findings_match_a_pairwise_oracle(
     reg: Registry, units: list[tuple[int, list[str]]]
 ) -> None:
-    """The sweep over sorted ranges reports exactly the pairs that a check of all pairs finds."""
+    """One finding per group of claims joined by collisions of one rule, exactly the groups a
+    check of every pair makes (claims joined through a chain count as one group)."""
     lines = ["version: 1", "units:"]
     for index, (number, entries) in enumerate(units):
         # Unit number 0 is a template, so %i is valid there and ignored by lint.
@@ -408,23 +455,33 @@ def test_overlap_findings_match_a_pairwise_oracle(
     reg.write("registry.yaml", "\n".join(lines) + "\n")
     loaded = reg.load("registry.yaml")
     placed = [
-        (unit.name, listen.claim())
+        (unit.name, listen.claim(), str(listen.location))
         for unit in loaded.registry.units.values()
         for listen in unit.listen
         if not listen.is_template
     ]
-    errors = warnings = 0
-    for (name_a, a), (name_b, b) in itertools.combinations(placed, 2):
+    edges: dict[str, list[tuple[int, int]]] = {"overlap": [], "overlap-self": [], "share": []}
+    for i, j in itertools.combinations(range(len(placed)), 2):
+        (name_a, a, _), (name_b, b, _) = placed[i], placed[j]
         if overlaps(a, b):
-            if name_a == name_b:
-                warnings += 1
-            else:
-                errors += 1
+            rule = "overlap-self" if name_a == name_b else "share" if shares(a, b) else "overlap"
+            edges[rule].append((i, j))
     assert loaded.findings == (), describe(loaded.findings)
     findings = check_registry(loaded, None)
-    rules = [f.rule for f in findings]
-    assert rules.count("overlap") == errors, describe(findings)
-    assert rules.count("overlap-self") == warnings, describe(findings)
+    for rule, pairs in edges.items():
+        groups = {frozenset(placed[i][2] for i in group) for group in components(pairs)}
+        found = {frozenset(str(m.location) for m in f.members) for f in findings if f.rule == rule}
+        assert found == groups, (rule, describe(findings))
+
+
+def components(pairs: list[tuple[int, int]]) -> list[set[int]]:
+    """The connected components of the graph with these edges (its nodes: their ends)."""
+    groups: list[set[int]] = []
+    for i, j in pairs:
+        touching = [g for g in groups if i in g or j in g]
+        merged = {i, j}.union(*touching)
+        groups = [g for g in groups if g not in touching] + [merged]
+    return groups
 
 
 REGISTRY_WORDS = st.sampled_from(
@@ -498,37 +555,3 @@ def test_any_file_content_gives_findings_never_an_exception(reg: Registry, data:
             assert finding.location.column > 0
         assert finding.message
         assert finding.severity in (Severity.ERROR, Severity.WARNING)
-
-
-_ADDRESSES = [None, "0.0.0.0", "127.0.0.1", "127.0.0.2", "::", "::1", "::ffff:127.0.0.1",
-              "::ffff:0.0.0.0", "2001:db8::1"]  # fmt: skip
-
-
-@st.composite
-def claims(draw: st.DrawFn) -> Claim:
-    first = draw(st.integers(80, 90))
-    last = draw(st.integers(first, 92))
-    text = draw(st.sampled_from(_ADDRESSES))
-    address = None if text is None else ipaddress.ip_address(text)
-    v6only = draw(st.booleans()) and address is not None and address.version == 6
-    if v6only and address is not None and address.ipv4_mapped is not None:
-        v6only = False  # lint refuses a mapped address with v6only
-    proto = draw(st.sampled_from(list(Proto)))
-    share = draw(st.booleans())
-    return Claim(proto, first, last, address, v6only, reuseaddr=share, reuseport=share and
-                 draw(st.booleans()))  # fmt: skip
-
-
-@settings(max_examples=400)
-@given(st.lists(claims(), max_size=25))
-def test_the_indexed_sweep_finds_exactly_the_colliding_pairs(found: list[Claim]) -> None:
-    """The sweep against every pair: the same collisions, each once (Seen 11: lint was
-    quadratic, 14 s for 5,000 units on 127.0.0.N:8080)."""
-    placed = [_Placed(claim, None, None, order) for order, claim in enumerate(found)]  # type: ignore[arg-type]
-    swept = sorted((a.order, b.order) for a, b in _overlapping_pairs(placed))
-    oracle = sorted(
-        (i, j)
-        for i, j in itertools.combinations(range(len(found)), 2)
-        if overlaps(found[i], found[j])
-    )
-    assert swept == oracle

@@ -50,6 +50,7 @@ LINT_ONLY = {
     "merge-key": "anchors and merge keys (a validator sees them resolved)",
     "nesting-too-deep": "anchors and merge keys (a validator sees them resolved)",
     "overlap-dual-stack": "overlaps between claims",
+    "overlap-limit": "overlaps between claims",
     "overlap-ranges": "overlaps between claims",
     "overlap-wildcard": "overlaps between claims",
     "port-hex": "how YAML spelled a number (0x50 is read as 80)",

@@ -140,15 +140,23 @@ def _as_data(
         "valid": bool(source.files) and not any(f.severity == "error" for f in findings),
         "files": [str(p) for p in source.files],
         "units": units,
-        "findings": [
-            {
-                "severity": str(f.severity),
-                "file": f.location.path,
-                "line": f.location.line,
-                "column": f.location.column,
-                "rule": f.rule,
-                "message": f.message,
-            }
-            for f in findings
-        ],
+        "findings": [_finding_data(f) for f in findings],
     }
+
+
+def _finding_data(finding: "Finding") -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "severity": str(finding.severity),
+        "file": finding.location.path,
+        "line": finding.location.line,
+        "column": finding.location.column,
+        "rule": finding.rule,
+        "message": finding.message,
+    }
+    if finding.members:  # a group of overlapping claims: each of them, the message names few
+        data["members"] = [
+            {"unit": m.unit, "claim": m.claim, "file": m.location.path, "line": m.location.line,
+             "column": m.location.column}
+            for m in finding.members
+        ]  # fmt: skip
+    return data

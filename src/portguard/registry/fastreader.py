@@ -48,6 +48,10 @@ _LISTEN = re.compile(
     r"(?:(?P<first>[1-9][0-9]{0,4})(?:-(?P<last>[1-9][0-9]{0,4}))?|(?P<template>%i))"
     r"(?:/(?P<proto>tcp|udp))?"
 )
+# Units on one identical claim past which the full reader decides at once: a socket unit and
+# its service share one, two mDNS responders another; dozens only come from a template gone
+# wrong, and reading all of it first would cost the generator twice (issue 24).
+_CROWD = 8
 
 
 class _Decline(Exception):
@@ -139,6 +143,8 @@ class _File:
         self.mode = base_mode  # this file's `defaults: mode`, over the inherited one
         self.units: dict[str, Unit] = {}
         self.claims: list[_Claim] = []
+        # (proto, first, last, address) -> the last unit that claimed it, and how many did.
+        self.crowds: dict[tuple[str, int, int, str | None], tuple[str, int]] = {}
         self.via: dict[str, set[str]] = {}  # unit -> the units its `via` lists
         self.resolve = yaml.resolver.Resolver().resolve
         self.unit = ""  # the unit being read
@@ -375,4 +381,10 @@ class _File:
         last = int(found["last"] or first)
         if not first <= last <= 65535 or (proto == "tcp" and no_tcp):
             raise _Decline
+        key = (proto, first, last, address)
+        holder, holders = self.crowds.get(key, ("", 0))
+        if holder != self.unit:  # a unit's claims are read one after another
+            if holders == _CROWD:
+                raise _Decline
+            self.crowds[key] = (self.unit, holders + 1)
         self.claims.append((proto, first, last, self.unit, address))

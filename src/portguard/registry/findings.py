@@ -20,11 +20,21 @@ class Location:
 
 
 @dataclass(frozen=True, slots=True)
+class Member:
+    """One claim of a group a finding is about (overlapping claims): whose, what, where."""
+
+    unit: str
+    claim: str
+    location: Location
+
+
+@dataclass(frozen=True, slots=True)
 class Finding:
     severity: Severity
     location: Location
     message: str
     rule: str
+    members: tuple[Member, ...] = ()  # every claim of the group, when it is about a group
 
     def __str__(self) -> str:
         return f"{self.location}: {self.severity}: {self.message} [{self.rule}]"

@@ -3,25 +3,14 @@
 Pure: the kernel's port settings come in as a parameter.
 """
 
-import heapq
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-from portguard.registry.claims import Claim, Proto, overlaps, reach, shares
-from portguard.registry.entries import Listen, LoadResult, Registry, UnitEntry
-from portguard.registry.findings import Finding, Severity
+from portguard.registry.claims import Claim, Proto
+from portguard.registry.collisions import LIMIT, Placed, Rule, collisions
+from portguard.registry.entries import LoadResult, Registry
+from portguard.registry.findings import Finding, Member, Severity
 from portguard.registry.localports import LocalPorts
 from portguard.registry.model import without_cycle_collector
-
-
-@dataclass(frozen=True, slots=True)
-class _Placed:
-    """A concrete claim with the unit and listen entry it comes from."""
-
-    claim: Claim
-    unit: UnitEntry
-    listen: Listen
-    order: int  # position in the registry's reading order, so the later one is reported
 
 
 def check_registry(loaded: LoadResult, local_ports: LocalPorts | None) -> tuple[Finding, ...]:
@@ -32,7 +21,7 @@ def check_registry(loaded: LoadResult, local_ports: LocalPorts | None) -> tuple[
 
 def _check_registry(loaded: LoadResult, local_ports: LocalPorts | None) -> tuple[Finding, ...]:
     placed = list(_placed_claims(loaded.registry))
-    findings = [*loaded.findings, *_overlap_findings(placed)]
+    findings = [*loaded.findings, *_overlap_findings(placed, loaded.registry)]
     if local_ports is not None:
         findings.extend(_ephemeral_findings(placed, local_ports))
     order = {path: index for index, path in enumerate(loaded.registry.files)}
@@ -42,109 +31,115 @@ def _check_registry(loaded: LoadResult, local_ports: LocalPorts | None) -> tuple
     return tuple(findings)
 
 
-def _placed_claims(registry: Registry) -> Iterator[_Placed]:
+def _placed_claims(registry: Registry) -> Iterator[Placed]:
     order = 0
     for unit in registry.units.values():
         for listen in unit.listen:
             if listen.is_template:  # its port is only known per instance
                 continue
-            yield _Placed(listen.claim(), unit, listen, order)
+            yield Placed(listen.claim(), unit, listen, order)
             order += 1
 
 
-def _overlapping_pairs(placed: list[_Placed]) -> Iterator[tuple[_Placed, _Placed]]:
-    """Pairs whose claims collide, by a sweep over port ranges rather than every pair: the
-    claims still open at a port are indexed by what they reach, so a claim meets only those
-    on its own address or a wildcard of its family (5,000 units on 127.0.0.N:8080 compare
-    nothing), and every candidate is confirmed by `overlaps`."""
-    ordered = sorted(placed, key=lambda p: (p.claim.proto, p.claim.first))
-    ending: list[tuple[int, int]] = []  # (last port, order) of the open claims: a heap
-    opened: dict[int, _Placed] = {}
-    by_family: dict[int, dict[int, _Placed]] = {4: {}, 6: {}}
-    wildcards: dict[int, dict[int, _Placed]] = {4: {}, 6: {}}
-    by_address: dict[tuple[int, object], dict[int, _Placed]] = {}
-    proto = None
-    for current in ordered:
-        claim = current.claim
-        if claim.proto != proto:  # TCP and UDP never collide: start afresh
-            proto = claim.proto
-            ending, opened = [], {}
-            by_family, wildcards, by_address = {4: {}, 6: {}}, {4: {}, 6: {}}, {}
-        while ending and ending[0][0] < claim.first:
-            gone = opened.pop(heapq.heappop(ending)[1])
-            for family, address in reach(gone.claim):
-                by_family[family].pop(gone.order, None)
-                place = wildcards[family] if address is None else by_address[(family, address)]
-                place.pop(gone.order, None)
-        candidates: dict[int, _Placed] = {}
-        for family, address in reach(claim):
-            if address is None:
-                candidates.update(by_family[family])
-            else:
-                candidates.update(wildcards[family])
-                candidates.update(by_address.get((family, address), {}))
-        for earlier in candidates.values():
-            if overlaps(earlier.claim, claim):
-                yield (earlier, current) if earlier.order < current.order else (current, earlier)
-        opened[current.order] = current
-        heapq.heappush(ending, (claim.last, current.order))
-        for family, address in reach(claim):
-            by_family[family][current.order] = current
-            if address is None:
-                wildcards[family][current.order] = current
-            else:
-                by_address.setdefault((family, address), {})[current.order] = current
+def _via(registry: Registry) -> dict[str, frozenset[str]]:
+    """For each unit, the units that may hold its ports or whose ports it may hold."""
+    related: dict[str, set[str]] = {}
+    for unit in registry.units.values():
+        for other in unit.via:
+            related.setdefault(unit.name, set()).add(other)
+            related.setdefault(other, set()).add(unit.name)
+    return {name: frozenset(units) for name, units in related.items()}
 
 
-def _overlap_findings(placed: list[_Placed]) -> Iterator[Finding]:
-    for first, second in _overlapping_pairs(placed):
-        a, b = first.unit, second.unit
-        if a.name == b.name:
-            yield Finding(
-                Severity.WARNING,
-                second.listen.location,
-                f"{second.claim} overlaps {a.name}'s own {first.claim} at {first.listen.location}:"
-                " the service's second bind would fail with EADDRINUSE",
-                "overlap-self",
-            )
-        elif b.name in a.via or a.name in b.via:
-            continue
-        elif shares(first.claim, second.claim):
-            yield _sharing(first, second)
+# How many claims of a group a finding's message names; --json lists them all.
+NAMED = 3
+
+
+def _overlap_findings(placed: list[Placed], registry: Registry) -> Iterator[Finding]:
+    """One finding per group of colliding claims and rule (not per pair: the number of
+    findings stays linear in the claims, whatever the registry)."""
+    found = collisions(placed, _via(registry))
+    if found.stopped_at is not None:
+        at = found.stopped_at
+        yield Finding(
+            Severity.ERROR,
+            at.listen.location,
+            f"{at.unit.name} claims {at.claim}, and by here more than {LIMIT:,} pairs of "
+            "different claims overlap: lint does not judge a registry this tangled (give the "
+            "services distinct ports)",
+            "overlap-limit",
+        )
+        return
+    for component in found.components:
+        members = tuple(Member(p.unit.name, str(p.claim), p.listen.location)
+                        for p in component.members)  # fmt: skip
+        first, second = component.members[:2]
+        if len(component.members) == 2:
+            severity, message = _pair(component.rule, first, second)
         else:
-            yield Finding(
-                Severity.ERROR,
-                second.listen.location,
-                f"{b.name} claims {second.claim}, which overlaps {first.claim} claimed by "
-                f"{a.name} at {first.listen.location} (give one of them another port, or list "
-                "one in the other's 'via')",
-                "overlap",
-            )
+            severity, message = _group(component.rule, component.members)
+        yield Finding(severity, second.listen.location, message, component.rule, members)
 
 
-def _sharing(first: _Placed, second: _Placed) -> Finding:
-    """Two units that both set the sharing option: the kernel lets both bind, on its terms."""
-    a, b = first.claim, second.claim
-    if a.proto is Proto.UDP and a.reuseaddr and b.reuseaddr:
-        terms = (
-            "both set SO_REUSEADDR on UDP, so the kernel lets both bind, whoever runs them; "
-            "a unicast datagram reaches only one of them"
+def _pair(rule: Rule, first: Placed, second: Placed) -> tuple[Severity, str]:
+    a, b = first.unit.name, second.unit.name
+    if rule is Rule.SELF:
+        return Severity.WARNING, (
+            f"{second.claim} overlaps {a}'s own {first.claim} at {first.listen.location}: "
+            "the service's second bind would fail with EADDRINUSE"
         )
-    else:
-        terms = (
-            "both set SO_REUSEPORT, so the kernel lets both bind only when both services run "
-            "as the same user, and then splits the traffic between them"
+    if rule is Rule.SHARE:
+        return Severity.WARNING, (
+            f"{b} claims {second.claim}, which overlaps {first.claim} claimed by {a} at "
+            f"{first.listen.location}: {_terms(first.claim, second.claim)} (if that is not "
+            "meant, give one another port)"
         )
-    return Finding(
-        Severity.WARNING,
-        second.listen.location,
-        f"{second.unit.name} claims {b}, which overlaps {a} claimed by {first.unit.name} at "
-        f"{first.listen.location}: {terms} (if that is not meant, give one another port)",
-        "share",
+    return Severity.ERROR, (
+        f"{b} claims {second.claim}, which overlaps {first.claim} claimed by {a} at "
+        f"{first.listen.location} (give one of them another port, or list one in the other's "
+        "'via')"
     )
 
 
-def _ephemeral_findings(placed: list[_Placed], local_ports: LocalPorts) -> Iterator[Finding]:
+def _group(rule: Rule, members: tuple[Placed, ...]) -> tuple[Severity, str]:
+    """Three claims or more, joined by a chain of collisions (each with at least one other)."""
+    named = ", ".join(f"{p.unit.name}'s {p.claim} at {p.listen.location}" for p in members[:NAMED])
+    more = len(members) - NAMED
+    listed = f"{named} and {more:,} more" if more > 0 else named
+    units = len({p.unit.name for p in members})
+    if rule is Rule.SELF:
+        return Severity.WARNING, (
+            f"{len(members)} of {members[0].unit.name}'s claims overlap one another: {listed}: "
+            "the service's second bind would fail with EADDRINUSE"
+        )
+    if rule is Rule.SHARE:
+        return Severity.WARNING, (
+            f"{len(members)} claims of {units} units overlap, each with one at least, and both "
+            f"of each such pair set the sharing option: {listed}: the kernel lets them all "
+            "bind on its terms (SO_REUSEPORT: sockets of one user, the traffic split between "
+            "them; UDP with SO_REUSEADDR: a unicast datagram reaches only one) (if that is not "
+            "meant, give them distinct ports)"
+        )
+    return Severity.ERROR, (
+        f"{len(members)} claims of {units} units overlap, each with one at least: {listed} "
+        "(give them distinct ports, or list the one that holds a port for another in its 'via')"
+    )
+
+
+def _terms(a: Claim, b: Claim) -> str:
+    """How the kernel lets two claims that both set the sharing option bind."""
+    if a.proto is Proto.UDP and a.reuseaddr and b.reuseaddr:
+        return (
+            "both set SO_REUSEADDR on UDP, so the kernel lets both bind, whoever runs them; "
+            "a unicast datagram reaches only one of them"
+        )
+    return (
+        "both set SO_REUSEPORT, so the kernel lets both bind only when both services run "
+        "as the same user, and then splits the traffic between them"
+    )
+
+
+def _ephemeral_findings(placed: list[Placed], local_ports: LocalPorts) -> Iterator[Finding]:
     low, high = local_ports.ephemeral
     for item in placed:
         exposed = local_ports.unprotected(item.claim.first, item.claim.last)

@@ -17,6 +17,8 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # A registry nests five levels deep; the composers recurse per level (libyaml's overflows the
 # C stack and crashes the process near 30,000), so deeper input is refused before composing.
 MAX_DEPTH = 64
+# The values aliases may add to a small file before they must stay within what it spells out.
+MIN_EXPANSION = 10_000
 
 
 class Invalid(Exception):
@@ -89,24 +91,57 @@ class NodeReader:
         return root
 
     def _shallow(self, text: str) -> bool:
-        """Whether TEXT nests at most MAX_DEPTH levels (the parser is iterative, not recursive)."""
+        """Whether TEXT nests at most MAX_DEPTH levels (the parser is iterative, not recursive)
+        and its aliases at most double it (an alias is its anchor's values again, for every
+        reader that walks it: 34,000 units whose `listen` is one alias of 1,000 claims are 34
+        million claims, out of 1 MB)."""
         depth = 0
+        spelled = expanded = 0
+        sizes: dict[str, int] = {}  # anchor -> its node's values, aliases expanded
+        open_: list[tuple[str | None, int]] = []  # the collections around: anchor, values so far
         for event in yaml.parse(text, Loader=_Loader):
+            size = 0
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > MAX_DEPTH:
-                    mark = event.start_mark
-                    location = (
-                        Location(str(self.path), mark.line + 1, mark.column + 1)
-                        if mark
-                        else Location(str(self.path))
-                    )
-                    message = f"invalid YAML: nested deeper than {MAX_DEPTH} levels"
-                    self.findings.append(_error(location, "yaml", message))
+                    self._refuse(event, f"invalid YAML: nested deeper than {MAX_DEPTH} levels")
                     return False
-            elif isinstance(event, yaml.CollectionEndEvent):
+                open_.append((event.anchor, 1))
+                spelled += 1
+                expanded += 1
+                continue
+            if isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
+                anchor, size = open_.pop()
+                if anchor is not None:
+                    sizes[anchor] = size
+            elif isinstance(event, yaml.ScalarEvent):
+                size = 1
+                spelled += 1
+                expanded += 1
+                if event.anchor is not None:
+                    sizes[event.anchor] = 1
+            elif isinstance(event, yaml.AliasEvent):
+                size = sizes.get(event.anchor or "", 1)  # an unknown anchor: the composer says so
+                expanded += size
+                if expanded > max(2 * spelled, MIN_EXPANSION):
+                    self._refuse(event, f"aliases repeat more than the file spells out: "
+                                 f"{expanded:,} values by here from {spelled:,} written "
+                                 "(anchors are for a few shared values)")  # fmt: skip
+                    return False
+            if open_ and size:
+                anchor, inside = open_[-1]
+                open_[-1] = (anchor, inside + size)
         return True
+
+    def _refuse(self, event: yaml.Event, message: str) -> None:
+        mark = event.start_mark
+        location = (
+            Location(str(self.path), mark.line + 1, mark.column + 1)
+            if mark
+            else Location(str(self.path))
+        )
+        self.findings.append(_error(location, "yaml", message))
 
     def _yaml_error(self, exc: yaml.MarkedYAMLError) -> None:
         mark = exc.problem_mark or exc.context_mark
