@@ -12,8 +12,13 @@ Run by hand, as root, with the system interpreter (stdlib only; not a test):
    `portguard.policy.guard.check()` (with the real effects) returns `released`.
 3. portguard-generator (systemd.generator(7)) on a 3-unit and a 1,000-unit registry, and on
    a 1,000-unit one its fast reader declines, each into an empty tmpfs output directory.
-4. `portguard wait`: from a holder's exit to the command's return, next to the deploy
+4. At scale: lint and the generator on 5,000 and 20,000 units, and on 1 MB registries built
+   to hurt (tests/pathological.py), next to a normal 1,000-unit registry.
+5. `portguard wait`: from a holder's exit to the command's return, next to the deploy
    scripts' seed loop (bench/waiting.py).
+
+`--only PART[,PART]` runs some of them (free, release, generator, scale, pathological, wait,
+busy, storm).
 
 Registries live in a root-owned temporary directory (hotpath trusts only root's files);
 the compiled cache goes to the real /run/portguard and the bench removes what it wrote.
