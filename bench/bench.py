@@ -20,7 +20,7 @@ Run by hand, as root, with the system interpreter (stdlib only; not a test):
 `--only PART[,PART]` runs some of them (free, release, generator, scale, pathological, wait,
 busy, storm).
 
-Registries live in a root-owned temporary directory (hotpath trusts only root's files);
+Registries live in a root-owned temporary directory (the free path trusts only root's files);
 the compiled cache goes to the real /run/portguard and the bench removes what it wrote.
 """
 
@@ -99,7 +99,7 @@ def registry_text(units: int, first_port: int) -> str:
 def write_registry(parent: Path, name: str, text: str) -> Path:
     root = parent / name
     root.mkdir(mode=0o755)
-    os.chmod(root, 0o755)  # the umask must not decide what hotpath trusts
+    os.chmod(root, 0o755)  # the umask must not decide what the free path trusts
     path = root / "registry.yaml"
     path.write_text(text, encoding="utf-8")
     os.chmod(path, 0o644)
@@ -209,16 +209,16 @@ class Series:
 
 
 def cache_file(root: Path) -> Path:
-    from portguard import hotpath  # noqa: PLC0415
+    from portguard.freepath.cache import cache_path  # noqa: PLC0415
 
-    return Path(hotpath.cache_path(str(root)))
+    return Path(cache_path(str(root)))
 
 
 def hot_path_answers(root: Path, unit: str) -> None:
-    """Proof that the timed command takes the free path: hotpath.run itself says 0."""
-    from portguard import hotpath  # noqa: PLC0415
+    """Proof that the timed command takes the free path: freepath.check.run itself says 0."""
+    from portguard.freepath.check import run  # noqa: PLC0415
 
-    if hotpath.run(["check", "--registry", str(root), unit]) != 0:
+    if run(["check", "--registry", str(root), unit]) != 0:
         raise SystemExit(
             f"bench: the cache for {root} is not warm: the timed runs would not "
             "measure the free path"
@@ -305,7 +305,7 @@ def free_path(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
         f"peak RSS floor of the launcher (`/bin/true` through it): {floor / 1024:.1f} MiB; "
         "a reading at the floor means the child's own peak is at most that",
         f"timed command: `{PYTHON} -m portguard check --registry DIR {unit}` with "
-        f"PYTHONPATH={SRC}; the cache in {CACHE_DIR_TEXT} was warm (hotpath.run answered 0)",
+        f"PYTHONPATH={SRC}; the cache in {CACHE_DIR_TEXT} was warm (freepath.check.run answered 0)",
     ]
     return rows, notes
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import portguard
-from portguard import hotpath
+from portguard.freepath import trust
 from portguard.registry.entries import LoadResult, RegistrySource
 from portguard.registry.findings import Finding, Severity
 from portguard.registry.lint import check_registry
@@ -89,7 +89,7 @@ def stand_for_root(
         return foreign
     me = os.geteuid() if me is None else me
     my_group = os.getegid() if my_group is None else my_group
-    real = hotpath.is_safe
+    real = trust.is_safe
 
     def as_root(st: os.stat_result) -> bool:
         fields = list(st)
@@ -99,7 +99,7 @@ def stand_for_root(
 
     # What the trust walk (first_unsafe) and the cache's reader call, for check, the
     # generator and reserve alike.
-    monkeypatch.setattr(hotpath, "is_safe", as_root)
+    monkeypatch.setattr(trust, "is_safe", as_root)
     return foreign
 
 

@@ -11,11 +11,11 @@ import pytest
 from tests.conftest import SRC
 
 PACKAGE = SRC / "portguard"
-# Lowest first. The top-level modules are the floor: hotpath (the builtin-only free path)
-# errors (exit codes and the error classes every layer raises) and packages (a package's
-# submodules without its __init__).
+# Lowest first. The floor: freepath (the builtin-only free path, whose modules import only
+# each other), errors (exit codes and the error classes every layer raises) and packages (a
+# package's submodules without its __init__).
 LAYERS = {
-    "hotpath": 0,
+    "freepath": 0,
     "errors": 0,
     "packages": 0,
     "__init__": 0,
@@ -70,7 +70,7 @@ def violations(sources: Mapping[str, tuple[str, bool]]) -> list[str]:
             if there not in LAYERS:
                 found.append(f"{module} -> {target} (a layer this test does not know)")
             elif LAYERS[there] > LAYERS[here] or (
-                LAYERS[here] == 0 and here != "__init__" and target != module
+                LAYERS[here] == 0 and here not in ("__init__", there) and target != module
             ):
                 found.append(f"{module} -> {target}")
     return found
@@ -98,7 +98,8 @@ def test_every_module_is_in_a_known_layer() -> None:
         ("portguard.host.sockets", "from portguard.policy.owners import Occupant", False),
         ("portguard.host.sockets", "def f():\n    from ..policy import owners\n", False),
         ("portguard.policy.guard", "import portguard.commands.check", False),
-        ("portguard.hotpath", "from portguard import errors", False),
+        ("portguard.freepath.trust", "from portguard import errors", False),
+        ("portguard.errors", "from portguard.freepath import trust", False),
         ("portguard.registry", "from portguard import cli", True),
     ],
 )
@@ -110,7 +111,8 @@ def test_the_check_sees_an_upward_import(module: str, text: str, is_package: boo
 def test_a_downward_import_is_fine() -> None:
     sources = {
         "portguard.commands.check": ("from portguard.policy.guard import check", False),
-        "portguard.host.probe": ("from portguard.hotpath import bind_errno", False),
+        "portguard.host.probe": ("from portguard.freepath.binds import bind_errno", False),
+        "portguard.freepath.check": ("from portguard.freepath.trust import digest", False),
         "portguard.cli": ("from portguard import __version__", True),
     }
     assert violations(sources) == []

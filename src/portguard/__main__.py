@@ -4,21 +4,28 @@ import sys
 
 
 def main() -> int:
-    from portguard.hotpath import claimed_ports, cold_root, run  # noqa: PLC0415 - nothing heavy before we need it
+    from portguard.freepath.check import run  # noqa: PLC0415 - nothing heavy before we need it
 
     argv = sys.argv[1:]
     code = run(argv)
-    if code is None:
-        root = cold_root(argv)
-        if root is not None:
-            # The first start after a registry change: one guard of a boot storm compiles the
-            # registry while the others wait for it, then all take the free path.
-            from portguard.commands.trusted import compile_once  # noqa: PLC0415
+    return code if code is not None else beyond_the_free_path(argv)
 
-            if compile_once(root):
-                code = run(argv)
-    if code is not None:
-        return code
+
+def beyond_the_free_path(argv: list[str]) -> int:
+    """Everything but `check` on free ports (which the free path answered None to): the first
+    start after a registry change, a busy port, every other verb."""
+    from portguard.freepath.check import claimed_ports, cold_root, run  # noqa: PLC0415
+
+    root = cold_root(argv)
+    if root is not None:
+        # The first start after a registry change: one guard of a boot storm compiles the
+        # registry while the others wait for it, then all take the free path.
+        from portguard.commands.trusted import compile_once  # noqa: PLC0415
+
+        if compile_once(root):
+            code = run(argv)
+            if code is not None:
+                return code
     # A busy port (or `why`): children read the socket table and ask systemd while the rest
     # loads (host/prefetch.py).
     from portguard.host.prefetch import Early, why_ports  # noqa: PLC0415

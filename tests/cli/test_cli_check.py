@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from portguard import hotpath
 from portguard.cli import main
 from portguard.errors import Exit
+from portguard.freepath import cache
 from tests.conftest import stand_for_root
 
 
@@ -27,7 +27,7 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "portguard"
     root.mkdir(mode=0o755)
     stand_for_root(monkeypatch)
-    monkeypatch.setattr(hotpath, "CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache, "CACHE_DIR", str(tmp_path / "cache"))
     return root
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import portguard.commands.check
-from portguard import hotpath
 from portguard.commands.check import LOST, compiled_registry, guarded_for, load_registry
+from portguard.freepath import cache
 from portguard.policy.report import Report, Verdict
 from portguard.registry.compiled import registry_of
 from tests.conftest import SRC, stand_for_root
@@ -50,8 +50,8 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (registry / "registry.yaml").write_text(REGISTRY)
     stand_for_root(monkeypatch)
     if os.geteuid() != 0:  # and we may store the cache
-        monkeypatch.setattr(hotpath.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(hotpath, "CACHE_DIR", str(tmp_path / "cache"))
+        monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(cache, "CACHE_DIR", str(tmp_path / "cache"))
     return registry
 
 
@@ -96,12 +96,13 @@ def test_a_compiled_form_of_another_shape_is_not_believed() -> None:
 LIGHT = """
 import os, sys
 from pathlib import Path
-from portguard import hotpath
+import posix
+from portguard.freepath import cache, trust
 from portguard.host import journal
-hotpath.CACHE_DIR = sys.argv[3]
+cache.CACHE_DIR = sys.argv[3]
 if os.geteuid() != 0:
-    hotpath.is_safe = lambda st: not st.st_mode & 0o022
-    hotpath.posix.geteuid = lambda: 0
+    trust.is_safe = lambda st: not st.st_mode & 0o022
+    posix.geteuid = os.geteuid = lambda: 0
 journal.send = lambda fields: None  # never the host's journal
 if sys.argv[1] == "compile":  # as the first check after a registry change leaves it
     from portguard.commands.check import load_registry
@@ -155,9 +156,9 @@ def test_a_held_verdict_reads_neither_the_yaml_nor_pyroute2s_whole_api(
 
 EARLY = """
 import json, sys
-import portguard.hotpath as hotpath
+import portguard.freepath.cache as cache
 from portguard.host import journal
-hotpath.CACHE_DIR = sys.argv[1]
+cache.CACHE_DIR = sys.argv[1]
 journal.send = lambda fields: None  # never the host's journal
 from portguard.__main__ import main
 sys.argv = ["portguard", "check", "--registry", sys.argv[2], "a.service"]
@@ -186,8 +187,8 @@ def test_a_held_check_takes_the_census_a_child_began(
 
 STORM = """
 import sys
-import portguard.hotpath as hotpath
-hotpath.CACHE_DIR = sys.argv[1]
+import portguard.freepath.cache as cache
+cache.CACHE_DIR = sys.argv[1]
 from portguard.__main__ import main
 sys.argv = ["portguard", "check", "--registry", sys.argv[2], sys.argv[3]]
 code = main()

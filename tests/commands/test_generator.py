@@ -489,7 +489,8 @@ HEAVY = (
 
 FAST_PATH_MODULES = {
     "portguard",
-    "portguard.hotpath",
+    "portguard.freepath",
+    "portguard.freepath.trust",
     "portguard.commands",
     "portguard.commands.generator",
     "portguard.host",

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from portguard import hotpath
 from portguard.cli import main
 from portguard.commands import reserve
+from portguard.freepath import cache
 from portguard.host.sysctl import RESERVED_PORTS
 from portguard.registry.entries import Registry, RegistrySource
 from portguard.registry.localports import PortSet
@@ -74,7 +74,7 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Host:
     (proc_sys / RESERVED_PORTS).write_text("\n")
     monkeypatch.setattr(reserve, "PROC_SYS", proc_sys)
     # The compiled-registry cache goes to tmp_path, never to the machine's /run.
-    monkeypatch.setattr(hotpath, "CACHE_DIR", str(tmp_path / "run"))
+    monkeypatch.setattr(cache, "CACHE_DIR", str(tmp_path / "run"))
     stand_for_root(monkeypatch)
     made = Host(registry, proc_sys)
     made.write_registry(REGISTRY)

@@ -1,4 +1,4 @@
-"""`portguard check [UNIT]`: the ExecStartPre= guard (the free path is hotpath.py's)."""
+"""`portguard check [UNIT]`: the ExecStartPre= guard (the free path is freepath/check.py's)."""
 
 import argparse
 from typing import Any

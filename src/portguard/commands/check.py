@@ -1,6 +1,6 @@
 """`portguard check`'s core: which unit, its claims, the real effects, and the report.
 
-The free path is hotpath.py's; this is everything else: a busy port, the first run after
+The free path is freepath/check.py's; this is everything else: a busy port, the first run after
 a registry change, an unregistered unit, a broken registry.
 """
 
@@ -13,9 +13,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from portguard import hotpath
 from portguard.commands.trusted import compiled_registry, load_registry
 from portguard.errors import ConfigError, PortguardError, UsageError
+from portguard.freepath.binds import parse_bind_options
+from portguard.freepath.check import own_unit
+from portguard.freepath.trust import REGISTRY_DIR
 from portguard.host import journal, probe
 from portguard.host.cgroups import own_cgroup, unit_of
 from portguard.host.occupants import Occupant
@@ -45,9 +47,8 @@ def which_unit(explicit: str | None) -> str:
         if problem:
             raise UsageError(f"'{explicit}' is not a unit name: {problem}")
         return explicit
-    cgroup = own_cgroup()
-    unit = unit_of(cgroup) if cgroup else None
-    if unit is None or not unit.endswith((".service", ".socket")):
+    unit = own_unit()
+    if unit is None:
         raise UsageError(
             "not running inside a service, so the unit is unknown",
             hint="name it: portguard check UNIT",
@@ -70,7 +71,7 @@ def guarded_for(registry: "Registry", unit: str) -> Guarded | None:
 def binder_of(bind_options: list[str]) -> probe.Binder:
     """Who the probe binds as, from the drop-in's options; UsageError when they are wrong."""
     try:
-        identity, socket_options = hotpath.parse_bind_options(list(bind_options))
+        identity, socket_options = parse_bind_options(list(bind_options))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if identity not in (None, (0, True)) and os.geteuid() != 0:
@@ -146,7 +147,7 @@ def run(
 ) -> int:
     unit = which_unit(unit_arg)
     binder = binder_of(bind_options or [])
-    registry_path = registry or Path(hotpath.REGISTRY_DIR)
+    registry_path = registry or Path(REGISTRY_DIR)
     try:
         return emit(_decide(unit, registry_path, binder, early), as_json=as_json)
     except ConfigError as exc:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from portguard import hotpath
 from portguard.errors import CannotWrite, Exit, Refused, UsageError
+from portguard.freepath.trust import first_unsafe
 from portguard.host.dropins import DROPIN_NAME, GUARD, MARK, dropin_text, guardable_problem
 from portguard.host.unitfiles import UnitFileError, read_settings
 from portguard.policy.mirror import Decline, guard_args
@@ -88,7 +88,7 @@ def guard_path(path: str, *, root: Path | None = None) -> str:
     if not os.access(path, os.X_OK) or not os.path.isfile(path):
         raise UsageError(f"{path} cannot be a unit's ExecStartPre=: not an executable file")
     # The registry's own trust rule: root's alone from / down, links resolved, sticky allowed.
-    unsafe = hotpath.first_unsafe([path])
+    unsafe = first_unsafe([path])
     if unsafe is not None:
         raise UsageError(
             f"{path} cannot be a unit's guard: {unsafe} is not root's alone, and the guard "

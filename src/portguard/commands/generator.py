@@ -25,13 +25,12 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+from portguard.freepath.trust import REGISTRY_DIR, distrust, first_unsafe, registry_files
 from portguard.host.dropins import DROPIN_NAME, Blocking, dropin_text
 from portguard.host.unitfiles import UnitFileError, UnitFiles
-from portguard.hotpath import distrust, first_unsafe, registry_files
 from portguard.policy.mirror import Decline, guard_args
 
 IDENTIFIER = "portguard-generator"
-REGISTRY_DIR = "/etc/portguard"
 # A registry directory (or file) to read instead of REGISTRY_DIR: for tests and image builds.
 REGISTRY_ENV = "PORTGUARD_REGISTRY"
 # The root whose unit files say how each unit starts, instead of /: for tests and images.

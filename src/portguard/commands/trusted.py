@@ -10,8 +10,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from portguard import hotpath
 from portguard.errors import ConfigError
+from portguard.freepath import cache, trust
+from portguard.freepath.binds import BindSpec
+from portguard.freepath.check import cold_root
 from portguard.host import probe
 from portguard.registry import compiled
 
@@ -29,19 +31,19 @@ def load_registry(path: Path) -> "Registry":
     source = RegistrySource.installed(path) if root else RegistrySource(path)
     files = [str(f) for f in source.files]
     watched = [*files, str(path)] + ([os.path.join(root, "registry.d")] if root else [])
-    unsafe = hotpath.first_unsafe(watched)
+    unsafe = trust.first_unsafe(watched)
     if unsafe:
-        raise ConfigError(hotpath.distrust(unsafe))
-    before = hotpath.digest(root) if root else None
+        raise ConfigError(trust.distrust(unsafe))
+    before = trust.digest(root) if root else None
     loaded = load(source)
     errors = [f for f in check_registry(loaded, None) if f.severity == "error"]
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ConfigError(f"registry invalid: {errors[0]}{more}", hint="run 'portguard lint'")
-    if root and before is not None and hotpath.digest(root) == before:
+    if root and before is not None and trust.digest(root) == before:
         # Stored only when the files did not change while we parsed them.
         registry = loaded.registry
-        hotpath.store_cache(root, before[0], compile_units(registry), compiled.plain(registry))
+        cache.store_cache(root, before[0], compile_units(registry), compiled.plain(registry))
     return loaded.registry
 
 
@@ -50,17 +52,17 @@ def compiled_registry(root: Path) -> "Registry | None":
     check, `why` and `audit` then parse no YAML); None when only the YAML can say."""
     if not root.is_dir():
         return None
-    found = hotpath.digest(str(root))
+    found = trust.digest(str(root))
     return (
-        compiled.registry_of(hotpath.load_compiled_registry(str(root), found[0])) if found else None
+        compiled.registry_of(cache.load_compiled_registry(str(root), found[0])) if found else None
     )
 
 
-def compile_units(registry: "Registry") -> dict[str, tuple[hotpath.BindSpec, ...]]:
+def compile_units(registry: "Registry") -> dict[str, tuple[BindSpec, ...]]:
     """Each unit's binds as the hot path runs them (a template's port is its instance)."""
-    units: dict[str, tuple[hotpath.BindSpec, ...]] = {}
+    units: dict[str, tuple[BindSpec, ...]] = {}
     for name, entry in registry.units.items():
-        specs: list[hotpath.BindSpec] = []
+        specs: list[BindSpec] = []
         for listen in entry.listen:
             template = listen.is_template
             claim = listen.claim("1") if template else listen.claim()
@@ -81,9 +83,9 @@ def compile_once(root: str) -> bool:
     import time  # noqa: PLC0415
 
     try:
-        os.makedirs(hotpath.CACHE_DIR, mode=0o755, exist_ok=True)
+        os.makedirs(cache.CACHE_DIR, mode=0o755, exist_ok=True)
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
-        lock = os.open(f"{hotpath.cache_path(root)}.lock", flags, 0o600)
+        lock = os.open(f"{cache.cache_path(root)}.lock", flags, 0o600)
     except OSError:
         return False
     try:
@@ -96,12 +98,12 @@ def compile_once(root: str) -> bool:
                 if time.monotonic() > deadline:
                     return False  # the full check compiles it itself
                 time.sleep(0.005)
-        if hotpath.cold_root(["check", "--registry", root]) is None:
+        if cold_root(["check", "--registry", root]) is None:
             return True  # compiled by the guard this one waited for
         try:
             load_registry(Path(root))  # validates, and stores the compiled form
         except ConfigError:
             return False  # the full check reports it
-        return hotpath.cold_root(["check", "--registry", root]) is None
+        return cold_root(["check", "--registry", root]) is None
     finally:
         os.close(lock)  # and with it the lock

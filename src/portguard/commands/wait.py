@@ -10,10 +10,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from portguard import hotpath
 from portguard.commands.check import guarded_for
 from portguard.commands.trusted import compiled_registry, load_registry
 from portguard.errors import ConfigError, UsageError
+from portguard.freepath.trust import REGISTRY_DIR
 from portguard.host import probe, sockwatch
 from portguard.host.occupants import Occupant
 from portguard.policy.owners import Attribution, Holding
@@ -100,7 +100,7 @@ def _claim(
 def _unit_claims(
     unit: str, reuseaddr: bool | None, registry: Path | None
 ) -> tuple[tuple[Claim, ...], tuple[str, ...]]:
-    root = registry or Path(hotpath.REGISTRY_DIR)
+    root = registry or Path(REGISTRY_DIR)
     if not root.exists():
         raise ConfigError(f"no registry at {root}")
     guarded = guarded_for(compiled_registry(root) or load_registry(root), unit)

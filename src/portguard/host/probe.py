@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
-from portguard.hotpath import BindSpec, Identity, bind_errno, with_socket_options
+from portguard.freepath.binds import BindSpec, Identity, bind_errno, with_socket_options
 from portguard.registry.claims import Claim, Proto, host_text
 
 

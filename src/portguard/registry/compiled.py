@@ -3,7 +3,7 @@
 `check` on a busy port, `why` and `audit` read this instead of parsing and validating the
 YAML again (a 1,000-unit registry: ~100 ms of YAML against a few ms here). It is written only
 from a registry that passed validation, and believed only while the files' hash matches
-(hotpath.digest), so it can never be stale or unvalidated.
+(freepath.trust.digest), so it can never be stale or unvalidated.
 """
 
 import ipaddress

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from portguard.hotpath import registry_files
+from portguard.freepath.trust import REGISTRY_DIR as _REGISTRY_DIR
+from portguard.freepath.trust import registry_files
 from portguard.registry.claims import Claim, ListenParts, make_claim
 from portguard.registry.findings import Finding, Location, Severity
 from portguard.registry.unitname import split_instance
 
-REGISTRY_DIR = Path("/etc/portguard")
+REGISTRY_DIR = Path(_REGISTRY_DIR)
 VERSION = 1
 
 

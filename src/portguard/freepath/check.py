@@ -1,0 +1,132 @@
+"""The free path itself: `check` on a unit whose ports are all free, from the compiled form.
+
+0 when every bind of the unit is free now; None for anything else (a busy port, a cache miss,
+an unregistered unit, unusual flags, unsafe files), and the full `check` decides and reports.
+Its command line is read here, without argparse, and so is the unit a guard runs in (from
+its cgroup): the free path must not pay for argparse or `os`.
+"""
+
+import _socket
+import posix
+
+from portguard.freepath.binds import (
+    BindSpec,
+    Identity,
+    bind_errno,
+    parse_bind_options,
+    with_socket_options,
+)
+from portguard.freepath.cache import load_cache
+from portguard.freepath.trust import REGISTRY_DIR, digest, is_dir
+
+_UNIT_SUFFIXES = (".service", ".socket", ".scope")
+# A unit's compiled binds, and the template instance standing for a None port.
+Entry = tuple[tuple[BindSpec, ...], int | None]
+
+
+def run(argv: list[str]) -> int | None:
+    """0 when every bind of the unit is free now; None to let the full `check` decide."""
+    resolved = _resolve(argv)
+    if resolved is None:
+        return None
+    binds, identity, socket_options = resolved
+    for spec, port in binds:
+        if bind_errno(with_socket_options(spec, socket_options), port, identity):
+            return None
+    return 0
+
+
+def claimed_ports(argv: list[str]) -> list[tuple[str, int]] | None:
+    """("tcp" or "udp", port) of each bind a `check` command line's unit claims, as compiled;
+    None when the free path could not tell (the full `check` finds out)."""
+    resolved = _resolve(argv)
+    if resolved is None:
+        return None
+    return [
+        ("tcp" if spec[1] == _socket.SOCK_STREAM else "udp", port) for spec, port in resolved[0]
+    ]
+
+
+def cold_root(argv: list[str]) -> str | None:
+    """The registry root of a `check` whose compiled form is missing or stale (the first start
+    after a registry change), when this process (root) may write it; else None."""
+    parsed = _check_args(argv)
+    if parsed is None or posix.geteuid() != 0 or not is_dir(parsed[0]):
+        return None
+    found = digest(parsed[0])
+    return parsed[0] if found and load_cache(parsed[0], found[0]) is None else None
+
+
+def lookup(units: dict[str, tuple[BindSpec, ...]], unit: str) -> Entry | None:
+    """The unit's binds and, for a template instance, the instance as a port."""
+    if unit in units:
+        return units[unit], None
+    prefix, dot, suffix = unit.rpartition(".")
+    head, at, instance = prefix.partition("@")
+    if not (dot and at and instance.isdigit()):
+        return None
+    template = units.get(f"{head}@.{suffix}")
+    return None if template is None else (template, int(instance))
+
+
+def _check_args(argv: list[str]) -> tuple[str, str | None, list[str]] | None:
+    """(registry root, unit, the rest) of a `check` command line; None for anything else."""
+    args = list(argv)
+    if not args or args.pop(0) != "check":
+        return None
+    root = REGISTRY_DIR
+    if len(args) >= 2 and args[0] == "--registry":
+        root = args[1]
+        del args[:2]
+    unit = args.pop(0) if args and not args[0].startswith("-") else None
+    return root, unit, args
+
+
+def _resolve(
+    argv: list[str],
+) -> tuple[list[tuple[BindSpec, int]], Identity, frozenset[str] | None] | None:
+    """The unit's compiled binds with their ports, who binds and a socket unit's options."""
+    parsed = _check_args(argv)
+    if parsed is None:
+        return None
+    root, unit, args = parsed
+    try:
+        identity, socket_options = parse_bind_options(args)
+    except ValueError:
+        return None  # the full command says what is wrong
+    if identity not in (None, (0, True)) and posix.geteuid() != 0:
+        return None
+    unit = unit or own_unit()
+    if unit is None or not is_dir(root):
+        return None
+    found = digest(root)
+    units = load_cache(root, found[0]) if found else None
+    entry = lookup(units, unit) if units else None
+    if entry is None:
+        return None
+    specs, instance = entry
+    binds = []
+    for spec in specs:
+        port = spec[3] if spec[3] is not None else instance
+        if port is None or not 0 < port < 65536:
+            return None
+        binds.append((spec, port))
+    return binds, identity, socket_options
+
+
+def own_unit(proc_self_cgroup: str | None = None) -> str | None:
+    """The innermost unit of this process's cgroup v2 path when it is a service or a socket
+    (a guard in `x.service`, or in a cgroup below it such as a delegated unit's `.control`);
+    None elsewhere. PROC_SELF_CGROUP: /proc/self/cgroup's text, read when not given."""
+    if proc_self_cgroup is None:
+        try:
+            with open("/proc/self/cgroup", "rb") as handle:
+                proc_self_cgroup = handle.read().decode()
+        except OSError:
+            return None
+    for line in proc_self_cgroup.splitlines():
+        if line.startswith("0::"):
+            for part in reversed(line[3:].split("/")):
+                if part.endswith(_UNIT_SUFFIXES):
+                    return part if part.endswith((".service", ".socket")) else None
+    return None
