@@ -28,7 +28,7 @@ def beyond_the_free_path(argv: list[str]) -> int:
                 return code
     # A busy port (or `why`): children read the socket table and ask systemd while the rest
     # loads (host/prefetch.py).
-    from portguard.host.prefetch import Early, why_ports  # noqa: PLC0415
+    from portguard.host.prefetch import Early  # noqa: PLC0415
 
     ports = claimed_ports(argv) or why_ports(argv)
     early = Early(ports) if ports else None
@@ -39,6 +39,19 @@ def beyond_the_free_path(argv: list[str]) -> int:
     finally:
         if early is not None:
             early.close()
+
+
+def why_ports(argv: list[str]) -> list[tuple[str, int]] | None:
+    """The ports of a `why PORT[/PROTO] ...` command line, as cli/values.query reads them (a
+    bare port: TCP and UDP); None for anything else, and for --netns (the census runs in
+    there). Read here, before argparse loads, so the census begins while it does."""
+    if len(argv) < 2 or argv[0] != "why" or any(a.startswith("--netns") for a in argv):
+        return None
+    port, slash, proto = argv[1].partition("/")
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        return None
+    protos = [proto.lower()] if slash else ["tcp", "udp"]
+    return [(p, int(port)) for p in protos] if set(protos) <= {"tcp", "udp"} else None
 
 
 if __name__ == "__main__":

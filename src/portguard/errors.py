@@ -37,6 +37,10 @@ class ConfigError(PortguardError):
     exit_code = Exit.CONFIG
 
 
+class NoRegistry(ConfigError):
+    """No registry file at the path a verb reads (`why` goes on without one)."""
+
+
 class Unavailable(PortguardError):
     """What the command cannot do without (the kernel's socket table, a sysctl) is unreadable."""
 

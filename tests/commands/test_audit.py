@@ -590,7 +590,7 @@ def test_a_reader_sees_the_old_file_or_the_new_one_never_a_part(textfile_dir: Pa
     # Large enough that a write in place would be seen half done.
     versions = ["".join(f"metric_{letter}{{n=\"{i}\"}} {i}\n" for i in range(20_000))
                 for letter in "ab"]  # fmt: skip
-    portguard.commands.audit.write_atomically(target, versions[0])
+    portguard.commands.audit.write_metrics(target, versions[0])
     seen: set[str] = set()
     stop = threading.Event()
 
@@ -602,7 +602,7 @@ def test_a_reader_sees_the_old_file_or_the_new_one_never_a_part(textfile_dir: Pa
     reader.start()
     try:
         for i in range(40):
-            portguard.commands.audit.write_atomically(target, versions[i % 2])
+            portguard.commands.audit.write_metrics(target, versions[i % 2])
     finally:
         stop.set()
         reader.join()

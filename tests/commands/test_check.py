@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 import portguard.commands.check
-from portguard.commands.check import LOST, compiled_registry, guarded_for, load_registry
+from portguard.commands import trusted
+from portguard.commands.check import LOST, guarded_for
+from portguard.commands.trusted import compiled_registry, load_registry
 from portguard.freepath import cache
 from portguard.policy.report import Report, Verdict
 from portguard.registry.compiled import registry_of
@@ -69,7 +71,7 @@ def test_the_compiled_registry_is_the_yaml_s_registry(
     def no_yaml(path: Path) -> None:
         raise AssertionError("the YAML was read")
 
-    monkeypatch.setattr(portguard.commands.check, "load_registry", no_yaml)
+    monkeypatch.setattr(trusted, "load_registry", no_yaml)
     compiled = compiled_registry(root)
     assert compiled is not None
     for unit, guarded in expected.items():
@@ -105,7 +107,7 @@ if os.geteuid() != 0:
     posix.geteuid = os.geteuid = lambda: 0
 journal.send = lambda fields: None  # never the host's journal
 if sys.argv[1] == "compile":  # as the first check after a registry change leaves it
-    from portguard.commands.check import load_registry
+    from portguard.commands.trusted import load_registry
     load_registry(Path(sys.argv[2]))
     sys.exit(0)
 from portguard.cli import main

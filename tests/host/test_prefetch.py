@@ -65,24 +65,3 @@ def test_children_never_asked_are_ended() -> None:
         assert pid is not None
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-
-
-@pytest.mark.parametrize(
-    ("argv", "ports"),
-    [
-        (["why", "8080"], [("tcp", 8080), ("udp", 8080)]),
-        (["why", "53/udp", "--json"], [("udp", 53)]),
-        (["why", "53/UDP"], [("udp", 53)]),
-        (["why", "8080/tcp", "--netns", "x"], None),  # the census runs in there, later
-        (["why", "8080/sctp"], None),
-        (["why", "0"], None),
-        (["why", "65536"], None),
-        (["why", "٣"], None),
-        (["why"], None),
-        (["check", "8080"], None),
-    ],
-)
-def test_why_ports_read_as_the_query_does(
-    argv: list[str], ports: list[tuple[str, int]] | None
-) -> None:
-    assert prefetch.why_ports(argv) == ports

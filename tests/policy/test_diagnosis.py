@@ -3,12 +3,12 @@ and how it reads (whytext.py)."""
 
 import ipaddress
 import json
-import re
 
 import pytest
 
+from portguard.cli.values import query as parse_query
 from portguard.commands.whytext import as_data, headline, render
-from portguard.errors import Exit, UsageError
+from portguard.errors import Exit
 from portguard.host.occupants import Occupant
 from portguard.host.processes import Process
 from portguard.host.sessions import Session
@@ -56,42 +56,6 @@ def registered(reg: Registry, query: Query) -> list[Assignment]:
 # --- the query ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("text", "address", "protos", "shown"),
-    [
-        ("8080", None, (Proto.TCP, Proto.UDP), "8080"),
-        ("8080/tcp", None, (Proto.TCP,), "8080/tcp"),
-        ("53/UDP", None, (Proto.UDP,), "53/udp"),
-        ("8080/tcp", "127.0.0.1", (Proto.TCP,), "127.0.0.1:8080/tcp"),
-        ("8080/tcp", "[::1]", (Proto.TCP,), "[::1]:8080/tcp"),
-    ],
-)
-def test_query_parses_port_proto_and_address(
-    text: str, address: str | None, protos: tuple[Proto, ...], shown: str
-) -> None:
-    query = Query.parse(text, address)
-    assert query.protos == protos
-    assert str(query) == shown
-    assert [c.proto for c in query.claims()] == list(protos)
-
-
-@pytest.mark.parametrize(
-    ("text", "address", "message"),
-    [
-        ("0", None, "a port from 1 to 65535"),
-        ("65536/tcp", None, "a port from 1 to 65535"),
-        ("http", None, "a port from 1 to 65535"),
-        ("٣/tcp", None, "a port from 1 to 65535"),  # a digit, but not an ASCII one
-        ("80/sctp", None, "the protocol is tcp or udp"),
-        ("80", "localhost", "is not an IPv4 or IPv6 address"),
-    ],
-)
-def test_query_refuses_what_is_not_a_port(text: str, address: str | None, message: str) -> None:
-    with pytest.raises(UsageError, match=re.escape(message)) as caught:
-        Query.parse(text, address)
-    assert caught.value.exit_code is Exit.USAGE
-
-
 # --- grouping, order and fixes ----------------------------------------------------------------
 
 
@@ -107,7 +71,7 @@ def test_group_puts_sockets_under_their_owner_and_counts_time_wait_apart() -> No
 
 
 def test_foreign_listener_comes_first_and_gets_the_registered_units_fix(reg: Registry) -> None:
-    query = Query.parse("8080/tcp")
+    query = parse_query("8080/tcp")
     assignments = registered(reg, query)
     own = Occupancy(API, (sock("LISTEN", "127.0.0.1"),), registered=True)
     foreign = Occupancy(WEB, (sock(),))
@@ -119,7 +83,7 @@ def test_foreign_listener_comes_first_and_gets_the_registered_units_fix(reg: Reg
 
 
 def test_registered_owner_needs_no_fix(reg: Registry) -> None:
-    query = Query.parse("8080/tcp")
+    query = parse_query("8080/tcp")
     assignments = registered(reg, query)
     socket_unit = Owner(OwnerKind.SOCKET, "api.socket", 1, "systemd", activates=("api.service",))
     assert is_registered(socket_unit, assignments)  # via counts as the registered owner
@@ -134,7 +98,7 @@ def test_registered_owner_needs_no_fix(reg: Registry) -> None:
 
 def test_unregistered_socket_unit_is_stopped_with_its_service() -> None:
     owner = Owner(OwnerKind.SOCKET, "legacy.socket", 1, "systemd", activates=("legacy.service",))
-    diagnosis = diagnose(Query.parse("8081"), [Occupancy(owner, (sock(port=8081),))], None, [])
+    diagnosis = diagnose(parse_query("8081"), [Occupancy(owner, (sock(port=8081),))], None, [])
     [fix] = diagnosis.fixes
     assert fix.startswith("'systemctl stop legacy.socket legacy.service' and 'systemctl disable "
                           "legacy.socket' if nothing should listen on 8081/tcp")  # fmt: skip
@@ -143,14 +107,14 @@ def test_unregistered_socket_unit_is_stopped_with_its_service() -> None:
 @pytest.mark.parametrize("kind", [OwnerKind.SERVICE, OwnerKind.SOCKET])
 def test_a_transient_owner_is_stopped_never_disabled(kind: OwnerKind) -> None:
     owner = Owner(kind, f"run-r1.{kind.value}", 7, "python3", transient=True)
-    diagnosis = diagnose(Query.parse("8081"), [Occupancy(owner, (sock(port=8081),))], None, [])
+    diagnosis = diagnose(parse_query("8081"), [Occupancy(owner, (sock(port=8081),))], None, [])
     [fix] = diagnosis.fixes
     assert fix.startswith(f"'systemctl stop run-r1.{kind.value}")
     assert "disable" not in fix.replace("nothing to disable", "")
 
 
 def test_time_wait_alone_says_how_long_to_wait() -> None:
-    diagnosis = diagnose(Query.parse("8080/tcp"), [], TimeWait(2, 30_500), [])
+    diagnosis = diagnose(parse_query("8080/tcp"), [], TimeWait(2, 30_500), [])
     [fix] = diagnosis.fixes
     assert fix.startswith("wait 31 s, until the last TIME-WAIT ends; or let the service set "
                           "SO_REUSEADDR")  # fmt: skip
@@ -161,7 +125,7 @@ def test_time_wait_alone_says_how_long_to_wait() -> None:
 
 
 def test_free_port_is_not_occupied_and_points_at_other_namespaces() -> None:
-    diagnosis = diagnose(Query.parse("8080/tcp"), [], None, [])
+    diagnosis = diagnose(parse_query("8080/tcp"), [], None, [])
     assert diagnosis.exit_code is Exit.OK
     assert diagnosis.fixes == ()
     text = render(diagnosis)
@@ -173,7 +137,7 @@ def test_free_port_is_not_occupied_and_points_at_other_namespaces() -> None:
                          ids=lambda o: f"{o.kind}-{o.unit}")  # fmt: skip
 @pytest.mark.parametrize("with_registry", [True, False])
 def test_no_fix_advises_a_signal(owner: Owner, with_registry: bool, reg: Registry) -> None:
-    query = Query.parse("8080/tcp")
+    query = parse_query("8080/tcp")
     assignments = registered(reg, query) if with_registry else []
     diagnosis = diagnose(query, [Occupancy(owner, (sock(),))], TimeWait(1, 5000), assignments)
     assert diagnosis.fixes
@@ -186,7 +150,7 @@ def test_no_fix_advises_a_signal(owner: Owner, with_registry: bool, reg: Registr
 
 
 def test_text_shows_the_chain_aligned_and_most_important_first(reg: Registry) -> None:
-    query = Query.parse("8080")
+    query = parse_query("8080")
     process = Process(812, "python3", ("/usr/bin/python3", "-m", "http.server", "8080"), 0, 1,
                       started=None)  # fmt: skip
     parent = Process(1, "systemd", ("/sbin/init",), 0, 0, None)
@@ -220,7 +184,7 @@ def test_session_and_container_rows() -> None:
                     3000, None)  # fmt: skip
     container = Owner(OwnerKind.CONTAINER, "docker.service", 4000, "docker-proxy",
                       container="3f2a9c0b1d2e" + "0" * 52, container_name="web")  # fmt: skip
-    text = render(diagnose(Query.parse("8080/tcp"), [
+    text = render(diagnose(parse_query("8080/tcp"), [
         Occupancy(session_owner, (sock(),), session=session),
         Occupancy(container, (sock("LISTEN", "::"),), process=proxy,
                   forwards_to="172.17.0.2:80"),
@@ -231,7 +195,7 @@ def test_session_and_container_rows() -> None:
 
 
 def test_json_carries_the_same_facts(reg: Registry) -> None:
-    query = Query.parse("8080/tcp")
+    query = parse_query("8080/tcp")
     process = Process(812, "python3", ("python3",), 0, 1, 1_700_000_000.5)
     diagnosis = diagnose(query, [Occupancy(WEB, (sock(),), process=process)],
                          TimeWait(1, 900), registered(reg, query), gaps=["bus silent"])  # fmt: skip
@@ -280,7 +244,7 @@ def container_in_its_namespace(index: int) -> Elsewhere:
 
 def test_free_here_but_bound_elsewhere_says_where_and_stays_free() -> None:
     nsl = Elsewhere("netns x", WEB, (sock(),))
-    diagnosis = diagnose(Query.parse("8080/tcp", None), [], None, [],
+    diagnosis = diagnose(parse_query("8080/tcp", None), [], None, [],
                          elsewhere=[nsl, container_in_its_namespace(1)])  # fmt: skip
 
     assert diagnosis.exit_code is Exit.OK

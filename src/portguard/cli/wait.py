@@ -52,8 +52,18 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
 
 
 def run(args: argparse.Namespace) -> int:
+    from portguard.cli.values import timespan_ms, wait_claims  # noqa: PLC0415
     from portguard.commands.wait import run as wait  # noqa: PLC0415
+    from portguard.errors import UsageError  # noqa: PLC0415
 
-    return wait(args.ports, unit=args.unit, address=args.address, timeout=args.timeout,
-                reuseaddr=args.reuseaddr, listening=args.listening, registry=args.registry,
-                as_json=args.json)  # fmt: skip
+    timeout_ms = timespan_ms("--timeout", args.timeout)
+    if args.unit is not None and (args.ports or args.address):
+        raise UsageError("--unit waits for the unit's registered ports: give no PORT or "
+                         "--address with it")  # fmt: skip
+    claims = (
+        wait_claims(args.ports, args.address, reuseaddr=args.reuseaddr is not False)
+        if args.unit is None
+        else ()
+    )
+    return wait(claims, unit=args.unit, timeout_ms=timeout_ms, reuseaddr=args.reuseaddr,
+                listening=args.listening, registry=args.registry, as_json=args.json)  # fmt: skip

@@ -5,12 +5,9 @@ new here is the judgement per claim, which is pure (`classify`), and the three r
 Every outside effect enters through `Sources`, so the judgement is testable without a kernel.
 """
 
-import contextlib
 import errno
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -18,7 +15,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from portguard.errors import CannotWrite, ConfigError, Exit, Unavailable
+from portguard.errors import CannotWrite, Exit, Unavailable
+from portguard.host.files import write_atomically
 from portguard.host.occupants import Occupant
 from portguard.host.units import FactsUnavailable, UnitFacts
 from portguard.policy.owners import CENSUS_FAILED, Attribution, Holding, Owner
@@ -367,11 +365,9 @@ def owner_data(owner: Owner) -> dict[str, Any]:
 
 def load(path: Path) -> Registry:
     """The registry, validated and trusted as `check` requires, or a ConfigError (78)."""
-    if not path.exists():
-        raise ConfigError(f"no registry at {path}")
-    from portguard.commands.trusted import compiled_registry, load_registry  # noqa: PLC0415
+    from portguard.commands.trusted import registry_at  # noqa: PLC0415
 
-    return compiled_registry(path) or load_registry(path)
+    return registry_at(path)
 
 
 def render(audit: Audit, output: str) -> str:
@@ -384,50 +380,17 @@ def render(audit: Audit, output: str) -> str:
     return render_text(audit)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Put TEXT at PATH so that a reader sees the old file or the new one, never a part.
-
-    node_exporter's textfile collector may read at any moment: the text goes to a temporary
-    file in PATH's own directory (a rename is atomic only within one filesystem), is synced,
-    and then renamed over PATH. The temporary name does not end in `.prom`, so the collector
-    never reads it. The mode is 0644 whatever the umask: the collector runs as another user.
-    """
-    directory = path.parent
+def write_metrics(path: Path, text: str) -> None:
+    """TEXT at PATH, whole or not at all (node_exporter may read it at any moment); CannotWrite
+    (73) when it cannot be."""
     try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        write_atomically(path, text)
     except OSError as exc:
-        if exc.errno == errno.ENOENT:
+        if exc.errno == errno.ENOENT and not path.parent.is_dir():
             raise CannotWrite(
-                f"cannot write {path}: directory {directory} does not exist"
+                f"cannot write {path}: directory {path.parent} does not exist"
             ) from None
         raise CannotWrite(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), 0o644)
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        if isinstance(exc, OSError):
-            raise CannotWrite(f"cannot write {path}: {exc.strerror}") from None
-        raise
-    _sync_directory(directory)
-
-
-def _sync_directory(directory: Path) -> None:
-    """Make the rename itself durable; a filesystem that cannot sync a directory is no error."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def run(
@@ -453,5 +416,5 @@ def run(
     if destination is None:
         sys.stdout.write(text)
     else:
-        write_atomically(destination, text)
+        write_metrics(destination, text)
     return int(audit.exit_code)

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from portguard.commands.trusted import compiled_registry, load_registry
+from portguard.commands.trusted import registry_at
 from portguard.errors import ConfigError, PortguardError, UsageError
 from portguard.freepath.binds import parse_bind_options
 from portguard.freepath.check import own_unit
@@ -169,9 +169,7 @@ def run(
 def _decide(
     unit: str, registry_path: Path, binder: probe.Binder, early: "Early | None" = None
 ) -> Report:
-    if not registry_path.exists():
-        raise ConfigError(f"no registry at {registry_path}")
-    registry = compiled_registry(registry_path) or load_registry(registry_path)
+    registry = registry_at(registry_path)
     guarded = guarded_for(registry, unit)
     if guarded is None:
         return Report(

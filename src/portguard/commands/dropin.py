@@ -12,7 +12,6 @@ import errno
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -21,6 +20,7 @@ from pathlib import Path
 from portguard.errors import CannotWrite, Exit, Refused, UsageError
 from portguard.freepath.trust import first_unsafe
 from portguard.host.dropins import DROPIN_NAME, GUARD, MARK, dropin_text, guardable_problem
+from portguard.host.files import sync_directory, write_atomically
 from portguard.host.unitfiles import UnitFileError, read_settings
 from portguard.policy.mirror import Decline, guard_args
 
@@ -120,7 +120,7 @@ def add_dropin(unit: str, *, root: Path, guard: str = GUARD, args: tuple[str, ..
         where = exc.filename or path.parent
         raise CannotWrite(f"{where}: cannot create the directory: {exc.strerror}") from None
     try:
-        _write_atomically(path, text)
+        write_atomically(path, text)
     except OSError as exc:
         raise CannotWrite(f"{path}: cannot write: {exc.strerror or exc}") from None
     return Change(unit, path, Outcome.WRITTEN)
@@ -134,7 +134,7 @@ def remove_dropin(unit: str, *, root: Path) -> Change:
         return Change(unit, path, Outcome.ABSENT)
     try:
         path.unlink()
-        _fsync_dir(path.parent)
+        sync_directory(path.parent)
     except FileNotFoundError:
         return Change(unit, path, Outcome.ABSENT)
     except OSError as exc:
@@ -259,29 +259,3 @@ def _make_dirs(directory: Path, *, stop: Path) -> None:
         except FileExistsError:
             continue  # made meanwhile; `is_dir` above decides nothing more
         os.chmod(path, 0o755)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    # The temporary name does not end in `.conf`, so systemd ignores it even if a crash
-    # leaves it behind.
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fchmod(out.fileno(), 0o644)
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from portguard.errors import CannotWrite, ConfigError, Denied, Exit, Unavailable
+from portguard.errors import CannotWrite, Denied, Exit, Unavailable
 from portguard.host.sysctl import PROC_SYS, RESERVED_PORTS, read_sysctl
 from portguard.registry.entries import REGISTRY_DIR, Registry
 from portguard.registry.localports import PortSet
@@ -102,12 +102,9 @@ def write_reserved(path: Path, ports: PortSet) -> None:
 
 def run(registry: Path | None, *, apply: bool, proc_sys: Path | None = None) -> int:
     """Print the merged list on stdout, what it adds on stderr; with APPLY, write it."""
-    from portguard.commands.trusted import load_registry  # noqa: PLC0415 - YAML only when needed
+    from portguard.commands.trusted import registry_at  # noqa: PLC0415 - YAML only when needed
 
-    path = registry or REGISTRY_DIR
-    if not path.exists():
-        raise ConfigError(f"no registry at {path}")
-    loaded = load_registry(path)
+    loaded = registry_at(registry or REGISTRY_DIR)
     sysctl = (proc_sys or PROC_SYS) / RESERVED_PORTS
     reservation = plan(loaded, read_reserved(sysctl))
     merged, added = reservation.merged, reservation.added

@@ -1,24 +1,31 @@
 """The registry as commands trust it: validated, owned by root, never stale.
 
-`load_registry` reads the YAML, validates it as `lint` does and refreshes the compiled form
-in /run/portguard; `compiled_registry` gives the same Registry from that compiled form while
-the files' hash matches, so `check` on a busy port, `why` and `audit` skip the YAML. Kept
-apart from check.py so those verbs import no more than they use.
+`registry_at` is how every verb reads it: the compiled form in /run/portguard while the
+files' hash matches (`compiled_registry`: `check` on a busy port, `why`, `audit` and `wait`
+then parse no YAML), else the YAML, validated as `lint` does, which refreshes the compiled
+form (`load_registry`). Kept apart from check.py so those verbs import no more than they use.
 """
 
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from portguard.errors import ConfigError
+from portguard.errors import ConfigError, NoRegistry
 from portguard.freepath import cache, trust
 from portguard.freepath.binds import BindSpec
-from portguard.freepath.check import cold_root
 from portguard.host import probe
 from portguard.registry import compiled
 
 if TYPE_CHECKING:
     from portguard.registry.entries import Registry
+
+
+def registry_at(path: Path) -> "Registry":
+    """The registry at PATH (a directory or one file) as every verb trusts it; NoRegistry when
+    there is none, ConfigError when it is invalid or unsafe."""
+    if not path.exists():
+        raise NoRegistry(f"no registry at {path}")
+    return compiled_registry(path) or load_registry(path)
 
 
 def load_registry(path: Path) -> "Registry":
@@ -98,12 +105,18 @@ def compile_once(root: str) -> bool:
                 if time.monotonic() > deadline:
                     return False  # the full check compiles it itself
                 time.sleep(0.005)
-        if cold_root(["check", "--registry", root]) is None:
+        if _compiled(root):
             return True  # compiled by the guard this one waited for
         try:
             load_registry(Path(root))  # validates, and stores the compiled form
         except ConfigError:
             return False  # the full check reports it
-        return cold_root(["check", "--registry", root]) is None
+        return _compiled(root)
     finally:
         os.close(lock)  # and with it the lock
+
+
+def _compiled(root: str) -> bool:
+    """Whether ROOT's compiled form matches its files now."""
+    found = trust.digest(root)
+    return found is not None and cache.load_cache(root, found[0]) is not None

@@ -1,7 +1,6 @@
 """`portguard wait`'s core: the ports (given, or a unit's registered claims), the real
 effects, and the one line or JSON object a deploy script reads."""
 
-import ipaddress
 import json
 import sys
 import time
@@ -11,31 +10,31 @@ from dataclasses import replace
 from pathlib import Path
 
 from portguard.commands.check import guarded_for
-from portguard.commands.trusted import compiled_registry, load_registry
-from portguard.errors import ConfigError, UsageError
+from portguard.commands.trusted import registry_at
+from portguard.errors import UsageError
 from portguard.freepath.trust import REGISTRY_DIR
 from portguard.host import probe, sockwatch
 from portguard.host.occupants import Occupant
 from portguard.policy.owners import Attribution, Holding
 from portguard.policy.report import describe_owner
 from portguard.policy.waiting import Effects, Waited, Wake, until_free, until_listening
-from portguard.registry.claims import Claim, ClaimSyntaxError, Proto, make_claim, parse_listen
-from portguard.registry.timespan import TimespanError, parse_timespan_ms
+from portguard.registry.claims import Claim, Proto
 
 
 def run(
-    ports: Sequence[str],
+    claims: Sequence[Claim],
     *,
     unit: str | None,
-    address: str | None,
-    timeout: str,
+    timeout_ms: int,
     reuseaddr: bool | None,
     listening: bool,
     registry: Path | None,
     as_json: bool,
 ) -> int:
-    timeout_ms = _timeout_ms(timeout)
-    claims, units = _claims(ports, unit, address, reuseaddr, registry)
+    """Wait for CLAIMS, or with UNIT for its registered claims (CLAIMS then empty)."""
+    units: tuple[str, ...] = ()
+    if unit is not None:
+        claims, units = _unit_claims(unit, reuseaddr, registry)
     with sockwatch.DestroyWatch({c.proto for c in claims}) as watch:
         effects = real_effects(watch)
         if listening:
@@ -45,65 +44,11 @@ def run(
     return report(waited, claims, listening=listening, as_json=as_json)
 
 
-def _timeout_ms(text: str) -> int:
-    try:
-        return parse_timespan_ms(text)
-    except TimespanError as exc:
-        raise UsageError(f"--timeout: {exc}") from None
-
-
-def _claims(
-    ports: Sequence[str],
-    unit: str | None,
-    address: str | None,
-    reuseaddr: bool | None,
-    registry: Path | None,
-) -> tuple[tuple[Claim, ...], tuple[str, ...]]:
-    """The claims to wait for, and the units whose listening is healthy (--unit and its via)."""
-    if unit is not None:
-        if ports or address:
-            raise UsageError("--unit waits for the unit's registered ports: give no PORT or "
-                             "--address with it")  # fmt: skip
-        return _unit_claims(unit, reuseaddr, registry)
-    if not ports:
-        raise UsageError("give at least one PORT[/PROTO], or --unit NAME")
-    where = _address(address)
-    return tuple(_claim(text, where, reuseaddr is not False) for text in ports), ()
-
-
-def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    if text is None:
-        return None
-    try:
-        return ipaddress.ip_address(text.strip("[]"))
-    except ValueError:
-        raise UsageError(f"--address '{text}' is not an IPv4 or IPv6 address") from None
-
-
-def _claim(
-    text: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address | None, reuseaddr: bool
-) -> Claim:
-    try:
-        parts = parse_listen(text)
-    except ClaimSyntaxError as exc:
-        raise UsageError(
-            f"'{text}': {exc.message} (expected PORT[/PROTO], e.g. 8080/tcp)"
-        ) from None
-    if parts.address is not None:
-        raise UsageError(f"'{text}': give the address with --address, the port alone here")
-    if parts.first is None:
-        raise UsageError(f"'{text}': %i is a template's port; give a number")
-    return make_claim(replace(parts, address=address), v6only=False, reuseaddr=reuseaddr,
-                      reuseport=False, instance=None)  # fmt: skip
-
-
 def _unit_claims(
     unit: str, reuseaddr: bool | None, registry: Path | None
 ) -> tuple[tuple[Claim, ...], tuple[str, ...]]:
     root = registry or Path(REGISTRY_DIR)
-    if not root.exists():
-        raise ConfigError(f"no registry at {root}")
-    guarded = guarded_for(compiled_registry(root) or load_registry(root), unit)
+    guarded = guarded_for(registry_at(root), unit)
     if guarded is None:
         raise UsageError(f"{unit} has no claims in the registry at {root}")
     claims = guarded.claims

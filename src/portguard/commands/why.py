@@ -14,9 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from portguard.commands.trusted import compiled_registry, load_registry
+from portguard.commands.trusted import registry_at
 from portguard.commands.whytext import as_data, render
-from portguard.errors import ConfigError, Unavailable
+from portguard.errors import ConfigError, NoRegistry, Unavailable
 from portguard.host import docker, netns, processes, sessions
 from portguard.host.occupants import Occupant
 from portguard.host.units import FactsChild, UnitFacts
@@ -45,11 +45,10 @@ _ELSEWHERE_SECONDS = 1.5
 
 
 def run(
-    port: str, *, address: str | None, netns_target: str | None, registry: Path | None,
-    as_json: bool, early: "Early | None" = None,
+    query: Query, *, netns_target: str | None, registry: Path | None, as_json: bool,
+    early: "Early | None" = None,
 ) -> int:  # fmt: skip
     """EARLY: the census a child began before this was loaded (host/prefetch.py)."""
-    query = Query.parse(port, address)
     if netns_target:
         netns.enter(netns_target)
     diagnosis = investigate(query, registry or REGISTRY_DIR, netns=netns_target, early=early)
@@ -145,10 +144,10 @@ def _label(namespace: netns.Namespace) -> str:
 
 def _registered(query: Query, path: Path) -> tuple[list[Assignment], str | None]:
     """Who the registry gives the port to; a broken registry must not stop the diagnosis."""
-    if not path.exists():
-        return [], f"no registry at {path}"
     try:
-        registry = compiled_registry(path) or load_registry(path)
+        registry = registry_at(path)
+    except NoRegistry as exc:
+        return [], exc.message
     except ConfigError as exc:
         return [], f"the registry could not be used: {exc.message}"
     found = [a for claim in query.claims() for a in assigned(registry, claim)]

@@ -26,18 +26,6 @@ if TYPE_CHECKING:
 Port = tuple[str, int]  # ("tcp" or "udp", port)
 
 
-def why_ports(argv: list[str]) -> list[Port] | None:
-    """The ports of a `why PORT[/PROTO] ...` command line, as its query reads them (a bare
-    port: TCP and UDP); None for anything else, and for --netns (the census runs in there)."""
-    if len(argv) < 2 or argv[0] != "why" or any(a.startswith("--netns") for a in argv):
-        return None
-    port, slash, proto = argv[1].partition("/")
-    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
-        return None
-    protos = [proto.lower()] if slash else ["tcp", "udp"]
-    return [(p, int(port)) for p in protos] if set(protos) <= {"tcp", "udp"} else None
-
-
 class Early:
     """A census of PORTS under way in a child (`census` takes its answer once), and FACTS, a
     child connecting to systemd; `close` ends both in any case."""

@@ -4,11 +4,10 @@ The facts come in gathered (why.py does the census, attribution and /proc reads)
 module orders them most important first and picks the fix. It never suggests a signal.
 """
 
-import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from portguard.errors import Exit, UsageError
+from portguard.errors import Exit
 from portguard.host.occupants import Occupant
 from portguard.host.processes import Process
 from portguard.host.sessions import Session
@@ -24,22 +23,12 @@ _LISTENING = ("LISTEN", "UNCONN")
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """What the operator asked about: `8080`, `8080/tcp`, `53/udp --address 127.0.0.1`."""
+    """What the operator asked about: `8080`, `8080/tcp`, `53/udp --address 127.0.0.1` (read
+    by cli/values.py)."""
 
     port: int
     protos: tuple[Proto, ...]
     address: IPAddress | None = None
-
-    @classmethod
-    def parse(cls, text: str, address: str | None = None) -> "Query":
-        port_text, slash, proto_text = text.partition("/")
-        try:
-            protos = (Proto(proto_text.lower()),) if slash else (Proto.TCP, Proto.UDP)
-        except ValueError:
-            raise UsageError(f"'{text}': the protocol is tcp or udp") from None
-        if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise UsageError(f"'{text}': expected PORT[/PROTO], a port from 1 to 65535")
-        return cls(int(port_text), protos, _address(address) if address is not None else None)
 
     def claims(self) -> list[Claim]:
         return [Claim(proto, self.port, self.port, self.address) for proto in self.protos]
@@ -50,13 +39,6 @@ class Query:
             host = f"[{self.address}]" if self.address.version == 6 else str(self.address)
             port = f"{host}:{port}"
         return f"{port}/{self.protos[0]}" if len(self.protos) == 1 else port
-
-
-def _address(text: str) -> IPAddress:
-    try:
-        return ipaddress.ip_address(text.strip("[]"))
-    except ValueError:
-        raise UsageError(f"--address '{text}' is not an IPv4 or IPv6 address") from None
 
 
 @dataclass(frozen=True, slots=True)
