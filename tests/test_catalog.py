@@ -155,7 +155,7 @@ def _check_run_fields(
     if load is None:
         registry = tmp_path / "missing"
     else:
-        monkeypatch.setattr(check, "load_registry", load)
+        monkeypatch.setattr(check, "registry_at", load)
     check.run(UNIT, registry, as_json=False, debug=False)
     assert len(sent) == 1, sent
     return sent[0]

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from portguard.commands import check as check_command
+from portguard.commands.trusted import load_registry
 from portguard.errors import ConfigError
 from portguard.host import probe, sockets
 from portguard.host.processes import wait_for_exit
@@ -185,7 +186,7 @@ def no_bus(names: list[str], timeout: float) -> dict[str, Any]:
 
 def in_process_check(registry: Path, claim: dict[str, Any]) -> dict[str, Any]:
     try:
-        loaded = check_command.load_registry(registry)
+        loaded = load_registry(registry)
     except ConfigError as exc:
         return {"exit": 78, "summary": exc.message, "named": False}
     guarded = check_command.guarded_for(loaded, UNIT)
