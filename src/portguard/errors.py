@@ -1,4 +1,9 @@
-"""Exit codes (sysexits.h) and the exceptions a user can cause."""
+"""Exit codes (sysexits.h) and the exceptions a user can cause.
+
+Every exception a caller may see is a PortguardError: shown as one line with its exit code,
+never a traceback. A module's own control flow (the fast reader declining, lint giving up on
+a tangled registry) stays a private class of that module.
+"""
 
 from enum import IntEnum
 
@@ -39,6 +44,11 @@ class ConfigError(PortguardError):
 
 class NoRegistry(ConfigError):
     """No registry file at the path a verb reads (`why` goes on without one)."""
+
+
+class InvalidValue(ConfigError):
+    """A value that is not what it must be (a claim, a time span); its reader knows where it
+    stood and says so: a registry's file:line:col (78), or the option given (64)."""
 
 
 class Unavailable(PortguardError):

@@ -493,6 +493,7 @@ FAST_PATH_MODULES = {
     "portguard.freepath.trust",
     "portguard.commands",
     "portguard.commands.generator",
+    "portguard.errors",
     "portguard.host",
     "portguard.host.dropins",
     "portguard.host.unitfiles",

@@ -25,6 +25,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+from portguard.errors import ConfigError
 from portguard.freepath.trust import REGISTRY_DIR, distrust, first_unsafe, registry_files
 from portguard.host.dropins import DROPIN_NAME, Blocking, dropin_text
 from portguard.host.unitfiles import UnitFileError, UnitFiles
@@ -49,7 +50,7 @@ USAGE = "usage: portguard-generator NORMAL-DIR [EARLY-DIR LATE-DIR] (see systemd
 Unit = tuple[str, str, str]
 
 
-class RegistryProblem(Exception):
+class RegistryProblem(ConfigError):
     """The registry cannot be used: generate nothing and say why, and the fix, in one line."""
 
 

@@ -15,6 +15,8 @@ setting) is the caller's to apply.
 
 import os
 
+from portguard.errors import Refused
+
 # systemd-analyze unit-paths, system scope, highest precedence first (Debian 12 adds
 # /lib/systemd/system before /usr/lib; a merged /usr makes them one directory).
 SEARCH_PATH = (
@@ -46,7 +48,7 @@ _READ_LIMIT = 1 << 20
 Settings = dict[tuple[str, str], list[str]]
 
 
-class UnitFileError(Exception):
+class UnitFileError(Refused):
     """The unit's configuration cannot be read from disk; the message says why."""
 
 

@@ -15,17 +15,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from portguard.errors import Unavailable
+
 PRIVATE_BUS = "/run/systemd/private"
 _DEST = b"org.freedesktop.systemd1"
 _MANAGER_PATH = b"/org/freedesktop/systemd1"
 _IFACE = "org.freedesktop.systemd1."
 
 
-class FactsUnavailable(Exception):
+class FactsUnavailable(Unavailable):
     """systemd could not be asked; the message says why, for the report."""
 
 
-class ReloadFailed(Exception):
+class ReloadFailed(Unavailable):
     """systemd did not confirm a reload; the message says why."""
 
 

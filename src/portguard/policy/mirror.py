@@ -22,6 +22,7 @@ namespace, a value it does not know -- declines with the reason, and the unit is
 unguarded rather than guarded wrongly. Pure and stdlib only: the generator imports it.
 """
 
+from portguard.errors import Refused
 from portguard.host.unitfiles import Settings
 
 CAP = "CAP_NET_BIND_SERVICE"
@@ -32,7 +33,7 @@ _PREFIXES = "-@:+!|"
 _BIND_IPV6_ONLY = ("default", "both", "ipv6-only")
 
 
-class Decline(Exception):
+class Decline(Refused):
     """The guard cannot mirror this unit's bind; the message says why."""
 
 

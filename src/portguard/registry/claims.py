@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, TypeAlias
 
+from portguard.errors import InvalidValue
+
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 TEMPLATE_PORT = "%i"
@@ -55,12 +57,11 @@ def host_text(address: IPAddress) -> str:
     return f"[::ffff:{mapped}]" if mapped is not None else f"[{address}]"
 
 
-class ClaimSyntaxError(ValueError):
+class ClaimSyntaxError(InvalidValue):
     """A listen string that is not a claim; `offset` is where in the string it goes wrong."""
 
     def __init__(self, message: str, offset: int = 0) -> None:
         super().__init__(message)
-        self.message = message
         self.offset = offset
 
 

@@ -2,6 +2,8 @@
 
 import re
 
+from portguard.errors import InvalidValue
+
 _USEC = {
     "usec": 1,
     "us": 1,
@@ -35,8 +37,8 @@ _COMPONENT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-zμµ]*)", re.ASCII)
 _USEC_MAX = 2**64 - 1
 
 
-class TimespanError(ValueError):
-    pass
+class TimespanError(InvalidValue):
+    """Not a finite systemd time span; the message says what was expected."""
 
 
 def parse_timespan_ms(text: str) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from portguard.errors import ConfigError
 from portguard.registry.findings import Finding, Location, Severity
 
 # libyaml's C loader when the system has it: a large registry parses several times faster.
@@ -21,8 +22,12 @@ MAX_DEPTH = 64
 MIN_EXPANSION = 10_000
 
 
-class Invalid(Exception):
-    """A value that cannot be used; already reported as a finding."""
+class Invalid(ConfigError):
+    """A value that cannot be used, already reported as a finding: the model stops reading
+    that value and goes on with the next."""
+
+    def __init__(self) -> None:
+        super().__init__("a value that cannot be used (reported as a finding)")
 
 
 def _error(location: Location, rule: str, message: str) -> Finding:
