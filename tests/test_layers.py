@@ -128,3 +128,73 @@ def test_a_layer_package_is_a_one_line_docstring(package: str) -> None:
     assert isinstance(body[0].value, ast.Constant)
     assert isinstance(body[0].value.value, str)
     assert len(text.splitlines()) == 1
+
+
+def import_graph(sources: Mapping[str, tuple[str, bool]]) -> dict[str, set[str]]:
+    """Module -> the modules of ours it imports (anywhere in it), packages resolved to the
+    module itself when it exists."""
+    graph: dict[str, set[str]] = {}
+    for module, (text, is_package) in sources.items():
+        targets = set(imported(ast.parse(text), module, is_package=is_package))
+        graph[module] = {t for t in targets if t in sources and t != module}
+    return graph
+
+
+def cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def test_no_module_imports_back_into_one_that_imports_it() -> None:
+    """No import cycle, not even through imports inside functions."""
+    assert cycles(import_graph(our_sources())) == []
+
+
+def test_the_cycle_check_sees_a_cycle() -> None:
+    sources = {
+        "portguard.commands.audit": ("def f():\n    import portguard.commands.exposition\n", False),
+        "portguard.commands.exposition": ("from portguard.commands.audit import Audit\n", False),
+    }
+    assert cycles(import_graph(sources)) == [
+        ["portguard.commands.audit", "portguard.commands.exposition"]
+    ]
+
+
+# A module past this many lines holds more than one concern; find the cut (STYLE.md).
+MAX_LINES = 400
+
+
+def test_no_module_is_over_400_lines() -> None:
+    long = {
+        str(path.relative_to(PACKAGE)): lines
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert long == {}

@@ -13,22 +13,22 @@ from pathlib import Path
 import pytest
 
 import portguard.commands.audit
-from portguard.commands.audit import (
-    Audit,
-    Sources,
-    Status,
-    classify,
-    gather,
-    render_text,
-    run,
-    summary_line,
-    units_to_ask,
-)
+from portguard.commands.audit import render_text, run, summary_line
 from portguard.commands.exposition import audit_families, render_audit
 from portguard.errors import CannotWrite
 from portguard.errors import Unavailable as CensusFailed
 from portguard.host.occupants import Occupant
 from portguard.host.units import FactsUnavailable, UnitFacts
+from portguard.policy.audit import (
+    Audit,
+    FactsQuery,
+    Row,
+    Sources,
+    Status,
+    classify,
+    gather,
+    units_to_ask,
+)
 from portguard.policy.owners import Attribution, Holding, Owner, OwnerKind
 from portguard.registry.assignments import Assignment, assignments
 from portguard.registry.claims import Proto
@@ -94,7 +94,7 @@ def claims_of(registry: Registry, *instances: str) -> list[Assignment]:
     return list(assignments(registry, instances))
 
 
-def status_by_unit(rows: Sequence[portguard.commands.audit.Row]) -> dict[str, Status]:
+def status_by_unit(rows: Sequence[Row]) -> dict[str, Status]:
     return {row.assignment.unit: row.status for row in rows}
 
 
@@ -239,9 +239,7 @@ class Fakes:
     def listeners(self) -> list[Occupant]:
         return [h.occupant for h in self.holdings if h.occupant.state in ("LISTEN", "UNCONN")]
 
-    def attribute(
-        self, occupants: list[Occupant], query: portguard.commands.audit.FactsQuery
-    ) -> Attribution:
+    def attribute(self, occupants: list[Occupant], query: FactsQuery) -> Attribution:
         owners = {h.occupant: h.owner for h in self.holdings}
         units = sorted({o.unit for o in owners.values() if o.unit})
         query(units, timeout=2.0)  # as attribute() asks: the owners' units

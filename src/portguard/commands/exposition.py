@@ -9,7 +9,7 @@ with a newline; no sample carries a timestamp (the textfile collector refuses th
 import math
 from dataclasses import dataclass, replace
 
-from portguard.commands.audit import SUMMARY_ORDER, Audit, Row, Status, Stray
+from portguard.policy.audit import SUMMARY_ORDER, Audit, Row, Status, Stray
 from portguard.policy.owners import Owner
 from portguard.policy.report import describe_owner
 
