@@ -1,7 +1,5 @@
 """Matching a published port to its container, from the engine's /containers/json listing."""
 
-from pathlib import Path
-
 import pytest
 
 from portguard.host.docker import by_id, proxy_for, proxy_target, publishing
@@ -66,21 +64,17 @@ def test_proxy_target_of_nothing() -> None:
     assert proxy_target(["docker-proxy"]) is None
 
 
-def test_the_proxy_for_a_port_is_found_from_command_lines(tmp_path: Path) -> None:
-    """A fake /proc (labelled as such) with docker-proxy's real arguments (docker.io 20.10)."""
-
-    def process(pid: int, *argv: str) -> None:
-        (tmp_path / str(pid)).mkdir()
-        (tmp_path / str(pid) / "cmdline").write_bytes("\0".join(argv).encode() + b"\0")
-
+def test_the_proxy_for_a_port_is_found_from_command_lines() -> None:
+    """docker-proxy's real arguments (docker.io 20.10), as /proc/PID/cmdline gives them."""
     proxy = ["/usr/sbin/docker-proxy", "-proto", "{proto}", "-host-ip", "0.0.0.0", "-host-port",
              "{port}", "-container-ip", "172.17.0.{n}", "-container-port", "80"]  # fmt: skip
-    process(10, "/usr/sbin/dockerd", "-H", "fd://")
-    process(11, *(a.format(proto="tcp", port=8081, n=2) for a in proxy))
-    process(12, *(a.format(proto="udp", port=8080, n=3) for a in proxy))
-    process(13, *(a.format(proto="tcp", port=8080, n=4) for a in proxy))
-
-    pids = [10, 11, 12, 13, 99]  # 99: gone
-    assert proxy_for(8080, "tcp", pids, proc=str(tmp_path)) == (13, "172.17.0.4:80")
-    assert proxy_for(8080, "udp", pids, proc=str(tmp_path)) == (12, "172.17.0.3:80")
-    assert proxy_for(9090, "tcp", pids, proc=str(tmp_path)) is None
+    argvs = [
+        (10, ("/usr/sbin/dockerd", "-H", "fd://")),
+        (11, tuple(a.format(proto="tcp", port=8081, n=2) for a in proxy)),
+        (12, tuple(a.format(proto="udp", port=8080, n=3) for a in proxy)),
+        (13, tuple(a.format(proto="tcp", port=8080, n=4) for a in proxy)),
+        (99, ()),  # gone
+    ]
+    assert proxy_for(8080, "tcp", argvs) == (13, "172.17.0.4:80")
+    assert proxy_for(8080, "udp", argvs) == (12, "172.17.0.3:80")
+    assert proxy_for(9090, "tcp", argvs) is None

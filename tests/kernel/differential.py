@@ -18,7 +18,6 @@ with a minimal reproducer (the case as data and as a registry).
 import argparse
 import errno
 import json
-import os
 import random
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from portguard.commands import check as check_command
+from portguard.commands.attribution import here
 from portguard.commands.trusted import load_registry
 from portguard.errors import ConfigError
 from portguard.host import probe, sockets
@@ -192,10 +192,8 @@ def in_process_check(registry: Path, claim: dict[str, Any]) -> dict[str, Any]:
     guarded = check_command.guarded_for(loaded, UNIT)
     assert guarded is not None
     binder = probe.Binder((claim["uid"], False) if claim["uid"] else None)
-    context = attribution.Context(
-        cgroup_mount=attribution.cgroups.cgroup2_mount(), facts_timeout=0.2,
-        own_pids=frozenset({os.getpid()}), facts=no_bus,
-    )  # fmt: skip
+    context = replace(here(self_cgroup=None, facts_timeout=0.2), facts=no_bus,
+                      inode_search_seconds=0.0)  # fmt: skip
     effects = Effects(
         lambda claims: probe.probe(claims, binder),
         sockets.census,

@@ -44,10 +44,10 @@ def real_sources() -> Sources:
         return kernel_listeners()
 
     def attribute(occupants: list[Occupant], facts: FactsQuery) -> Attribution:
-        from portguard.policy.attribute import Context  # noqa: PLC0415
+        from portguard.commands.attribution import here as real_context  # noqa: PLC0415
         from portguard.policy.attribute import attribute as find_owners  # noqa: PLC0415
 
-        here = Context.here(self_cgroup=None, facts_timeout=FACTS_TIMEOUT)
+        here = real_context(self_cgroup=None, facts_timeout=FACTS_TIMEOUT)
         return find_owners(occupants, replace(here, facts=facts))
 
     from portguard.host.sysctl import read_local_ports  # noqa: PLC0415

@@ -104,10 +104,10 @@ def real_effects(
         return kernel_census(ports)
 
     def attribute(occupants: list[Occupant], also: Sequence[str], timeout: float) -> Attribution:
-        from portguard.policy.attribute import Context  # noqa: PLC0415
+        from portguard.commands.attribution import here  # noqa: PLC0415
         from portguard.policy.attribute import attribute as find_owners  # noqa: PLC0415
 
-        context = Context.here(self_cgroup=self_cgroup, facts_timeout=timeout)
+        context = here(self_cgroup=self_cgroup, facts_timeout=timeout)
         if facts is not None:
             context = replace(context, facts=facts)
         return find_owners(occupants, context, also)

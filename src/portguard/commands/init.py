@@ -137,7 +137,8 @@ def validate(text: str, local_ports: LocalPorts | None) -> None:
 
 def capture_here() -> Capture:
     """Every listener in this network namespace, attributed as `check` attributes them."""
-    from portguard.policy.attribute import Context, attribute  # noqa: PLC0415
+    from portguard.commands.attribution import here  # noqa: PLC0415
+    from portguard.policy.attribute import attribute  # noqa: PLC0415
 
     try:
         from portguard.host.sockets import listeners  # noqa: PLC0415
@@ -145,7 +146,7 @@ def capture_here() -> Capture:
         held = listeners()
     except (OSError, ImportError) as exc:  # no netlink here, or no pyroute2 installed
         raise Unavailable(f"{CENSUS_FAILED}: {exc}") from None
-    found = attribute(held, Context.here(self_cgroup=None, facts_timeout=FACTS_TIMEOUT))
+    found = attribute(held, here(self_cgroup=None, facts_timeout=FACTS_TIMEOUT))
     facts = dict(found.facts)
     gaps = list(found.gaps)
     # A socket unit's service is not in the census when it has not started: ask for it too,

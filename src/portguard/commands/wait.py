@@ -64,10 +64,10 @@ def real_effects(watch: sockwatch.DestroyWatch) -> Effects:
         return kernel_census(ports)
 
     def attribute(occupants: list[Occupant]) -> Attribution:
-        from portguard.policy.attribute import Context  # noqa: PLC0415
+        from portguard.commands.attribution import here  # noqa: PLC0415
         from portguard.policy.attribute import attribute as find_owners  # noqa: PLC0415
 
-        return find_owners(occupants, Context.here(self_cgroup=None, facts_timeout=1.0))
+        return find_owners(occupants, here(self_cgroup=None, facts_timeout=1.0))
 
     def trial(claims: Sequence[Claim]) -> list[probe.Attempt]:
         return probe.probe(claims, None)

@@ -14,13 +14,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from portguard.commands.attribution import here
 from portguard.commands.trusted import registry_at
 from portguard.commands.whytext import as_data, render
 from portguard.errors import ConfigError, NoRegistry, Unavailable
 from portguard.host import docker, netns, processes, sessions
 from portguard.host.occupants import Occupant
 from portguard.host.units import FactsChild, UnitFacts
-from portguard.policy.attribute import Context, attribute
+from portguard.policy.attribute import attribute
 from portguard.policy.diagnosis import (
     Diagnosis,
     Elsewhere,
@@ -82,7 +83,7 @@ def investigate(
         # systemd has loaded, so the same query that names the owners lists them.
         instances = sorted({a.unit for a in candidates if a.unit != a.entry.name})
         context = replace(
-            Context.here(self_cgroup=None, facts_timeout=_FACTS_TIMEOUT),
+            here(self_cgroup=None, facts_timeout=_FACTS_TIMEOUT),
             facts=functools.partial(facts, patterns=instances) if instances else facts,
         )
         attribution = attribute(occupants, context)
@@ -124,7 +125,7 @@ def _elsewhere(query: Query, gaps: list[str]) -> list[Elsewhere]:
     found = [(namespace, o) for namespace, occupants in seen for o in occupants]
     if not found:
         return []
-    context = Context.here(self_cgroup=None, facts_timeout=_FACTS_TIMEOUT)
+    context = here(self_cgroup=None, facts_timeout=_FACTS_TIMEOUT)
     attribution = attribute((o for _, o in found), context)
     gaps.extend(attribution.gaps)
     grouped: dict[tuple[str, Owner], list[Occupant]] = {}

@@ -6,15 +6,14 @@ import dataclasses
 import enum
 import ipaddress
 import textwrap
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from portguard.host.occupants import Occupant
 from portguard.host.processes import Process
-from portguard.policy.attribute import user_name
+from portguard.host.users import user_name
 from portguard.policy.diagnosis import Diagnosis, Occupancy, elsewhere_lines
-from portguard.policy.owners import OwnerKind
+from portguard.policy.kinds import kind_of, when
 from portguard.policy.report import describe_owner
 from portguard.registry.assignments import Assignment
 
@@ -130,79 +129,14 @@ def _process(process: Process, parent: Process | None) -> list[str]:
         command = command[: _CMDLINE_MAX - 1] + "…"
     facts = [f"user {user_name(process.uid)}"] if process.uid is not None else []
     if process.started:
-        facts.append(f"started {_when(process.started)}")
+        facts.append(f"started {when(process.started)}")
     if parent:
         facts.append(f"parent {parent.pid} {parent.comm or ''}".rstrip())
     return [_row("process", f"pid {process.pid} {command}"), _row("", " · ".join(facts))]
 
 
 def _owner(occupancy: Occupancy) -> list[str]:
-    owner, facts = occupancy.owner, occupancy.unit
-    state = f", {facts.active_state} ({facts.sub_state})" if facts else ""
-    described = f' "{facts.description}"' if facts and facts.description else ""
-    unit = f"{owner.unit}{described}{state}"
-    match owner.kind:
-        case OwnerKind.SOCKET:
-            starts = f" and starts {', '.join(owner.activates)}" if owner.activates else ""
-            return [_row("unit", unit), _row("", f"a socket unit: PID 1 holds the port{starts}")]
-        case OwnerKind.SESSION:
-            return [_row("session", _session(occupancy))]
-        case OwnerKind.CONTAINER:
-            return [_row("container", _container(occupancy))]
-        case OwnerKind.MACHINE:
-            return [_row("machine", f"{owner.container_name} (systemd-nspawn; {owner.unit})")]
-        case OwnerKind.USER_SERVICE:
-            return [_row("unit", f"{owner.unit}, {owner.user}'s user service ({owner.cgroup})")]
-        case OwnerKind.SCOPE:
-            return [_row("unit", f"{unit}, a transient scope")]
-        case OwnerKind.UNKNOWN:
-            where = f"cgroup {owner.cgroup}" if owner.cgroup else "its cgroup is not visible"
-            return [_row("owner", f"not a unit: {where}, uid of {owner.user}")]
-        case _:
-            via = facts.triggered_by if facts else ()
-            rows = [_row("unit", unit)]
-            return rows + ([_row("", f"activated by {', '.join(via)}")] if via else [])
-
-
-def _session(occupancy: Occupancy) -> str:
-    owner, session = occupancy.owner, occupancy.session
-    if session is None:
-        return f"{owner.unit} of {owner.user}"
-    parts = [f"{session.id} of {session.user or owner.user}"]
-    if session.tty:
-        parts.append(f"on {session.tty}")
-    if session.since:
-        parts.append(f"since {_when(session.since)}")
-    opened = session.service or ""
-    if session.remote_host:
-        opened += f" from {session.remote_host}"
-    return " ".join(parts) + (f" ({opened.strip()})" if opened else "")
-
-
-def _container(occupancy: Occupancy) -> str:
-    owner = occupancy.owner
-    name = owner.container[:12] if owner.container else "not named by the engine"
-    if owner.container_name:
-        name += f" ({owner.container_name})"
-    if owner.runtime and owner.runtime != "docker":
-        name = f"{owner.runtime} {name}"
-    if owner.host_network:
-        return f"{name}, its own process on the host's network ({owner.unit})"
-    text = f"{name}, published by {occupancy.process.comm if occupancy.process else 'the engine'}"
-    text += f" in {owner.unit}" if owner.unit and not owner.unit.startswith("docker-") else ""
-    return text + (f", forwards to {occupancy.forwards_to}" if occupancy.forwards_to else "")
-
-
-def _when(epoch: float) -> str:
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
-    return f"{stamp} ({_age(time.time() - epoch)} ago)"
-
-
-def _age(seconds: float) -> str:
-    for limit, unit, size in ((120, "s", 1), (7200, "min", 60), (172800, "h", 3600)):
-        if seconds < limit:
-            return f"{max(0, int(seconds // size))} {unit}"
-    return f"{int(seconds // 86400)} days"
+    return [_row(label, text) for label, text in kind_of(occupancy.owner).why(occupancy)]
 
 
 def _count(n: int, what: str) -> str:

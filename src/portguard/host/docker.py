@@ -7,11 +7,9 @@ in docker.service's cgroup; only the engine knows which container it is for.
 import itertools
 import json
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from portguard.host.processes import cmdline
 
 DOCKER_SOCKET = "/run/docker.sock"
 
@@ -92,12 +90,12 @@ def proxy_target(cmdline: Sequence[str]) -> str | None:
 
 
 def proxy_for(
-    port: int, proto: str, pids: Sequence[int], proc: str = "/proc"
+    port: int, proto: str, argvs: Iterable[tuple[int, Sequence[str]]]
 ) -> tuple[int, str] | None:
-    """The docker-proxy among PIDS that publishes PORT/PROTO, and where it forwards to: read
-    from command lines, which need no access to the engine's API (an unprivileged guard)."""
-    for pid in pids:
-        argv = cmdline(pid, proc)
+    """The docker-proxy among ARGVS ((pid, command line) each) that publishes PORT/PROTO, and
+    where it forwards to: command lines need no access to the engine's API (an unprivileged
+    guard)."""
+    for pid, argv in argvs:
         if not argv or not argv[0].endswith("docker-proxy"):
             continue
         args = {flag.lstrip("-"): value for flag, value in itertools.pairwise(argv)}

@@ -13,8 +13,9 @@ from portguard.host.processes import Process
 from portguard.host.sessions import Session
 from portguard.host.units import UnitFacts
 from portguard.policy import runtimes
-from portguard.policy.owners import Holding, Owner, OwnerKind
-from portguard.policy.report import describe_owner, find_holder, remedy_for
+from portguard.policy.kinds import kind_of
+from portguard.policy.owners import Fix, Holding, Owner, OwnerKind
+from portguard.policy.report import describe_owner, remedy_for
 from portguard.registry.assignments import Assignment
 from portguard.registry.claims import Claim, IPAddress, Proto
 
@@ -186,33 +187,10 @@ def _fixes(
 
 def _fix(owner: Owner, registered: Sequence[str], *, port: int, proto: Proto) -> str:
     """The fix through the owner's supervisor, as `check` would log it for the registered unit."""
-    unit = owner.unit or "?"
     plumbing = runtimes.plumbing_remedy(owner.unit, owner.comm, port)
     if registered or plumbing:
         return remedy_for(owner, unit=" or ".join(registered), port=port, proto=proto)
-    match owner.kind:
-        case OwnerKind.SERVICE if owner.transient:
-            return (
-                f"'systemctl stop {unit}' (a transient unit: 'systemctl status {unit}' shows "
-                "what started it, and there is nothing to disable)"
-            )
-        case OwnerKind.SERVICE:
-            return (
-                f"'systemctl stop {unit}' (and 'systemctl disable {unit}' if it should not "
-                f"run); if it belongs there, register it: {unit} with {port}/{proto}"
-            )
-        case OwnerKind.SOCKET:
-            units = " ".join((unit, *owner.activates))
-            disable = "" if owner.transient else f" and 'systemctl disable {unit}'"
-            return (
-                f"'systemctl stop {units}'{disable} if nothing should "
-                f"listen on {port}/{proto}; if it belongs there, register it"
-            )
-        case OwnerKind.SCOPE:
-            return (
-                f"'systemctl status {unit}' shows who started it; 'systemctl stop {unit}' ends it"
-            )
-        case OwnerKind.UNKNOWN:
-            return find_holder(port, proto)
-        case _:
-            return remedy_for(owner, unit="the registered unit", port=port, proto=proto)
+    unclaimed = kind_of(owner).unclaimed
+    if unclaimed is not None:
+        return unclaimed(owner, Fix("the registered unit", port, str(proto)))
+    return remedy_for(owner, unit="the registered unit", port=port, proto=proto)

@@ -10,13 +10,13 @@ from enum import Enum, auto
 
 from portguard.host.occupants import Occupant
 from portguard.host.probe import Attempt, Bind, Outcome
+from portguard.policy.kinds import find_holder
 from portguard.policy.owners import CENSUS_FAILED, Attribution, Holding, OwnerKind
 from portguard.policy.report import (
     Report,
     Verdict,
     client_remedy,
     describe_owner,
-    find_holder,
     remedy_for,
     took_from_ephemeral_range,
 )

@@ -12,6 +12,7 @@ from typing import Any
 
 from portguard.host.occupants import Occupant
 from portguard.host.units import UnitFacts
+from portguard.policy.kinds import UNKNOWN_LEFT_OUT, kind_of
 from portguard.policy.owners import Holding, Owner, OwnerKind
 from portguard.policy.report import describe_owner
 from portguard.policy.volatile import volatile_reason
@@ -21,23 +22,6 @@ from portguard.registry.unitname import UnitNameKind, unit_name_kind
 
 # Linux's default net.ipv4.ip_local_port_range, for when the running kernel's cannot be read.
 DEFAULT_EPHEMERAL = (32768, 60999)
-
-# Why a listener held by something other than a system unit is left out, by owner kind.
-_LEFT_OUT = {
-    OwnerKind.SESSION: "not a unit, left out",
-    OwnerKind.SCOPE: "a scope cannot be guarded (it has no ExecStartPre=), left out",
-    OwnerKind.USER_SERVICE: "a user's own unit, not the system's, left out",
-    OwnerKind.CONTAINER: "a container, not a unit of its own, left out",
-    OwnerKind.MACHINE: "a systemd-nspawn machine's payload, not a unit of its own, left out",
-}
-_UNKNOWN_OWNER = "its unit could not be found out, left out"
-# A container's, by runtime: who manages it instead of a unit of the system's.
-_CONTAINER_LEFT_OUT = {
-    "docker": "a container published by docker.service, not a unit of its own, left out",
-    "podman": "a podman container, not a unit of its own (a Quadlet unit runs it as one), left out",
-    "kubernetes": "a Kubernetes pod's, managed by the kubelet, left out",
-    "containerd": "a containerd container, not a unit of its own, left out",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +69,9 @@ def placement(owner: Owner, facts: Mapping[str, UnitFacts]) -> Placement | None:
     """The registry key for a listener of OWNER, or None when no system unit owns it."""
     if owner.unit is None:
         return None
-    if owner.kind is OwnerKind.SERVICE or _runs_container(owner):
+    if owner.kind is OwnerKind.SERVICE or (
+        owner.kind is OwnerKind.CONTAINER and kind_of(owner).left_out(owner) is None
+    ):
         return Placement(owner.unit)
     if owner.kind is not OwnerKind.SOCKET:
         return None
@@ -97,12 +83,6 @@ def placement(owner: Owner, facts: Mapping[str, UnitFacts]) -> Placement | None:
     if service.endswith(".service") and unit_name_kind(service) is not UnitNameKind.TEMPLATE:
         return Placement(service, owner.unit)
     return Placement(owner.unit)
-
-
-def _runs_container(owner: Owner) -> bool:
-    """A service of its own runs the container (Quadlet's NAME.service, not the engine)."""
-    return (owner.kind is OwnerKind.CONTAINER and owner.runtime == "podman"
-            and (owner.unit or "").endswith(".service"))  # fmt: skip
 
 
 def is_client(occupant: Occupant, ephemeral: tuple[int, int]) -> bool:
@@ -289,16 +269,10 @@ def _without_overlaps(
 
 
 def _left_out(owner: Owner) -> str:
+    reason = kind_of(owner).left_out(owner) or UNKNOWN_LEFT_OUT
     who = describe_owner(owner)
-    if owner.kind not in _LEFT_OUT and owner.user:
+    if reason == UNKNOWN_LEFT_OUT and owner.user:
         who += f", user {owner.user}"
-    reason = _LEFT_OUT.get(owner.kind, _UNKNOWN_OWNER)
-    if owner.kind is OwnerKind.CONTAINER:
-        reason = _CONTAINER_LEFT_OUT.get(owner.runtime or "", reason)
-        if owner.runtime == "podman" and owner.user not in (None, "root"):
-            reason = f"{owner.user}'s rootless container, not the system's, left out"
-        elif owner.host_network and owner.runtime != "kubernetes":
-            reason = "a container on the host's network, not a unit of its own, left out"
     return f"{who} — {reason}"
 
 

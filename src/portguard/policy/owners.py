@@ -5,9 +5,11 @@ the report can use it without loading pyroute2 or pystemd.
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 from portguard.host.occupants import Occupant
-from portguard.host.processes import SocketOptions
+from portguard.host.processes import Process, SocketOptions
+from portguard.host.sessions import Session
 from portguard.host.units import UnitFacts
 from portguard.registry.localports import LocalPorts
 
@@ -64,3 +66,40 @@ class Attribution:
     facts: Mapping[str, UnitFacts] = field(default_factory=dict)  # every unit systemd told of
     census_failed: bool = False  # the socket table was not read: an empty census proves nothing
     local_ports: LocalPorts | None = None  # the kernel's ephemeral range and reserved ports
+
+
+# --- what the words about an owner are made from (policy/kinds.py) ----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    """What a fix is for: the registered unit(s) that should have the port, and the port."""
+
+    unit: str
+    port: int
+    proto: str
+
+
+class Occupying(Protocol):
+    """What `why` knows of an owner on the port (policy/diagnosis.Occupancy)."""
+
+    @property
+    def owner(self) -> Owner: ...
+    @property
+    def unit(self) -> UnitFacts | None: ...
+    @property
+    def process(self) -> Process | None: ...
+    @property
+    def session(self) -> Session | None: ...
+    @property
+    def forwards_to(self) -> str | None: ...
+
+
+Rows = list[tuple[str, str]]  # why's (label, text) rows
+
+
+def container_label(owner: Owner) -> str | None:
+    """`3f2a9c1b7d0e (web)`: the short id and the name, either alone when that is all known."""
+    if owner.container and owner.container_name:
+        return f"{owner.container[:12]} ({owner.container_name})"
+    return owner.container[:12] if owner.container else owner.container_name

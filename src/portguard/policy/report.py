@@ -6,7 +6,8 @@ from enum import StrEnum
 from portguard.errors import Exit
 from portguard.host.occupants import Occupant
 from portguard.policy import runtimes
-from portguard.policy.owners import Owner, OwnerKind
+from portguard.policy.kinds import kind_of
+from portguard.policy.owners import Fix, Owner, OwnerKind, container_label
 from portguard.registry.claims import host_text
 from portguard.registry.localports import LocalPorts
 
@@ -113,7 +114,7 @@ class Report:
             "PORTGUARD_OWNER_PID": owner.pid if owner else None,
             "PORTGUARD_OWNER_COMM": owner.comm if owner else None,
             "PORTGUARD_OWNER_USER": owner.user if owner else None,
-            "PORTGUARD_OWNER_CONTAINER": _container(owner) if owner else None,
+            "PORTGUARD_OWNER_CONTAINER": container_label(owner) if owner else None,
             "PORTGUARD_REGISTERED_UNIT": self.registered_unit,
             "PORTGUARD_REGISTERED_OWNER": self.team,
             "PORTGUARD_WAITED_MS": self.waited_ms,
@@ -137,109 +138,21 @@ class Report:
         return data
 
 
-def _container(owner: Owner) -> str | None:
-    if owner.container and owner.container_name:
-        return f"{owner.container[:12]} ({owner.container_name})"
-    return owner.container[:12] if owner.container else owner.container_name
-
-
 def describe_owner(owner: Owner) -> str:
     """`nginx.service (pid 1312 nginx)`, `container web (3f2a…)`, `user alice's session`."""
     process = f"pid {owner.pid} {owner.comm}" if owner.pid and owner.comm else None
     process = process or (f"pid {owner.pid}" if owner.pid else None)
-    suffix = f" ({process})" if process else ""
-    match owner.kind:
-        case OwnerKind.SOCKET:
-            activates = f", which starts {', '.join(owner.activates)}" if owner.activates else ""
-            return f"socket unit {owner.unit} (held by PID 1{activates})"
-        case OwnerKind.CONTAINER:
-            what = _container(owner)
-            engine = f"{owner.runtime} " if owner.runtime not in (None, "docker") else ""
-            subject = f"{engine}container {what}" if what else f"a {engine}container"
-            if owner.forwards_to and not what:
-                subject += f" at {owner.forwards_to}"
-            rootless = owner.runtime == "podman" and owner.user not in (None, "root")
-            whose = f" of {owner.user}" if rootless else ""
-            via = owner.unit or "the container engine"
-            return f"{subject}{whose} via {via}{suffix}"
-        case OwnerKind.SESSION:
-            return f"{owner.user or 'a user'}'s login session {owner.unit}{suffix}"
-        case OwnerKind.USER_SERVICE:
-            return f"{owner.user or 'a user'}'s user service {owner.unit}{suffix}"
-        case OwnerKind.SELF:
-            return f"a leftover process of {owner.unit} itself{suffix}"
-        case OwnerKind.MACHINE:
-            return f"machine {owner.container_name} ({owner.unit}, systemd-nspawn){suffix}"
-        case OwnerKind.TIME_WAIT:
-            return "connections in TIME-WAIT"
-        case OwnerKind.UNKNOWN:
-            where = f" in cgroup {owner.cgroup}" if owner.cgroup else ""
-            return f"an unidentified process{where}{suffix}"
-        case _:
-            return f"{owner.unit}{suffix}"
+    return kind_of(owner).describe(owner, f" ({process})" if process else "")
 
 
 def remedy_for(owner: Owner, *, unit: str, port: int, proto: str) -> str:
     """The clean fix through the owner's supervisor; never a signal, never shared plumbing
     (a container runtime, kube-proxy, the host's resolver) stopped or disabled."""
+    kind = kind_of(owner)
     plumbing = runtimes.plumbing_remedy(owner.unit, owner.comm, port)
-    if plumbing and owner.kind in (OwnerKind.SERVICE, OwnerKind.SCOPE, OwnerKind.SOCKET):
+    if plumbing and kind.plumbing_first:
         return plumbing
-    match owner.kind:
-        case OwnerKind.SERVICE if owner.transient:
-            return (
-                f"stop it with 'systemctl stop {owner.unit}' (a transient unit: 'systemctl "
-                f"status {owner.unit}' shows what started it, and there is nothing to "
-                "disable), or move one of the two to another port"
-            )
-        case OwnerKind.SERVICE:
-            return (
-                f"stop it with 'systemctl stop {owner.unit}' (and 'systemctl disable "
-                f"{owner.unit}' if it should not run), or move one of the two to another port"
-            )
-        case OwnerKind.SCOPE:
-            # A scope is transient: there is nothing to disable; who made it can stop it.
-            return (
-                f"'systemctl status {owner.unit}' shows what started it; stop it there, or "
-                f"'systemctl stop {owner.unit}', or move one of the two to another port"
-            )
-        case OwnerKind.SOCKET:
-            disable = "" if owner.transient else f" and 'systemctl disable {owner.unit}'"
-            return (
-                f"'systemctl stop {owner.unit}'{disable} if "
-                f"{unit} should own {port}/{proto}, or list {owner.unit} in {unit}'s 'via' "
-                "if it is meant to pass the port on"
-            )
-        case OwnerKind.CONTAINER:
-            runtime = runtimes.Runtime(owner.runtime) if owner.runtime else None
-            name = owner.container_name or owner.container
-            service = owner.unit if (owner.unit or "").endswith(".service") else None
-            return runtimes.container_remedy(
-                runtime, name, published=not owner.host_network, port=port, user=owner.user,
-                service=service,
-            )  # fmt: skip
-        case OwnerKind.MACHINE:
-            return runtimes.machine_remedy(owner.container_name or "NAME")
-        case OwnerKind.SESSION:
-            session = (owner.unit or "").removeprefix("session-").removesuffix(".scope")
-            return (
-                f"ask {owner.user or 'the user'} to stop the program "
-                f"(see 'loginctl session-status {session}')"
-            )
-        case OwnerKind.USER_SERVICE:
-            return f"'systemctl --user -M {owner.user}@ stop {owner.unit}'"
-        case OwnerKind.SELF:
-            return (
-                f"the previous instance of {unit} did not exit in time: look at its shutdown "
-                "(KillMode=, TimeoutStopSec=) or raise the registry's 'wait'"
-            )
-        case OwnerKind.TIME_WAIT:
-            return (
-                "let the service set SO_REUSEADDR ('reuseaddr: true'), or raise 'wait' above "
-                "the TIME-WAIT left"
-            )
-        case _:
-            return find_holder(port, proto)
+    return kind.remedy(owner, Fix(unit, port, proto))
 
 
 def took_from_ephemeral_range(occupant: Occupant, local_ports: LocalPorts | None) -> bool:
@@ -265,9 +178,3 @@ def client_remedy(owner: Owner, occupant: Occupant) -> str:
         "takes a registered port again: 'portguard reserve --apply', and enable "
         "portguard-reserve.service to reserve them at every boot"
     )
-
-
-def find_holder(port: int, proto: str) -> str:
-    """How an operator sees a holder portguard could not name (ss shows every process as root)."""
-    flag = "t" if proto == "tcp" else "u"
-    return f"run 'ss -{flag}anp sport = :{port}' as root to see the holder"

@@ -1,21 +1,28 @@
 """Containers, machines and the shared plumbing under them, recognised from a socket's cgroup
-path and its holder's name; and the clean fix for each, through its own supervisor.
+path and its holder's name; and the fix at the plumbing's own level.
 
 Pure: the words come from the paths and names runtimes document. Docker and Podman name a
 container's scope `docker-<id>.scope` and `libpod-<id>.scope` (their systemd cgroup
 drivers); the kubelet's systemd cgroup driver puts a pod's containers under
 `kubepods.slice/…/kubepods-<qos>-pod<uid>.slice/` as `cri-containerd-<id>.scope` or
 `crio-<id>.scope`; systemd-nspawn's machines run in `machine.slice/machine-<name>.scope`
-(systemd-machined(8)). Shared plumbing -- what other services stand on -- is never to be
-stopped: its fix is its configuration, or moving the claim.
+(systemd-machined(8)); LXC's containers in `lxc.payload.<name>` (lxc.container.conf(5)).
+The words for each, and its fix, are kinds.py's. Shared plumbing -- what other services
+stand on -- is never to be stopped: its fix is its configuration, or moving the claim.
 """
 
 import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from portguard.policy.owners import Fix, Occupying, Owner, Rows, container_label
+
 _CONTAINER_SCOPE = re.compile(r"^(docker|libpod|cri-containerd|crio)-([0-9a-f]{12,64})\.scope$")
 _MACHINE_SCOPE = re.compile(r"^machine-(.+)\.scope$")
+# LXC 4.0 and later put a container's processes in `lxc.payload.NAME` at the top of the
+# hierarchy it manages (lxc.cgroup.dir.container), outside systemd's slices; its monitor in
+# `lxc.monitor.NAME`.
+_LXC_PAYLOAD = re.compile(r"^/lxc\.payload\.([^/]+)(?:/|$)")
 # Kubernetes' default NodePort range (kube-apiserver --service-node-port-range).
 NODE_PORTS = range(30000, 32768)
 # The port forwarders rootless Podman runs for a container's published ports.
@@ -27,6 +34,7 @@ class Runtime(StrEnum):
     PODMAN = "podman"
     KUBERNETES = "kubernetes"
     CONTAINERD = "containerd"
+    LXC = "lxc"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,62 +63,10 @@ def machine_name(unit: str, path: str) -> str | None:
     return re.sub(r"\\x([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), found.group(1))
 
 
-def container_remedy(
-    runtime: Runtime | None,
-    name: str | None,
-    *,
-    published: bool,
-    port: int,
-    user: str | None,
-    service: str | None = None,
-) -> str:
-    """The fix for a container holding a port: through its supervisor (SERVICE, the unit that
-    runs it, as Quadlet's do), else its runtime; never the runtime itself."""
-    if service and runtime == Runtime.PODMAN:
-        return (
-            f"'systemctl stop {service}', the unit that runs podman container {name}; or move "
-            "its PublishPort= (a Quadlet unit is generated: the [Install] section of its "
-            ".container file decides whether it starts at boot)"
-        )
-    match runtime:
-        case Runtime.KUBERNETES:
-            return (
-                f"a Kubernetes pod's container holds it: 'crictl ps --id {name}' (or 'kubectl "
-                "get pods -A -o wide') names the pod; change the pod's hostPort or hostNetwork "
-                "through Kubernetes, never the container runtime"
-            )
-        case Runtime.PODMAN if user and user != "root":
-            what = f"'podman stop {name}'" if name else (
-                f"'podman ps --filter publish={port}' names the container, then 'podman stop NAME'"
-            )  # fmt: skip
-            return f"as {user}: {what} (stopping its podman scope would only cut its network)"
-        case Runtime.PODMAN:
-            return f"'podman stop {name}'" if name else (
-                f"'podman ps --filter publish={port}' names the container; 'podman stop' it"
-            )  # fmt: skip
-        case Runtime.CONTAINERD:
-            return (
-                f"a containerd container ({name}) holds it: stop it through whatever started it "
-                "('ctr task ls' lists them), never containerd.service"
-            )
-    if name is None:
-        return (
-            f"'docker ps --filter publish={port}' names the container; 'docker stop' it, or "
-            "publish it on another port (never stop docker.service: every container stops)"
-        )
-    if not published:
-        return (
-            f"'docker stop {name}': it runs on the host's network (--network host), so change "
-            "the port its program listens on, or stop it"
-        )
-    return f"'docker stop {name}', or publish the container on another port"
-
-
-def machine_remedy(name: str) -> str:
-    return (
-        f"'machinectl stop {name}' (or stop the unit that started it), or change the port its "
-        "payload listens on; a machine's scope is transient, nothing to disable"
-    )
+def lxc_name(path: str) -> str | None:
+    """The LXC container whose payload cgroup PATH is in (its own units below it too)."""
+    found = _LXC_PAYLOAD.match(path)
+    return found.group(1) if found else None
 
 
 # Shared plumbing: units others depend on, with the fix at their level (PORT substituted).
@@ -154,3 +110,136 @@ def plumbing_remedy(unit: str | None, comm: str | None, port: int) -> str | None
     """The fix at the plumbing's level when UNIT (or the holder COMM) is shared plumbing."""
     key = unit if unit in _PLUMBING else _PLUMBING_COMMS.get(comm or "")
     return _PLUMBING[key].format(port=port) if key else None
+
+
+# --- their words: described, shown by `why`, fixed, left out by `init` ------------------------
+
+
+def container_describe(owner: Owner, process: str) -> str:
+    what = container_label(owner)
+    engine = f"{owner.runtime} " if owner.runtime not in (None, "docker") else ""
+    subject = f"{engine}container {what}" if what else f"a {engine}container"
+    if owner.forwards_to and not what:
+        subject += f" at {owner.forwards_to}"
+    rootless = owner.runtime == "podman" and owner.user not in (None, "root")
+    whose = f" of {owner.user}" if rootless else ""
+    via = owner.unit or "the container engine"
+    return f"{subject}{whose} via {via}{process}"
+
+
+def container_rows(occupying: Occupying) -> Rows:
+    owner = occupying.owner
+    name = owner.container[:12] if owner.container else "not named by the engine"
+    if owner.container_name:
+        name += f" ({owner.container_name})"
+    if owner.runtime and owner.runtime != "docker":
+        name = f"{owner.runtime} {name}"
+    if owner.host_network:
+        return [("container", f"{name}, its own process on the host's network ({owner.unit})")]
+    engine = occupying.process.comm if occupying.process else "the engine"
+    text = f"{name}, published by {engine}"
+    text += f" in {owner.unit}" if owner.unit and not owner.unit.startswith("docker-") else ""
+    forwards = f", forwards to {occupying.forwards_to}" if occupying.forwards_to else ""
+    return [("container", text + forwards)]
+
+
+def container_name_of(owner: Owner) -> str | None:
+    return owner.container_name or owner.container
+
+
+def on_host_network(owner: Owner) -> str | None:
+    if owner.host_network:
+        return "a container on the host's network, not a unit of its own, left out"
+    return None
+
+
+def docker_remedy(owner: Owner, fix: Fix) -> str:
+    name = container_name_of(owner)
+    if name is None:
+        return (
+            f"'docker ps --filter publish={fix.port}' names the container; 'docker stop' it, or "
+            "publish it on another port (never stop docker.service: every container stops)"
+        )
+    if owner.host_network:
+        return (
+            f"'docker stop {name}': it runs on the host's network (--network host), so change "
+            "the port its program listens on, or stop it"
+        )
+    return f"'docker stop {name}', or publish the container on another port"
+
+
+def docker_left_out(owner: Owner) -> str | None:
+    return on_host_network(owner) or (
+        "a container published by docker.service, not a unit of its own, left out"
+    )
+
+
+def podman_remedy(owner: Owner, fix: Fix) -> str:
+    name = container_name_of(owner)
+    service = owner.unit if (owner.unit or "").endswith(".service") else None
+    if service:
+        return (
+            f"'systemctl stop {service}', the unit that runs podman container {name}; or move "
+            "its PublishPort= (a Quadlet unit is generated: the [Install] section of its "
+            ".container file decides whether it starts at boot)"
+        )
+    if owner.user and owner.user != "root":
+        what = f"'podman stop {name}'" if name else (
+            f"'podman ps --filter publish={fix.port}' names the container, then 'podman stop NAME'"
+        )  # fmt: skip
+        return f"as {owner.user}: {what} (stopping its podman scope would only cut its network)"
+    return f"'podman stop {name}'" if name else (
+        f"'podman ps --filter publish={fix.port}' names the container; 'podman stop' it"
+    )  # fmt: skip
+
+
+def podman_left_out(owner: Owner) -> str | None:
+    if (owner.unit or "").endswith(".service"):
+        return None  # a service of its own runs the container (Quadlet's NAME.service)
+    if owner.user not in (None, "root"):
+        return f"{owner.user}'s rootless container, not the system's, left out"
+    return on_host_network(owner) or (
+        "a podman container, not a unit of its own (a Quadlet unit runs it as one), left out"
+    )
+
+
+def kubernetes_remedy(owner: Owner, fix: Fix) -> str:
+    name = container_name_of(owner)
+    return (
+        f"a Kubernetes pod's container holds it: 'crictl ps --id {name}' (or 'kubectl "
+        "get pods -A -o wide') names the pod; change the pod's hostPort or hostNetwork "
+        "through Kubernetes, never the container runtime"
+    )
+
+
+def containerd_remedy(owner: Owner, fix: Fix) -> str:
+    name = container_name_of(owner)
+    return (
+        f"a containerd container ({name}) holds it: stop it through whatever started it "
+        "('ctr task ls' lists them), never containerd.service"
+    )
+
+
+def lxc_remedy(owner: Owner, fix: Fix) -> str:
+    name = container_name_of(owner) or "NAME"
+    return (
+        f"'lxc-stop -n {name}' (or stop the unit that started it), or change the port its "
+        "program listens on; never stop the LXC service, every container on it would stop"
+    )
+
+
+def machine_describe(owner: Owner, process: str) -> str:
+    return f"machine {owner.container_name} ({owner.unit}, systemd-nspawn){process}"
+
+
+def machine_remedy(owner: Owner, fix: Fix) -> str:
+    return (
+        f"'machinectl stop {owner.container_name or 'NAME'}' (or stop the unit that started "
+        "it), or change the port its payload listens on; a machine's scope is transient, "
+        "nothing to disable"
+    )
+
+
+def machine_rows(occupying: Occupying) -> Rows:
+    owner = occupying.owner
+    return [("machine", f"{owner.container_name} (systemd-nspawn; {owner.unit})")]
