@@ -501,6 +501,7 @@ FAST_PATH_MODULES = {
     "portguard.policy.mirror",
     "portguard.registry",
     "portguard.registry.fastreader",
+    "portguard.registry.keys",
     "portguard.registry.timespan",
     "portguard.registry.unitname",
 }

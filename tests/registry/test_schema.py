@@ -17,6 +17,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from portguard.registry import keys
 from portguard.registry.claims import ClaimSyntaxError, parse_listen
 from portguard.registry.entries import RegistrySource
 from portguard.registry.findings import Severity
@@ -87,6 +88,20 @@ def lint_errors(*paths: Path) -> list[str]:
 
 def test_the_schema_is_a_valid_draft_7_schema() -> None:
     jsonschema.Draft7Validator.check_schema(SCHEMA)
+
+
+def test_the_schema_knows_the_keys_the_readers_read() -> None:
+    """registry/keys.py is the one list of keys: the schema allows exactly those, at each level."""
+    definitions = SCHEMA["definitions"]
+    claim = next(
+        form for form in definitions["listen"]["items"]["oneOf"] if form.get("type") == "object"
+    )
+    assert tuple(SCHEMA["properties"]) == keys.TOP_KEYS
+    assert set(SCHEMA["properties"]["defaults"]["properties"]) == set(keys.DEFAULT_KEYS)
+    for unit in ("unit", "template_unit"):
+        assert set(definitions[unit]["properties"]) == set(keys.UNIT_KEYS)
+    assert set(claim["properties"]) == set(keys.LISTEN_KEYS)
+    assert {k for k in keys.OPTIONS if k in definitions} == set(keys.OPTIONS)
 
 
 EXAMPLES = [*GOOD_RULE_FILES, EXAMPLE_REGISTRY]

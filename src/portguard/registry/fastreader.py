@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 
 import yaml
 
+from portguard.registry.keys import BOOL_KEYS, DEFAULT_KEYS, LISTEN_KEYS, UNIT_KEYS
 from portguard.registry.timespan import parse_timespan_ms
 from portguard.registry.unitname import guard_dir_problem, unit_name_problem
 
@@ -34,11 +35,6 @@ _Claim = tuple[str, int, int, str, str | None]
 
 _STR, _INT, _BOOL, _NULL = (f"tag:yaml.org,2002:{kind}" for kind in ("str", "int", "bool", "null"))
 _MODES = ("enforce", "warn", "audit")
-_OPTION_KEYS = ("wait", "mode", "reuseaddr", "reuseport", "v6only", "freebind")
-_DEFAULT_KEYS = (*_OPTION_KEYS, "owner")
-_UNIT_KEYS = ("listen", "owner", "description", "via", *_OPTION_KEYS)
-_LISTEN_KEYS = ("port", "v6only", "reuseaddr", "reuseport", "freebind")
-_BOOL_KEYS = ("reuseaddr", "reuseport", "v6only", "freebind")
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 # A subset of what claims.parse_listen accepts: [ADDRESS:]PORT[-PORT][/tcp|udp], or %i for
@@ -175,7 +171,7 @@ class _File:
                     raise _Decline
             elif key == "defaults":
                 if not self._null():
-                    self._options(_DEFAULT_KEYS, self._set_mode)
+                    self._options(DEFAULT_KEYS, self._set_mode)
             elif not self._null():
                 for name, event in self._open_pairs(None):
                     own_modes[name] = self._unit(name)
@@ -275,7 +271,7 @@ class _File:
                 set_mode(value)
             elif key == "wait":
                 self._wait()
-            elif key in _BOOL_KEYS:
+            elif key in BOOL_KEYS:
                 self._bool()
             elif key == "listen":
                 self._listen_list()
@@ -294,7 +290,7 @@ class _File:
         if not isinstance(self._next(), yaml.MappingStartEvent):
             raise _Decline
         modes: list[str] = []
-        if "listen" not in self._options(_UNIT_KEYS, modes.append):
+        if "listen" not in self._options(UNIT_KEYS, modes.append):
             raise _Decline
         return modes[0] if modes else None
 
@@ -334,7 +330,7 @@ class _File:
                 continue
             # The mapping form: `port:` and socket options for this one claim.
             has_port = False
-            for key, _ in self._open_pairs(_LISTEN_KEYS):
+            for key, _ in self._open_pairs(LISTEN_KEYS):
                 if key == "port":
                     self._port()
                     has_port = True

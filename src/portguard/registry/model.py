@@ -30,6 +30,7 @@ from portguard.registry.entries import (
     UnitEntry,
 )
 from portguard.registry.findings import Finding, Location, Severity
+from portguard.registry.keys import DEFAULT_KEYS, LISTEN_KEYS, TOP_KEYS, UNIT_KEYS
 from portguard.registry.timespan import TimespanError, parse_timespan_ms
 from portguard.registry.unitname import (
     UnitNameKind,
@@ -91,11 +92,6 @@ def _error(location: Location, rule: str, message: str) -> Finding:
 
 # --- one file ------------------------------------------------------------------------------
 
-_TOP_KEYS = ("version", "defaults", "units")
-_OPTION_KEYS = ("wait", "mode", "reuseaddr", "reuseport", "v6only", "freebind")
-_DEFAULT_KEYS = (*_OPTION_KEYS, "owner")
-_UNIT_KEYS = ("listen", "owner", "description", "via", *_OPTION_KEYS)
-_LISTEN_KEYS = ("port", "v6only", "reuseaddr", "reuseport", "freebind")
 _GUARDABLE_TYPES = ("service", "socket")
 
 
@@ -183,7 +179,7 @@ class _FileParser:
             self.nodes.expect_mapping(root, "the top level of a registry")
         except Invalid:
             return
-        top = {key: (k, v) for key, k, v in self.nodes.pairs(root, _TOP_KEYS, "the top level")}
+        top = {key: (k, v) for key, k, v in self.nodes.pairs(root, TOP_KEYS, "the top level")}
         self._version(root, top.get("version"))
         if "defaults" in top:
             self._defaults(top["defaults"][1])
@@ -217,7 +213,7 @@ class _FileParser:
         if not self._mapping_or_empty(node, "'defaults'"):
             return
         self.result.defaults, _ = self._options(
-            node, self.result.defaults, _DEFAULT_KEYS, "'defaults'", udp=False
+            node, self.result.defaults, DEFAULT_KEYS, "'defaults'", udp=False
         )
 
     def _units(self, node: yaml.Node) -> None:
@@ -248,7 +244,7 @@ class _FileParser:
         self._unit_name(name, key_node)
         self.nodes.expect_mapping(node, f"unit {name}")
         options, rest = self._options(
-            node, self.result.defaults, _UNIT_KEYS, f"unit {name}", udp=True
+            node, self.result.defaults, UNIT_KEYS, f"unit {name}", udp=True
         )
         template = unit_name_kind(name) is UnitNameKind.TEMPLATE
         listen: tuple[Listen, ...] = ()
@@ -317,7 +313,7 @@ class _FileParser:
     def _listen(self, node: yaml.Node, options: Options, template: bool) -> Listen:
         text_node = node
         if isinstance(node, yaml.MappingNode):
-            options, rest = self._options(node, options, _LISTEN_KEYS, "a listen entry", udp=True)
+            options, rest = self._options(node, options, LISTEN_KEYS, "a listen entry", udp=True)
             if "port" not in rest:
                 self.nodes.report(node, "missing-key", "a listen entry mapping needs 'port'")
                 raise Invalid

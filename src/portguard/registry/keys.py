@@ -1,0 +1,27 @@
+"""Registry v1's keys: where each may stand, and what each option holds.
+
+The one table the full reader (model.py), the fast reader (fastreader.py) and the JSON
+Schema's test read, so a new option is a row here, then the reading of its value: in
+model.py (its checks, its file:line:col), and in fastreader.py when the generator's fast
+path should vouch for registries that use it (a key it does not know only makes it defer
+to the full reader). The compiled form (compiled.py) is where no table reaches: it keeps a
+listen entry's options as positions in a tuple of marshal's types, so a new listen option
+is a new field there and a new SHAPE. Plain tuples: the generator imports this at boot.
+"""
+
+# An option: what its value is, and whether a listen entry may set it too. Every option may
+# stand in `defaults` (inherited by every unit) and in a unit (overriding it).
+OPTIONS: dict[str, tuple[str, bool]] = {
+    "wait": ("timespan", False),  # the longest `check` waits for the unit's own remnants
+    "mode": ("mode", False),  # enforce | warn | audit
+    "reuseaddr": ("bool", True),  # SO_REUSEADDR
+    "reuseport": ("bool", True),  # SO_REUSEPORT
+    "v6only": ("bool", True),  # IPV6_V6ONLY
+    "freebind": ("bool", True),  # IP_FREEBIND
+}
+
+TOP_KEYS = ("version", "defaults", "units")
+DEFAULT_KEYS = (*OPTIONS, "owner")
+UNIT_KEYS = ("listen", "owner", "description", "via", *OPTIONS)
+LISTEN_KEYS = ("port", *(key for key, (_, on_listen) in OPTIONS.items() if on_listen))
+BOOL_KEYS = tuple(key for key, (value, _) in OPTIONS.items() if value == "bool")
