@@ -129,13 +129,12 @@ def container_describe(owner: Owner, process: str) -> str:
 
 def container_rows(occupying: Occupying) -> Rows:
     owner = occupying.owner
-    name = owner.container[:12] if owner.container else "not named by the engine"
-    if owner.container_name:
-        name += f" ({owner.container_name})"
+    name = container_label(owner) or "not named by the engine"
     if owner.runtime and owner.runtime != "docker":
         name = f"{owner.runtime} {name}"
     if owner.host_network:
-        return [("container", f"{name}, its own process on the host's network ({owner.unit})")]
+        unit = f" ({owner.unit})" if owner.unit else ""
+        return [("container", f"{name}, its own process on the host's network{unit}")]
     engine = occupying.process.comm if occupying.process else "the engine"
     text = f"{name}, published by {engine}"
     text += f" in {owner.unit}" if owner.unit and not owner.unit.startswith("docker-") else ""
