@@ -251,6 +251,9 @@ HELD = Report(Verdict.HELD, "myapp.service", "0.0.0.0:8080/tcp is held by x.serv
         # Not sent: the line is all the journal gets, and it says the entry is lost.
         ("journald took nothing for 1 s", (0, "journal"),
          f"{HELD.line()} [{LOST} (journald took nothing for 1 s)]"),
+        # Run by hand where there is no journal: the line, and nothing about a journal.
+        ("/run/systemd/journal/socket: No such file or directory", (0, "terminal"),
+         HELD.line()),
     ],
 )  # fmt: skip
 def test_emit_repeats_the_entry_on_stderr_only_when_it_may_be_missing(

@@ -127,9 +127,12 @@ def emit(report: Report, *, as_json: bool) -> int:
         # guard, whose OBJECT_SYSTEMD_UNIT journald ignores (so a guard that exits before
         # journald reads its cgroup leaves an entry `journalctl -u` does not find; systemd
         # issue 2913).
+        stream = journal.stderr_is_journal()
         if unsent is not None:
-            print(f"{report.line()} [{LOST} ({unsent})]", file=sys.stderr)
-        elif not (os.geteuid() == 0 and journal.stderr_is_journal()):
+            # In the journal this line is then all there is of the verdict: say so there.
+            lost = f" [{LOST} ({unsent})]" if stream else ""
+            print(f"{report.line()}{lost}", file=sys.stderr)
+        elif not (os.geteuid() == 0 and stream):
             print(report.line(), file=sys.stderr)
     if as_json:
         print(json.dumps(report.as_data(), indent=2))
