@@ -4,7 +4,7 @@ API and Podman's scopes, each behind one callable of policy/attribute.Context.""
 import os
 import time
 
-from portguard.host import cgroups, docker, podman, processes, sysctl, unitfiles, units, users
+from portguard.host import cgroups, docker, podman, processes, sysctl, unitfiles, units
 from portguard.policy.attribute import Context
 
 # How long attribution may search every process for a socket its own cgroup does not hold.
@@ -26,7 +26,7 @@ def here(*, self_cgroup: str | None, facts_timeout: float) -> Context:
         comm=processes.comm,
         cmdline=processes.cmdline,
         options_of=processes.options_of,
-        user_name=users.user_name,
+        user_name=processes.user_name,
         is_transient=unitfiles.is_transient,
         facts=units.unit_facts,
         docker_listing=docker.containers,

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from portguard.host.occupants import Occupant
-from portguard.host.processes import Process
-from portguard.host.users import user_name
+from portguard.host.processes import Process, user_name
 from portguard.policy.diagnosis import Diagnosis, Occupancy, elsewhere_lines
 from portguard.policy.kinds import kind_of, when
 from portguard.policy.report import describe_owner

@@ -1,6 +1,8 @@
-"""What /proc tells of a few known PIDs. Never a scan of every process."""
+"""What /proc tells of a few known PIDs, and who their uids are. Never a scan of every process."""
 
+import functools
 import os
+import pwd
 import select
 import socket
 import time
@@ -221,3 +223,14 @@ def wait_for_exit(pids: Iterable[int], seconds: float) -> None:
         for fd in descriptors:
             poller.register(fd, select.POLLIN)
         poller.poll(max(0, int(seconds * 1000)))
+
+
+@functools.lru_cache(maxsize=1024)
+def user_name(uid: int | None) -> str | None:
+    """UID's login name; the number itself when the database knows no such user."""
+    if uid is None:
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

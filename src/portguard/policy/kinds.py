@@ -9,25 +9,40 @@ each runtime has its own supervisor, and so its own fix. Pure: words from the fa
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from portguard.policy import runtimes
-from portguard.policy.owners import Fix, Occupying, Owner, OwnerKind, Rows
+from portguard.policy.owners import Fix, Owner, OwnerKind, Rows
 from portguard.policy.runtimes import Runtime
 
+if TYPE_CHECKING:
+    from portguard.policy.owners import Occupying
 
-@dataclass(frozen=True)
+
 class Kind:
-    """How portguard speaks of one kind of owner."""
+    """How portguard speaks of one kind of owner. (A plain class: a dataclass's or a
+    NamedTuple's making would cost a held check a third of a millisecond at every start.)"""
 
-    describe: Callable[[Owner, str], str]  # the owner, and " (pid N comm)" when known
-    remedy: Callable[[Owner, Fix], str]  # check's fix (why's too, for a registered port)
-    # why's fix when no claim covers the port; None: remedy's, for "the registered unit"
-    unclaimed: Callable[[Owner, Fix], str] | None
-    why: Callable[[Occupying], Rows]  # why's rows about the owner
-    # init's reason to leave a listener of this owner out of the registry; None: register it
-    left_out: Callable[[Owner], str | None]
-    plumbing_first: bool = False  # shared plumbing's own fix (runtimes.py) comes first
+    __slots__ = ("describe", "left_out", "plumbing_first", "remedy", "unclaimed", "why")
+
+    def __init__(
+        self,
+        describe: Callable[[Owner, str], str],
+        remedy: Callable[[Owner, Fix], str],
+        unclaimed: Callable[[Owner, Fix], str] | None,
+        why: "Callable[[Occupying], Rows]",
+        left_out: Callable[[Owner], str | None],
+        *,
+        plumbing_first: bool = False,
+    ) -> None:
+        self.describe = describe  # the owner, and " (pid N comm)" when known
+        self.remedy = remedy  # check's fix (why's too, for a registered port)
+        # why's fix when no claim covers the port; None: remedy's, for "the registered unit"
+        self.unclaimed = unclaimed
+        self.why = why  # why's rows about the owner
+        # init's reason to leave a listener of this owner out of the registry; None: register
+        self.left_out = left_out
+        self.plumbing_first = plumbing_first  # shared plumbing's own fix comes first
 
 
 def find_holder(port: int, proto: str) -> str:
@@ -59,14 +74,14 @@ def _registered(owner: Owner) -> str | None:
 # --- units: service, socket, scope --------------------------------------------------------------
 
 
-def _unit_rows(occupying: Occupying) -> Rows:
+def _unit_rows(occupying: "Occupying") -> Rows:
     facts = occupying.unit
     via = facts.triggered_by if facts else ()
     rows = [("unit", _unit_text(occupying))]
     return rows + ([("", f"activated by {', '.join(via)}")] if via else [])
 
 
-def _unit_text(occupying: Occupying) -> str:
+def _unit_text(occupying: "Occupying") -> str:
     owner, facts = occupying.owner, occupying.unit
     state = f", {facts.active_state} ({facts.sub_state})" if facts else ""
     described = f' "{facts.description}"' if facts and facts.description else ""
@@ -123,7 +138,7 @@ def _socket_unclaimed(owner: Owner, fix: Fix) -> str:
     )
 
 
-def _socket_rows(occupying: Occupying) -> Rows:
+def _socket_rows(occupying: "Occupying") -> Rows:
     owner = occupying.owner
     starts = f" and starts {', '.join(owner.activates)}" if owner.activates else ""
     return [("unit", _unit_text(occupying)), ("", f"a socket unit: PID 1 holds the port{starts}")]
@@ -157,7 +172,7 @@ def _session_remedy(owner: Owner, fix: Fix) -> str:
     )
 
 
-def _session_rows(occupying: Occupying) -> Rows:
+def _session_rows(occupying: "Occupying") -> Rows:
     owner, session = occupying.owner, occupying.session
     if session is None:
         return [("session", f"{owner.unit} of {owner.user}")]
@@ -180,7 +195,7 @@ def _user_service_remedy(owner: Owner, fix: Fix) -> str:
     return f"'systemctl --user -M {owner.user}@ stop {owner.unit}'"
 
 
-def _user_service_rows(occupying: Occupying) -> Rows:
+def _user_service_rows(occupying: "Occupying") -> Rows:
     owner = occupying.owner
     return [("unit", f"{owner.unit}, {owner.user}'s user service ({owner.cgroup})")]
 
@@ -211,7 +226,7 @@ def _unknown_describe(owner: Owner, process: str) -> str:
     return f"an unidentified process{where}{process}"
 
 
-def _unknown_rows(occupying: Occupying) -> Rows:
+def _unknown_rows(occupying: "Occupying") -> Rows:
     owner = occupying.owner
     where = f"cgroup {owner.cgroup}" if owner.cgroup else "its cgroup is not visible"
     return [("owner", f"not a unit: {where}, uid of {owner.user}")]

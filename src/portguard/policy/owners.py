@@ -5,13 +5,18 @@ the report can use it without loading pyroute2 or pystemd.
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from portguard.host.occupants import Occupant
-from portguard.host.processes import Process, SocketOptions
-from portguard.host.sessions import Session
+from portguard.host.processes import SocketOptions
 from portguard.host.units import UnitFacts
 from portguard.registry.localports import LocalPorts
+
+if TYPE_CHECKING:  # a held check loads none of these for the words of its one owner
+    from typing import Protocol
+
+    from portguard.host.processes import Process
+    from portguard.host.sessions import Session
 
 # How every command says the census could not run, so a report can tell it from an empty one.
 CENSUS_FAILED = "the kernel's socket table could not be read"
@@ -71,28 +76,33 @@ class Attribution:
 # --- what the words about an owner are made from (policy/kinds.py) ----------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class Fix:
-    """What a fix is for: the registered unit(s) that should have the port, and the port."""
+    """What a fix is for: the registered unit(s) that should have the port, and the port.
+    (A plain class, as kinds.Kind: a held check makes the class at every start.)"""
 
-    unit: str
-    port: int
-    proto: str
+    __slots__ = ("port", "proto", "unit")
+
+    def __init__(self, unit: str, port: int, proto: str) -> None:
+        self.unit = unit
+        self.port = port
+        self.proto = proto
 
 
-class Occupying(Protocol):
-    """What `why` knows of an owner on the port (policy/diagnosis.Occupancy)."""
+if TYPE_CHECKING:
 
-    @property
-    def owner(self) -> Owner: ...
-    @property
-    def unit(self) -> UnitFacts | None: ...
-    @property
-    def process(self) -> Process | None: ...
-    @property
-    def session(self) -> Session | None: ...
-    @property
-    def forwards_to(self) -> str | None: ...
+    class Occupying(Protocol):
+        """What `why` knows of an owner on the port (policy/diagnosis.Occupancy)."""
+
+        @property
+        def owner(self) -> Owner: ...
+        @property
+        def unit(self) -> UnitFacts | None: ...
+        @property
+        def process(self) -> Process | None: ...
+        @property
+        def session(self) -> Session | None: ...
+        @property
+        def forwards_to(self) -> str | None: ...
 
 
 Rows = list[tuple[str, str]]  # why's (label, text) rows

@@ -14,8 +14,12 @@ stand on -- is never to be stopped: its fix is its configuration, or moving the 
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from portguard.policy.owners import Fix, Occupying, Owner, Rows, container_label
+from portguard.policy.owners import Fix, Owner, Rows, container_label
+
+if TYPE_CHECKING:
+    from portguard.policy.owners import Occupying
 
 _CONTAINER_SCOPE = re.compile(r"^(docker|libpod|cri-containerd|crio)-([0-9a-f]{12,64})\.scope$")
 _MACHINE_SCOPE = re.compile(r"^machine-(.+)\.scope$")
@@ -127,7 +131,7 @@ def container_describe(owner: Owner, process: str) -> str:
     return f"{subject}{whose} via {via}{process}"
 
 
-def container_rows(occupying: Occupying) -> Rows:
+def container_rows(occupying: "Occupying") -> Rows:
     owner = occupying.owner
     name = container_label(owner) or "not named by the engine"
     if owner.runtime and owner.runtime != "docker":
@@ -239,6 +243,6 @@ def machine_remedy(owner: Owner, fix: Fix) -> str:
     )
 
 
-def machine_rows(occupying: Occupying) -> Rows:
+def machine_rows(occupying: "Occupying") -> Rows:
     owner = occupying.owner
     return [("machine", f"{owner.container_name} (systemd-nspawn; {owner.unit})")]
