@@ -145,6 +145,22 @@ def _guard_reports() -> list[Report]:
     return [world.check(subject) for world, subject in cases]
 
 
+def _redirect_reports() -> list[Report]:
+    """`redirected` and `partly-redirected` from the pure judgement, on built rulesets."""
+    from portguard.commands.redirects import verdict  # noqa: PLC0415
+    from portguard.policy.redirects import judge  # noqa: PLC0415
+    from tests.policy import nat_rules as n  # noqa: PLC0415
+
+    free = Report(Verdict.FREE, UNIT, f"{PORT}/tcp free")
+    claim = Claim(Proto.TCP, PORT, PORT)
+    shapes = [
+        n.ruleset({"pre": [n.dport(PORT) + n.dnat(n.POD, 80)]}),
+        n.ruleset({"pre": [n.dport(PORT) + n.redirect(9000)]}),
+        n.ruleset({"pre": [n.saddr_in(b"\x0a\0\0\0", 8) + n.dport(PORT) + n.dnat(n.POD, 80)]}),
+    ]
+    return [verdict(free, judge(rules, [claim], n.HERE, unit=UNIT)) for rules in shapes]
+
+
 def _check_run_fields(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, load: Callable[[Path], Registry] | None
 ) -> dict[str, str]:
@@ -171,6 +187,8 @@ def fields_by_verdict(
 ) -> dict[Verdict, list[dict[str, str]]]:
     found: dict[Verdict, list[dict[str, str]]] = {}
     for report in _guard_reports():
+        found.setdefault(report.verdict, []).append(report.journal_fields())
+    for report in _redirect_reports():
         found.setdefault(report.verdict, []).append(report.journal_fields())
     for load in (None, lambda _: Registry(), _broken):
         fields = _check_run_fields(monkeypatch, tmp_path, load)

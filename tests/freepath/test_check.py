@@ -191,6 +191,8 @@ sys.path.insert(0, {src!r})
 sys.argv = ["portguard", "check", "--registry", {root!r}, "myapp.service"]
 import portguard.freepath.cache as cache, portguard.freepath.trust as trust
 cache.CACHE_DIR = {cache!r}
+import portguard.freepath.check as check
+check.untouched = lambda unit, key: True  # no NAT rule takes the port: test_nat.py's question
 if posix.geteuid() != 0:
     trust.is_safe = lambda st: True  # the files are ours; the imports are under test
 from portguard.__main__ import main
@@ -201,7 +203,7 @@ print(" ".join(sorted(sys.modules)))
 """
 
 
-FREE_PATH = {f"portguard.freepath{m}" for m in ("", ".binds", ".cache", ".check", ".trust")}
+FREE_PATH = {f"portguard.freepath{m}" for m in ("", ".binds", ".cache", ".check", ".nat", ".trust")}
 
 
 def test_free_path_imports_only_builtin_modules(tree: Tree, ports: tuple[int, int]) -> None:

@@ -4,6 +4,7 @@ The free path is freepath/check.py's; this is everything else: a busy port, the 
 a registry change, an unregistered unit, a broken registry.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -186,4 +187,37 @@ def _decide(
     uid = binder.identity[0] if binder.identity else os.geteuid()
     with early.facts if early is not None else FactsChild() as facts:
         effects = real_effects(self_cgroup, binder, facts, early)
-        return check(replace(guarded, uid=uid), effects)
+        report = check(replace(guarded, uid=uid), effects)
+    if report.verdict not in (Verdict.FREE, Verdict.RELEASED):
+        return report  # held wins over redirected: the bind itself fails
+    return _traffic(report, registry, guarded, registry_path)
+
+
+def _traffic(report: Report, registry: "Registry", guarded: Guarded, root: Path) -> Report:
+    """A port free for bind() may still have its traffic taken by NAT (DESIGN rule 5)."""
+    from portguard.commands import redirects  # noqa: PLC0415
+    from portguard.freepath.trust import digest  # noqa: PLC0415
+
+    own = {(c.proto, p) for c in guarded.claims for p in c.ports}
+    for via in guarded.via:
+        found = registry.entry_for(via)
+        if found is not None:
+            entry, instance = found
+            with contextlib.suppress(ClaimSyntaxError):
+                own |= {
+                    (c.proto, p)
+                    for ls in entry.listen
+                    for c in [ls.claim(instance)]
+                    for p in c.ports
+                }
+    ruleset = redirects.ruleset_here()
+    judged = redirects.look(guarded.claims, unit=guarded.unit, own=own, ruleset=ruleset)
+    key = digest(str(root))
+    redirects.remember(ruleset, guarded.unit, key[0] if key else None, judged)
+    judged_report = redirects.verdict(report, judged)
+    unjudged = judged.gaps and judged_report.verdict is report.verdict
+    if unjudged and report.verdict is Verdict.FREE and redirects.first_this_boot(guarded.unit):
+        # Not a failed start, never: a notice, once per boot, of what could not be judged.
+        fields = judged_report.journal_fields() | {"PRIORITY": "5"}
+        journal.send(fields)
+    return judged_report

@@ -11,7 +11,8 @@ files -- returns None, and the full implementation decides and reports.
 Importing argparse, json or dataclasses alone would cost more than the interpreter's own
 start; even `os` (pure Python, with posixpath and _collections_abc) costs a tenth of it under
 `-S`, so the few path operations needed are written over the builtin `posix` (trust.py).
-Each module is one more import at every start (about 0.1 ms), so there are four. The rest of
-portguard calls down into them for the same work (the trial bind, the trust walk, the
-compiled form), so each exists once; nothing here imports anything of ours but its siblings.
+Each module is one more import at every start (about 0.1 ms), so there are five (nat.py:
+whether a NAT rule may take the port, DESIGN rule 5). The rest of portguard calls down
+into them for the same work (the trial bind, the trust walk, the compiled form), so each
+exists once; nothing here imports anything of ours but its siblings.
 """

@@ -17,6 +17,7 @@ from portguard.freepath.binds import (
     with_socket_options,
 )
 from portguard.freepath.cache import load_cache
+from portguard.freepath.nat import untouched
 from portguard.freepath.trust import REGISTRY_DIR, digest, is_dir
 
 _UNIT_SUFFIXES = (".service", ".socket", ".scope")
@@ -29,11 +30,12 @@ def run(argv: list[str]) -> int | None:
     resolved = _resolve(argv)
     if resolved is None:
         return None
-    binds, identity, socket_options = resolved
+    binds, identity, socket_options, unit, key = resolved
     for spec, port in binds:
         if bind_errno(with_socket_options(spec, socket_options), port, identity):
             return None
-    return 0
+    # Free for bind(); free for the traffic too, unless a NAT rule may take it (DESIGN rule 5).
+    return 0 if untouched(unit, key) else None
 
 
 def claimed_ports(argv: list[str]) -> list[tuple[str, int]] | None:
@@ -84,8 +86,9 @@ def _check_args(argv: list[str]) -> tuple[str, str | None, list[str]] | None:
 
 def _resolve(
     argv: list[str],
-) -> tuple[list[tuple[BindSpec, int]], Identity, frozenset[str] | None] | None:
-    """The unit's compiled binds with their ports, who binds and a socket unit's options."""
+) -> tuple[list[tuple[BindSpec, int]], Identity, frozenset[str] | None, str, bytes] | None:
+    """The unit's compiled binds with their ports, who binds, a socket unit's options, the
+    unit and the registry's hash."""
     parsed = _check_args(argv)
     if parsed is None:
         return None
@@ -102,7 +105,7 @@ def _resolve(
     found = digest(root)
     units = load_cache(root, found[0]) if found else None
     entry = lookup(units, unit) if units else None
-    if entry is None:
+    if entry is None or found is None:
         return None
     specs, instance = entry
     binds = []
@@ -111,7 +114,7 @@ def _resolve(
         if port is None or not 0 < port < 65536:
             return None
         binds.append((spec, port))
-    return binds, identity, socket_options
+    return binds, identity, socket_options, unit, found[0]
 
 
 def own_unit(proc_self_cgroup: str | None = None) -> str | None:

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from portguard.errors import Exit
 from portguard.host.occupants import Occupant
@@ -11,6 +12,9 @@ from portguard.policy.owners import Fix, Owner, OwnerKind, container_label
 from portguard.registry.claims import host_text
 from portguard.registry.localports import LocalPorts
 
+if TYPE_CHECKING:
+    from portguard.policy.redirects import Taker
+
 
 class Verdict(StrEnum):
     FREE = "free"
@@ -18,6 +22,8 @@ class Verdict(StrEnum):
     UNREGISTERED = "unregistered"
     UNASSIGNABLE = "unassignable"
     HELD = "held"
+    REDIRECTED = "redirected"  # NAT sends the port's traffic elsewhere (DESIGN rule 5)
+    PARTLY_REDIRECTED = "partly-redirected"  # some of it: a warning, the start goes ahead
     INTERNAL_ERROR = "internal-error"
     DRAIN_TIMEOUT = "drain-timeout"
     DENIED = "denied"
@@ -30,6 +36,8 @@ EXIT = {
     Verdict.UNREGISTERED: Exit.OK,
     Verdict.UNASSIGNABLE: Exit.NOHOST,
     Verdict.HELD: Exit.UNAVAILABLE,
+    Verdict.REDIRECTED: Exit.UNAVAILABLE,
+    Verdict.PARTLY_REDIRECTED: Exit.OK,
     Verdict.INTERNAL_ERROR: Exit.SOFTWARE,
     Verdict.DRAIN_TIMEOUT: Exit.TEMPFAIL,
     Verdict.DENIED: Exit.NOPERM,
@@ -42,6 +50,8 @@ MESSAGE_ID = {
     Verdict.UNREGISTERED: "ea38110f7b41499fbe7e2417b944d5ba",
     Verdict.UNASSIGNABLE: "f613cfddec4942798a50f3f468caf90e",
     Verdict.HELD: "d12e92fae08c4a5791aebc7c159078ed",
+    Verdict.REDIRECTED: "3151251dc9cc4c22a56390d8cb01f8d5",
+    Verdict.PARTLY_REDIRECTED: "ae60ba2c632847eabb640ac82414c743",
     Verdict.INTERNAL_ERROR: "8b4a5df3dc80473a9e661bc87a30e52f",
     Verdict.DRAIN_TIMEOUT: "841b50d89b87450288998a6c0b60b9f0",
     Verdict.DENIED: "eca52832466340798b793630d8477d99",
@@ -53,6 +63,7 @@ PRIORITY = {
     Verdict.RELEASED: 6,
     Verdict.UNREGISTERED: 5,
     Verdict.FREE: 6,
+    Verdict.PARTLY_REDIRECTED: 4,
 }
 
 
@@ -71,6 +82,7 @@ class Report:
     team: str | None = None
     waited_ms: int | None = None
     gaps: tuple[str, ...] = ()
+    taker: "Taker | None" = None  # a NAT rule that takes the port's traffic
 
     @property
     def exit_code(self) -> Exit:
@@ -98,7 +110,7 @@ class Report:
         }
         if self.verdict in MESSAGE_ID:
             fields["MESSAGE_ID"] = MESSAGE_ID[self.verdict]
-        owner = self.owner
+        owner, taker = self.owner, self.taker
         optional = {
             # `journalctl -u UNIT` (and `systemctl status`) also match entries a root process
             # sends about UNIT: the guard's verdict stays with its unit even when journald
@@ -109,7 +121,13 @@ class Report:
             "PORTGUARD_PROTO": self.proto,
             "PORTGUARD_ADDRESS": self.address,
             "PORTGUARD_STATE": self.state,
-            "PORTGUARD_OWNER_KIND": owner.kind if owner else None,
+            "PORTGUARD_OWNER_KIND": owner.kind if owner else (taker.kind if taker else None),
+            "PORTGUARD_OWNER_NAME": taker.name if taker else None,
+            "PORTGUARD_REDIRECT_TO": taker.to if taker else None,
+            "PORTGUARD_RULE_FAMILY": taker.family if taker else None,
+            "PORTGUARD_RULE_TABLE": taker.table if taker else None,
+            "PORTGUARD_RULE_CHAIN": taker.chain if taker else None,
+            "PORTGUARD_RULE_HANDLE": taker.handle if taker else None,
             "PORTGUARD_OWNER_UNIT": owner.unit if owner else None,
             "PORTGUARD_OWNER_PID": owner.pid if owner else None,
             "PORTGUARD_OWNER_COMM": owner.comm if owner else None,

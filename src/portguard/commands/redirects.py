@@ -1,0 +1,116 @@
+"""NAT redirects on this host, for `check`, `why`, `audit`, `init` and `wait`: the kernel's
+ruleset and addresses read once, judged by policy/redirects.py, and remembered for the free
+path (freepath/nat.py) while the ruleset's generation stands."""
+
+import os
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+
+from portguard.freepath import nat
+from portguard.host.addresses import addresses, interfaces
+from portguard.host.files import write_atomically
+from portguard.host.nftables import Ruleset, RulesetUnreadable, read_ruleset
+from portguard.policy.redirects import Host, Judged, Taken, judge
+from portguard.policy.report import Report, Verdict
+from portguard.registry.claims import Claim, Proto
+
+
+def ruleset_here() -> Ruleset | str:
+    """The ruleset, or why it could not be read."""
+    if not nat.nftables_in_use():
+        return Ruleset(0, (), (), ())
+    try:
+        return read_ruleset()
+    except RulesetUnreadable as exc:
+        return f"the nftables ruleset ({exc.message})"
+
+
+def host_here() -> Host:
+    return Host(addresses(), interfaces())
+
+
+def look(
+    claims: Iterable[Claim],
+    *,
+    unit: str,
+    own: Iterable[tuple[Proto, int]] = (),
+    ruleset: Ruleset | str | None = None,
+    host: Host | None = None,
+) -> Judged:
+    """CLAIMS judged against this host's NAT rules now."""
+    found = ruleset_here() if ruleset is None else ruleset
+    if isinstance(found, str):
+        return Judged(gaps=[found])
+    return judge(found, claims, host or host_here(), unit=unit, own=own)
+
+
+def has_nat(ruleset: Ruleset) -> bool:
+    return any(c.type == "nat" and c.hook in ("prerouting", "output") for c in ruleset.chains)
+
+
+def remember(ruleset: Ruleset | str, unit: str, key: bytes | None, judged: Judged) -> None:
+    """Leave the free path its mark: nothing of UNIT's is taken at this generation."""
+    if isinstance(ruleset, str) or os.geteuid() != 0 or judged.taken or judged.partly:
+        return
+    try:
+        os.makedirs(Path(nat.marker()).parent, mode=0o755, exist_ok=True)
+        if not has_nat(ruleset):
+            write_atomically(Path(nat.marker()), f"{ruleset.generation} none")
+        elif key is not None and not judged.gaps:
+            write_atomically(Path(nat.marker(unit)), f"{ruleset.generation} {key.hex()}")
+    except OSError:
+        pass  # only speed is lost
+
+
+def first_this_boot(unit: str) -> bool:
+    """Whether UNIT's unjudged NAT is news since boot (/run is emptied at every boot); a
+    guard that may not write there says it every time."""
+    path = Path(f"{nat.marker(unit)}.unjudged")
+    try:
+        os.makedirs(path.parent, mode=0o755, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        return False
+    except OSError:
+        return True
+    os.close(fd)
+    return True
+
+
+def verdict(report: Report, judged: Judged) -> Report:
+    """A free (or released) REPORT turned `redirected` or `partly-redirected` by JUDGED."""
+    if judged.taken:
+        return _report(report, judged.taken[0], Verdict.REDIRECTED, judged)
+    if judged.partly:
+        return _report(report, judged.partly[0], Verdict.PARTLY_REDIRECTED, judged)
+    if judged.gaps:
+        gaps = tuple(report.gaps) + tuple(f"whether NAT takes the port: {g}" for g in judged.gaps)
+        return replace(report, gaps=gaps)
+    return report
+
+
+def summary(taken: Taken) -> str:
+    """'nothing listens on 30080/tcp here, but IPv4 traffic to it goes to … by …'."""
+    t = taken.taker
+    how = "all" if taken.certain else "some"
+    return (
+        f"{taken.port}/{taken.claim.proto} is free for bind(), but {how} {taken.family} "
+        f"traffic to it goes to {t.to}: {t.name} ({t.location})"
+    )
+
+
+def _report(report: Report, taken: Taken, verdict: Verdict, judged: Judged) -> Report:
+    return replace(
+        report,
+        verdict=verdict,
+        summary=f"{report.unit}: {summary(taken)}",
+        remedy=taken.taker.remedy,
+        port=taken.port,
+        proto=str(taken.claim.proto),
+        address=None if taken.claim.address is None else str(taken.claim.address),
+        state=None,
+        owner=None,
+        taker=taken.taker,
+        gaps=tuple(report.gaps) + tuple(judged.gaps),
+    )

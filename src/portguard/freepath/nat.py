@@ -1,0 +1,89 @@
+"""Whether a NAT rule may take the unit's ports: on the free path, from builtins only.
+
+A port can be taken where bind() never looks (DESIGN rule 5): a DNAT or REDIRECT rule sends
+its traffic elsewhere. Judging that means reading the whole nftables ruleset, which the full
+`check` does (policy/redirects.py). Here it is only remembered: the full `check` leaves a mark
+in /run/portguard when the ruleset, at its generation number, has no NAT chain at all
+(`nat`), or takes nothing from a unit's ports (`nat-UNIT`, with the registry's hash). The
+kernel bumps that number at every change, so asking for it (one netlink round trip) tells
+whether the mark still holds.
+"""
+
+import _socket
+import posix
+
+from portguard.freepath import cache
+from portguard.freepath.trust import join, read_trusted
+
+_NETLINK_NETFILTER = 12
+_GETGEN = (10 << 8) | 16  # NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN
+_NLMSG_ERROR = 2
+_MODULE_DIR = "/lib/modules/{}/kernel/net/netfilter/nf_tables.ko"
+
+
+def untouched(unit: str, key: bytes) -> bool:
+    """Whether the full `check` has found that no NAT rule takes UNIT's ports, and the
+    ruleset has not changed since; False when that is not known."""
+    if not nftables_in_use():
+        return True
+    gen = generation()
+    if gen is None:
+        return False
+    if read_trusted(marker()) == f"{gen} none".encode():
+        return True
+    return read_trusted(marker(unit)) == f"{gen} {key.hex()}".encode()
+
+
+def marker(unit: str | None = None) -> str:
+    return join(cache.CACHE_DIR, "nat" if unit is None else f"nat-{unit}")
+
+
+def generation() -> int | None:
+    """The nftables ruleset's generation number; None when it cannot be read (no
+    CAP_NET_ADMIN: an unprivileged guard)."""
+    try:
+        sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, _NETLINK_NETFILTER)
+    except OSError:
+        return None
+    try:
+        sock.settimeout(1.0)
+        header = (20).to_bytes(4, "little") + _GETGEN.to_bytes(2, "little")
+        sock.send(header + (1).to_bytes(2, "little") + (1).to_bytes(4, "little") + bytes(8))
+        reply = sock.recv(4096)
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    if len(reply) < 28 or int.from_bytes(reply[4:6], "little") == _NLMSG_ERROR:
+        return None
+    offset = 20  # netlink header, nfgenmsg
+    while offset + 8 <= len(reply):
+        size = int.from_bytes(reply[offset : offset + 2], "little")
+        if int.from_bytes(reply[offset + 2 : offset + 4], "little") & 0x3FFF == 1:
+            return int.from_bytes(reply[offset + 4 : offset + 8], "big")
+        if size < 4:
+            break
+        offset += (size + 3) & ~3
+    return None
+
+
+def nftables_in_use() -> bool:
+    """False only when nf_tables is a module not loaded: no ruleset, and asking would load it."""
+    try:
+        fd = posix.open("/proc/modules", posix.O_RDONLY | posix.O_CLOEXEC)
+    except OSError:
+        return True
+    try:
+        modules = posix.read(fd, 1 << 20)
+    finally:
+        posix.close(fd)
+    if modules.startswith(b"nf_tables ") or b"\nnf_tables " in modules:
+        return True
+    base = _MODULE_DIR.format(posix.uname().release)
+    for suffix in ("", ".xz", ".zst", ".gz"):
+        try:
+            posix.stat(base + suffix)
+        except OSError:
+            continue
+        return False
+    return True  # built into the kernel (or absent: then the question finds nothing)

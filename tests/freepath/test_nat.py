@@ -1,0 +1,50 @@
+"""Whether a NAT rule may take the unit's ports, on the free path (freepath/nat.py): the
+ruleset's generation from the kernel, in a network namespace of its own, and the marks the
+full `check` leaves."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from portguard.freepath import cache, nat
+from tests.conftest import SRC
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="netfilter netlink needs root")
+
+GENERATIONS = """
+import subprocess, sys
+sys.path.insert(0, {src!r})
+from portguard.freepath import nat
+first = nat.generation()
+subprocess.run(["nft", "add table ip portguard_test"], check=True)
+print(first, nat.generation())
+"""
+
+
+def test_the_generation_is_the_kernels_and_moves_with_every_change() -> None:
+    code = GENERATIONS.format(src=str(SRC))
+    result = subprocess.run(["unshare", "-n", sys.executable, "-I", "-c", code],
+                            capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    first, second = map(int, result.stdout.split())
+    assert second > first
+
+
+def test_the_marks_hold_only_at_their_generation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache, "CACHE_DIR", str(tmp_path))
+    generation = nat.generation()
+    assert generation is not None
+    key = b"\x01" * 32
+    assert not nat.untouched("a.service", key)  # nothing known yet: the full check decides
+    Path(nat.marker("a.service")).write_text(f"{generation} {key.hex()}")
+    assert nat.untouched("a.service", key)
+    assert not nat.untouched("a.service", b"\x02" * 32)  # another registry
+    assert not nat.untouched("b.service", key)
+    Path(nat.marker("a.service")).write_text(f"{generation - 1} {key.hex()}")
+    assert not nat.untouched("a.service", key)  # the ruleset changed since
+    Path(nat.marker()).write_text(f"{generation} none")
+    assert nat.untouched("b.service", key)  # no NAT chain at all: every unit passes
