@@ -5,7 +5,8 @@ Each shape is written into the sandbox's own network namespace, as the tool that
 writes it; then a client in another namespace (another host: `client`, 192.0.2.20) connects to
 this host's 192.0.2.10, and the test asserts where the connection really lands -- the
 registered service, which greets "service", or the redirect's target (a "pod" namespace at
-10.244.1.5:80, or another local port), which greets "pod" or "other". `check` must agree:
+10.244.1.5:80, or another local port), which greets "pod" or "other" (and lets the client
+close first, so no TIME-WAIT stays on the server's port). `check` must agree:
 exit 69 `redirected` exactly when the connection lands elsewhere, and a start that goes ahead
 whenever it would have reached the service.
 
@@ -35,7 +36,7 @@ GREETER = (
     "import socket, sys; s = socket.socket(); "
     "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
     "s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(); "
-    "[(c.sendall(sys.argv[3].encode()), c.close()) for c, _ in iter(s.accept, None)]"
+    "[(c.sendall(sys.argv[3].encode()), c.recv(1), c.close()) for c, _ in iter(s.accept, None)]"
 )
 CONNECT = (
     "import socket, sys\n"
@@ -216,6 +217,17 @@ def test_a_redirect_rule_is_redirected(net: Sandbox) -> None:
     assert entry["PORTGUARD_REDIRECT_TO"] == "this host's port 9000"
     assert entry["PORTGUARD_RULE_CHAIN"] == "PREROUTING"
     assert "iptables -t nat -S PREROUTING" in entry["PORTGUARD_REMEDY"]
+    code, data = why(net, 8080)
+    assert code == 1  # as for a holder
+    assert data["redirects"] == [{
+        "port": 8080, "proto": "tcp", "family": "IPv4", "certain": True, "owner_kind": "nat-rule",
+        "owner": entry["PORTGUARD_OWNER_NAME"], "to": "this host's port 9000",
+        "rule": {"family": "ip", "table": "nat", "chain": "PREROUTING",
+                 "handle": int(entry["PORTGUARD_RULE_HANDLE"])},
+        "remedy": data["redirects"][0]["remedy"],
+    }]  # fmt: skip
+    text = portguard(net, "why", "8080/tcp").stdout
+    assert "nothing listens on 8080/tcp here, but IPv4 traffic to it is redirected by" in text
 
 
 def test_a_redirect_to_the_units_own_other_port_is_its_plumbing(net: Sandbox) -> None:
@@ -242,6 +254,10 @@ def test_a_source_restricted_dnat_warns_and_the_start_goes_ahead(net: Sandbox) -
     assert entry["MESSAGE_ID"] == "ae60ba2c632847eabb640ac82414c743"
     assert entry["PORTGUARD_REDIRECT_TO"] == f"{POD}:80"
     assert lands(net, 8080) == "service"
+    net.run("systemctl", "stop", "myapp.service")
+    code, data = why(net, 8080)
+    assert code == 0  # partial: said, not an occupant
+    assert [r["certain"] for r in data["redirects"]] == [False]
 
 
 def test_a_nat_rule_for_another_port_changes_nothing(net: Sandbox) -> None:

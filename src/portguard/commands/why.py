@@ -53,11 +53,40 @@ def run(
     if netns_target:
         netns.enter(netns_target)
     diagnosis = investigate(query, registry or REGISTRY_DIR, netns=netns_target, early=early)
+    code = int(diagnosis.exit_code)
+    traffic = _traffic(query) if code == 0 else None
     if as_json:
-        print(json.dumps(as_data(diagnosis), indent=2))
+        data = as_data(diagnosis)
+        if traffic is not None:
+            data["redirects"], code = traffic[1], traffic[2]
+        print(json.dumps(data, indent=2))
     else:
         sys.stdout.write(render(diagnosis))
-    return int(diagnosis.exit_code)
+        if traffic is not None and traffic[0]:
+            sys.stdout.write(traffic[0])
+            code = traffic[2]
+    return code
+
+
+def _traffic(query: Query) -> tuple[str, list[dict[str, object]], int]:
+    """Where NAT sends the free port's traffic (DESIGN rule 5): text, data and exit code --
+    1 for a certain redirect, as for a holder; 0 for a partial or unjudged one."""
+    from portguard.commands import redirects  # noqa: PLC0415
+
+    judged = redirects.look(query.claims(), unit="the registered service")
+    lines, data = [], []
+    for taken in [*judged.taken, *judged.partly]:
+        t = taken.taker
+        how = "redirected" if taken.certain else "partly redirected"
+        lines.append(f"nothing listens on {taken.port}/{taken.claim.proto} here, but "
+                     f"{taken.family} traffic to it is {how} by {t.name} to {t.to} "
+                     f"({t.location})\n  fix: {t.remedy}\n")  # fmt: skip
+        data.append({"port": taken.port, "proto": str(taken.claim.proto), "family": taken.family,
+                     "certain": taken.certain, "owner_kind": t.kind, "owner": t.name,
+                     "to": t.to, "rule": {"family": t.family, "table": t.table,
+                     "chain": t.chain, "handle": t.handle}, "remedy": t.remedy})  # fmt: skip
+    lines += [f"whether NAT takes the port could not be judged: {gap}\n" for gap in judged.gaps]
+    return "".join(lines), data, 1 if judged.taken else 0
 
 
 def investigate(
