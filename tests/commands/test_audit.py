@@ -30,8 +30,9 @@ from portguard.policy.audit import (
     units_to_ask,
 )
 from portguard.policy.owners import Attribution, Holding, Owner, OwnerKind
+from portguard.policy.redirects import Judged
 from portguard.registry.assignments import Assignment, assignments
-from portguard.registry.claims import Proto
+from portguard.registry.claims import Claim, Proto
 from portguard.registry.entries import Registry
 from portguard.registry.localports import LocalPorts, PortSet
 from tests.conftest import Registry as RegistryFiles
@@ -353,13 +354,16 @@ def test_text_is_an_aligned_table_and_a_summary(registry: Registry) -> None:
     assert lines[6].endswith("squatter.service (pid 42 python3)")
     column = lines[0].index("CLAIM")
     assert all(line[column - 2 : column] == "  " and line[column] != " " for line in lines[1:7])
-    assert lines[7] == "5 claims: 1 ok, 1 squatted, 1 missing, 2 idle; 1 unregistered listener"
+    assert (
+        lines[7]
+        == "5 claims: 1 ok, 1 squatted, 1 missing, 2 idle, 0 redirected; 1 unregistered listener"
+    )
     assert len(lines) == 8
 
 
 def test_summary_says_claim_once(registry: Registry) -> None:
     audit = Audit((classify(claims_of(registry)[:1], [], None)), None, (), 0.0)
-    assert summary_line(audit) == "1 claim: 0 ok, 0 squatted, 0 missing, 1 idle"
+    assert summary_line(audit) == "1 claim: 0 ok, 0 squatted, 0 missing, 1 idle, 0 redirected"
 
 
 def test_json(registry: Registry) -> None:
@@ -375,6 +379,7 @@ def test_json(registry: Registry) -> None:
             "container": None, "container_name": None, "cgroup": '/odd "dir"\\x\nnext',
             "description": 'an unidentified process in cgroup /odd "dir"\\x\nnext (pid 77 a\nb)',
         }],
+        "redirect": None,
     }  # fmt: skip
     web = next(c for c in data["claims"] if c["unit"] == "web.service")
     assert (web["status"], web["team"], web["address"]) == ("ok", "web-team", None)
@@ -384,7 +389,7 @@ def test_json(registry: Registry) -> None:
     assert data["unregistered"][0]["holder"]["unit"] == "squatter.service"
     assert data["unregistered"][0]["state"] == "LISTEN"
     assert data["summary"] == {"claims": 5, "ok": 1, "squatted": 1, "missing": 1, "idle": 2,
-                               "unregistered": 1}  # fmt: skip
+                               "redirected": 0, "unregistered": 1}  # fmt: skip
     assert data["gaps"] == ["a gap"]
 
 
@@ -419,7 +424,7 @@ def test_prometheus_passes_the_strict_parser_with_every_label_escaped(registry: 
     assert claim.series("portguard_claim", **batch, proto="tcp", address="*", holder="").value == 1
     counts = families["portguard_claims"]
     assert {s.labels["status"]: s.value for s in counts.samples} == {
-        "ok": 1, "squatted": 1, "missing": 1, "idle": 2
+        "ok": 1, "squatted": 1, "missing": 1, "idle": 2, "redirected": 0
     }  # fmt: skip
     stray = families["portguard_unregistered_listener"].samples
     assert [(s.labels, s.value) for s in stray] == [
@@ -441,7 +446,7 @@ def test_prometheus_every_status_count_is_present_and_claims_are_one_series_each
     families = parse(render_audit(audit))
     assert len(families["portguard_claim"].samples) == 1
     counts = {s.labels["status"]: s.value for s in families["portguard_claims"].samples}
-    assert counts == {"ok": 0, "squatted": 0, "missing": 0, "idle": 2}
+    assert counts == {"ok": 0, "squatted": 0, "missing": 0, "idle": 2, "redirected": 0}
     assert "portguard_unregistered_listener" not in families
 
 
@@ -481,7 +486,7 @@ def test_run_prints_the_rendering_and_returns_the_exit_code(
     if output == "prometheus":
         parse(out)
     if output == "text":
-        assert out.splitlines()[-1] == "5 claims: 1 ok, 0 squatted, 0 missing, 4 idle"
+        assert out.splitlines()[-1] == "5 claims: 1 ok, 0 squatted, 0 missing, 4 idle, 0 redirected"
 
 
 def test_run_with_drift_returns_1(
@@ -656,3 +661,45 @@ def test_a_full_disk_keeps_the_old_file(
         run_to(registry, monkeypatch, target, Fakes())
     assert target.read_text() == "old\n"
     assert [p.name for p in textfile_dir.iterdir()] == ["portguard.prom"]
+
+
+def test_a_free_claim_whose_traffic_nat_takes_is_redirected(registry: Registry) -> None:
+    from dataclasses import replace  # noqa: PLC0415
+
+    from portguard.policy.redirects import judge  # noqa: PLC0415
+    from tests.policy import nat_rules as n  # noqa: PLC0415
+
+    rules = n.ruleset(
+        {
+            "pre": [
+                n.dport(9000) + n.redirect(9001),
+                n.dport(80) + n.dnat(n.POD, 80),
+                n.saddr_in(b"\x0a\0\0\0", 8) + n.dport(6380) + n.dnat(n.POD, 1),
+            ]
+        }
+    )
+    asked: list[tuple[str, frozenset[tuple[Proto, int]]]] = []
+
+    def traffic(unit: str, claim: Claim, own: frozenset[tuple[Proto, int]]) -> Judged:
+        asked.append((unit, own))
+        return judge(rules, [claim], n.HERE, unit=unit, own=own)
+
+    fakes = Fakes(holdings=[held(WEB, 8080), held(SQUATTER, 6379)],
+                  known=facts("web.service", "redis@6379.service",
+                              inactive=["redis@6380.service"]))  # fmt: skip
+    audit = gather(registry, replace(fakes.sources(), traffic=traffic), unregistered=False)
+
+    status = {r.assignment.unit: (r.status, r.taker and r.taker.to) for r in audit.rows}
+    # batch's 9000 goes to its own 9001 (its plumbing); nginx's 80 to a pod: redirected.
+    assert status["batch.service"] == (Status.IDLE, None)
+    assert status["nginx.service"] == (Status.REDIRECTED, "10.244.1.5:80")
+    assert status["redis@6380.service"] == (Status.IDLE, "10.244.1.5:1")  # some: named, not drift
+    assert status["web.service"] == (Status.OK, None)  # a held claim is never asked
+    assert all(unit != "web.service" for unit, _ in asked)
+    assert audit.rows[1].status is Status.REDIRECTED  # after squatted, before missing
+    assert audit.exit_code == 1
+    data = json.loads(portguard.commands.audit.render(audit, "json"))
+    nginx = next(c for c in data["claims"] if c["unit"] == "nginx.service")
+    assert nginx["redirect"]["certain"] is True and nginx["redirect"]["owner_kind"] == "nat-rule"
+    metrics = portguard.commands.audit.render(audit, "prometheus")
+    assert 'status="redirected",holder="an nftables rule in table ip t chain pre' in metrics

@@ -46,7 +46,12 @@ units:
   worker.service:
     listen: [18083/tcp]
     owner: payments-team
+  edge.service:
+    listen: [18084/tcp]
+    owner: web-team
 """
+# During the drift a NAT rule takes edge's port (DESIGN rule 5): REDIRECT to another port.
+NAT_RULE = "-t nat -{} PREROUTING -p tcp --dport 18084 -j REDIRECT --to-ports 18085"
 SLEEPER = "/bin/sleep infinity"
 HEALTHY, DRIFT, BLIND = "healthy", "drift", "blind"
 
@@ -65,7 +70,7 @@ def test_the_rules_pass_promtools_check() -> None:
     done = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True,
                           text=True, timeout=60, check=False)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 8 rules found" in done.stdout
+    assert "SUCCESS: 9 rules found" in done.stdout
 
 
 def audit(sandbox: Sandbox, env: dict[str, str] | None = None) -> str:
@@ -86,6 +91,9 @@ def statuses(exposition: str) -> dict[str, str]:
 def real_outputs(sandbox: Sandbox) -> dict[str, str]:
     """The audit's output in each state of the sandbox, checked to be that state."""
     write_registry(sandbox, REGISTRY)
+    # An address other hosts reach this one at: the NAT rule's traffic comes from them.
+    sandbox.run("sh", "-c", "ip link add pg0 type veth peer name pg1 && ip link set pg1 up && "
+                "ip addr add 192.0.2.10/24 dev pg0 && ip link set pg0 up")  # fmt: skip
     for unit, port, host in (("web", 18081, "0.0.0.0"), ("api", 18082, "127.0.0.1"),
                              ("worker", 18083, "0.0.0.0")):  # fmt: skip
         plain_unit(sandbox, f"{unit}.service", f"[Service]\nExecStart={listener(host, port)}\n")
@@ -97,7 +105,8 @@ def real_outputs(sandbox: Sandbox) -> dict[str, str]:
     for port in (18081, 18082, 18083):
         wait_listening(sandbox, port)
     outputs = {HEALTHY: audit(sandbox)}
-    assert set(statuses(outputs[HEALTHY]).values()) == {"ok"}, outputs[HEALTHY]
+    assert set(statuses(outputs[HEALTHY]).values()) == {"ok", "idle"}, outputs[HEALTHY]
+    assert statuses(outputs[HEALTHY])["edge.service"] == "idle"
 
     # Drift: api's port taken while it was down; worker runs but no longer listens.
     sandbox.stop("api.service")
@@ -105,11 +114,14 @@ def real_outputs(sandbox: Sandbox) -> dict[str, str]:
     plain_unit(sandbox, "worker.service", f"[Service]\nExecStart={SLEEPER}\n")
     sandbox.daemon_reload()
     sandbox.run("systemctl", "restart", "worker.service")
+    sandbox.run("iptables", *NAT_RULE.format("A").split())
     wait_listening(sandbox, 18082)
     outputs[DRIFT] = audit(sandbox)
     assert statuses(outputs[DRIFT]) == {
         "web.service": "ok", "api.service": "squatted", "worker.service": "missing",
+        "edge.service": "redirected",
     }, outputs[DRIFT]  # fmt: skip
+    sandbox.run("iptables", *NAT_RULE.format("D").split())
 
     # Blind: the drift fixed, but systemd cannot be asked.
     sandbox.stop("squatter.service")
@@ -196,6 +208,8 @@ def test_each_alert_fires_and_resolves_on_real_audit_output(
                 for h in "ab"}  # fmt: skip
     missing = {h: alert("PortguardClaimMissing", claim(outputs[DRIFT], "worker.service", h))
                for h in "ab"}  # fmt: skip
+    redirected = {h: alert("PortguardClaimRedirected", claim(outputs[DRIFT], "edge.service", h))
+                  for h in "ab"}  # fmt: skip
     textfile = {"file": TEXTFILE, "instance": "a", "job": "node"}
     gaps = alert("PortguardAuditGaps", {"instance": "a", "job": "node"}, "1")
     # At 150m the last write was at 115m: 35 minutes ago.
@@ -206,6 +220,10 @@ def test_each_alert_fires_and_resolves_on_real_audit_output(
         check(15, "PortguardClaimSquatted"),  # pending: a deploy's handover is not an alert
         check(30, "PortguardClaimSquatted", squatted["a"], squatted["b"]),
         check(45, "PortguardClaimSquatted"),  # resolved: the squatter left at 40m
+        check(5, "PortguardClaimRedirected"),
+        check(15, "PortguardClaimRedirected"),  # pending
+        check(30, "PortguardClaimRedirected", redirected["a"], redirected["b"]),
+        check(45, "PortguardClaimRedirected"),  # resolved: the rule went at 40m
         check(20, "PortguardClaimMissing"),
         check(30, "PortguardClaimMissing", missing["a"], missing["b"]),
         check(45, "PortguardClaimMissing"),

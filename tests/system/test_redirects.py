@@ -272,3 +272,33 @@ def test_a_nat_rule_for_another_port_changes_nothing(net: Sandbox) -> None:
     marker = net.run("sh", "-c", "cat /run/portguard/nat-myapp.service").stdout
     generation = marker.split()[0]
     assert generation.isdigit()
+
+
+def test_audit_init_and_wait_agree_on_a_kube_proxy_node(net: Sandbox) -> None:
+    apply(net, KUBE_NFT)
+    assert lands(net, NODEPORT) == "pod"  # no listener at all: the kernel's answer
+    write_registry(net, f"version: 1\nunits:\n  myapp.service:\n    listen: [{NODEPORT}]\n"
+                        "  other.service:\n    listen: [8080]\n")  # fmt: skip
+
+    audited = portguard(net, "audit", "--format", "json")
+    assert audited.returncode == 1, audited.stderr  # drift
+    rows = {row["unit"]: row for row in json.loads(audited.stdout)["claims"]}
+    assert rows["myapp.service"]["status"] == "redirected"
+    assert rows["myapp.service"]["redirect"]["owner_kind"] == "kubernetes-service"
+    assert rows["other.service"]["status"] == "idle"
+    metrics = portguard(net, "audit", "--format", "prometheus").stdout
+    assert 'status="redirected",holder="Kubernetes Service default/web (NodePort 30080)"' in metrics
+    assert 'portguard_claims{status="redirected"} 1' in metrics
+
+    written = portguard(net, "init")
+    assert written.returncode == 0, written.stderr
+    assert (
+        "# 1 Kubernetes NodePort (30080-30080), redirected by kube-proxy's rules" in written.stdout
+    )
+    assert f"{NODEPORT}/tcp" not in written.stdout.split("# Nothing listens")[0]  # not a claim
+
+    waited = portguard(net, "wait", f"{NODEPORT}/tcp", "--timeout", "1s", "--json")
+    assert waited.returncode == 75, waited.stderr  # a holder that stays
+    assert "Kubernetes Service default/web" in json.loads(waited.stdout)["message"]
+    net.run("nft", "delete", "table", "ip", "kube-proxy")
+    assert portguard(net, "wait", f"{NODEPORT}/tcp", "--timeout", "1s").returncode == 0

@@ -6,6 +6,7 @@ exposition.py's), and the file node_exporter reads.
 """
 
 import errno
+import functools
 import json
 import sys
 import time
@@ -23,12 +24,15 @@ from portguard.policy.audit import (
     FactsQuery,
     Row,
     Sources,
+    Status,
     Stray,
+    Traffic,
     gather,
 )
 from portguard.policy.owners import Attribution, Owner
+from portguard.policy.redirects import Judged
 from portguard.policy.report import describe_owner
-from portguard.registry.claims import Proto
+from portguard.registry.claims import Claim, Proto
 from portguard.registry.entries import REGISTRY_DIR, Registry
 
 
@@ -53,7 +57,25 @@ def real_sources() -> Sources:
     from portguard.host.sysctl import read_local_ports  # noqa: PLC0415
     from portguard.host.units import unit_facts  # noqa: PLC0415
 
-    return Sources(unit_facts, census, listeners, attribute, read_local_ports, time.time)
+    return Sources(unit_facts, census, listeners, attribute, read_local_ports, time.time,
+                   traffic_here())  # fmt: skip
+
+
+def traffic_here() -> Traffic:
+    """Where NAT sends each free claim's traffic, from one reading of the ruleset and of this
+    host's addresses, made when the first free claim asks."""
+    from portguard.commands import redirects  # noqa: PLC0415
+
+    ruleset = functools.cache(redirects.ruleset_here)
+    host = functools.cache(redirects.host_here)
+
+    def traffic(unit: str, claim: Claim, own: frozenset[tuple[Proto, int]]) -> Judged:
+        found = ruleset()
+        if isinstance(found, str):
+            return Judged(gaps=[found])
+        return redirects.look([claim], unit=unit, own=own, ruleset=found, host=host())
+
+    return traffic
 
 
 # --- text and JSON ------------------------------------------------------------------------------
@@ -64,6 +86,9 @@ def render_text(audit: Audit) -> str:
     table = [("STATUS", "UNIT", "CLAIM", "HOLDER")]
     for row in audit.rows:
         holder = ", ".join(describe_owner(o) for o in row.holders) or "-"
+        if row.taker is not None:
+            some = "" if row.status is Status.REDIRECTED else "some traffic: "
+            holder = f"{some}NAT to {row.taker.to} by {row.taker.name} ({row.taker.location})"
         table.append((str(row.status), row.assignment.unit, str(row.assignment.claim), holder))
     for stray in audit.unregistered or ():
         table.append(("unregistered", "-", str(stray.occupant), describe_owner(stray.owner)))
@@ -120,6 +145,20 @@ def _row_data(row: Row) -> dict[str, Any]:
         "status": str(row.status),
         "team": a.team,
         "holders": [owner_data(o) for o in row.holders],
+        "redirect": None if row.taker is None else _taker_data(row),
+    }
+
+
+def _taker_data(row: Row) -> dict[str, Any]:
+    t = row.taker
+    assert t is not None
+    return {
+        "certain": row.status is Status.REDIRECTED,
+        "owner_kind": t.kind,
+        "owner": t.name,
+        "to": t.to,
+        "rule": {"family": t.family, "table": t.table, "chain": t.chain, "handle": t.handle},
+        "remedy": t.remedy,
     }
 
 

@@ -22,10 +22,11 @@ TIMESTAMP = "portguard_audit_timestamp_seconds"
 HELP = {
     CLAIM: "A claim of the portguard registry and how it stands: one series per claim, "
     "value 1. status is ok (held by its unit or a via unit), squatted (held by another "
-    "owner, named in holder), missing (its unit is active but the port is not bound) or "
-    "idle (its unit is inactive and the port is free).",
-    CLAIMS: "Registry claims in each status (ok, squatted, missing, idle); every status "
-    "is always present.",
+    "owner, named in holder), redirected (nothing holds it, but a NAT rule, named in holder, "
+    "sends the traffic other hosts send to it elsewhere), missing (its unit is active but "
+    "the port is not bound) or idle (its unit is inactive and the port is free).",
+    CLAIMS: "Registry claims in each status (ok, squatted, redirected, missing, idle); every "
+    "status is always present.",
     UNREGISTERED: "Listening sockets that no registry claim covers, by address, port and "
     "owner (only with portguard audit --unregistered).",
     GAPS: "What the audit could not find out (e.g. systemd did not answer); 0 when it "
@@ -74,6 +75,8 @@ def claim_labels(row: Row) -> Labels:
     ports = str(claim.first) if claim.first == claim.last else f"{claim.first}-{claim.last}"
     squatted = row.status is Status.SQUATTED
     holder = ", ".join(sorted({stable_name(o) for o in row.holders})) if squatted else ""
+    if row.status is Status.REDIRECTED and row.taker is not None:
+        holder = row.taker.name
     return (
         ("unit", row.assignment.unit),
         ("port", ports),

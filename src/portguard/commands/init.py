@@ -105,6 +105,13 @@ def _trailer(planned: Plan, capture: Capture) -> list[str]:
             f"# {planned.clients} UDP socket{'s' * (planned.clients != 1)} on ports of the "
             f"ephemeral range {low}-{high} (net.ipv4.ip_local_port_range): clients, left out.",
         ]
+    if capture.redirected:
+        lines += [
+            "",
+            "# Nothing listens, but NAT rules send the traffic elsewhere, so not claimed",
+            "# (a unit given one of these ports would fail its start with 'redirected'):",
+        ]
+        lines += [f"# {_one_line(n)}" for n in capture.redirected]
     if capture.gaps:
         lines += ["", "# Not found out (the registry may be incomplete):"]
         lines += [f"# {_one_line(gap)}" for gap in capture.gaps]
@@ -157,6 +164,10 @@ def capture_here() -> Capture:
     )
     if services:
         facts.update(_more_facts(services, gaps))
+    from portguard.commands.redirects import taken_here  # noqa: PLC0415
+
+    redirected, nat_gaps = taken_here()
+    gaps += nat_gaps
     return Capture(
         holdings=found.holdings,
         facts=facts,
@@ -164,6 +175,7 @@ def capture_here() -> Capture:
         local_ports=read_local_ports(),
         statd_ports=statd_ports(),
         host=os.uname().nodename,
+        redirected=tuple(redirected),
     )
 
 

@@ -63,6 +63,23 @@ def remember(ruleset: Ruleset | str, unit: str, key: bytes | None, judged: Judge
         pass  # only speed is lost
 
 
+def taken_here() -> tuple[list[str], list[str]]:
+    """For `init`: what NAT takes of every port its rules name, as comment lines, and what
+    could not be judged. Each port is judged as a claim on every address, TCP and UDP."""
+    from portguard.policy.natports import candidate_ports  # noqa: PLC0415
+    from portguard.policy.redirects import taken_lines  # noqa: PLC0415
+
+    ruleset = ruleset_here()
+    if isinstance(ruleset, str):
+        return [], [f"what NAT takes: {ruleset}"]
+    if not has_nat(ruleset):
+        return [], []
+    host = host_here()
+    claims = [Claim(proto, p, p) for p in sorted(candidate_ports(ruleset)) for proto in Proto]
+    judged = judge(ruleset, claims, host, unit="its service")
+    return taken_lines(judged.taken), [f"what NAT takes: {g}" for g in judged.gaps]
+
+
 def first_this_boot(unit: str) -> bool:
     """Whether UNIT's unjudged NAT is news since boot (/run is emptied at every boot); a
     guard that may not write there says it every time."""

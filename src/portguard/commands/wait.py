@@ -11,7 +11,7 @@ from pathlib import Path
 
 from portguard.commands.check import guarded_for
 from portguard.commands.trusted import registry_at
-from portguard.errors import UsageError
+from portguard.errors import Exit, UsageError
 from portguard.freepath.trust import REGISTRY_DIR
 from portguard.host import probe, sockwatch
 from portguard.host.occupants import Occupant
@@ -41,7 +41,43 @@ def run(
             waited = until_listening(claims, timeout_ms, effects, units=units)
         else:
             waited = until_free(claims, timeout_ms, effects)
+    if waited.code == 0 and not listening:
+        waited = until_not_redirected(waited, claims, timeout_ms, unit=unit)
     return report(waited, claims, listening=listening, as_json=as_json)
+
+
+# How often a redirect's ruleset is looked at again: the generation number is one netlink
+# round trip; the ruleset is read and judged again only when it changed.
+_REDIRECT_POLL_S = 0.2
+
+
+def until_not_redirected(
+    waited: Waited, claims: Sequence[Claim], timeout_ms: int, *, unit: str | None
+) -> Waited:
+    """Free for bind() is not free when a NAT rule takes the traffic (DESIGN rule 5): a
+    certain redirect is a holder that stays, until it goes or the timeout (75, naming it).
+    A partial or unjudged one is said in the gaps and does not hold the wait."""
+    from portguard.commands import redirects  # noqa: PLC0415
+    from portguard.freepath import nat  # noqa: PLC0415
+
+    own = {(c.proto, p) for c in claims for p in c.ports}
+    name = unit or "the service"
+    start = time.monotonic() - waited.elapsed_ms / 1000
+    seen: int | None = None
+    while True:
+        generation = nat.generation()
+        if generation is None or generation != seen:
+            judged = redirects.look(claims, unit=name, own=own)
+            seen = generation
+        elapsed_ms = int((time.monotonic() - start) * 1000)
+        if not judged.taken:
+            notes = [redirects.summary(t) for t in judged.partly] + judged.gaps
+            return replace(waited, elapsed_ms=elapsed_ms, gaps=(*waited.gaps, *notes))
+        if elapsed_ms >= timeout_ms:
+            taken = judged.taken[0]
+            line = f"{redirects.summary(taken)}; {taken.taker.remedy}"
+            return replace(waited, code=Exit.TEMPFAIL, line=line, elapsed_ms=elapsed_ms)
+        time.sleep(min(_REDIRECT_POLL_S, (timeout_ms - elapsed_ms) / 1000))
 
 
 def _unit_claims(

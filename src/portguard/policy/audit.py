@@ -14,6 +14,7 @@ from portguard.errors import Exit, Unavailable
 from portguard.host.occupants import Occupant
 from portguard.host.units import FactsUnavailable, UnitFacts
 from portguard.policy.owners import CENSUS_FAILED, Attribution, Holding, Owner
+from portguard.policy.redirects import Judged, Taker
 from portguard.registry.assignments import Assignment, assignments
 from portguard.registry.claims import Claim, Proto, overlaps
 from portguard.registry.entries import Registry
@@ -26,6 +27,7 @@ _LISTENING = ("LISTEN", "UNCONN")
 
 class Status(StrEnum):
     SQUATTED = "squatted"
+    REDIRECTED = "redirected"
     MISSING = "missing"
     OK = "ok"
     IDLE = "idle"
@@ -46,11 +48,17 @@ STATUSES: dict[Status, StatusInfo] = {
     Status.SQUATTED: StatusInfo(
         "held by someone who is neither the unit nor one of its `via`", 0, 1, drift=True
     ),
-    Status.MISSING: StatusInfo(
-        "the unit (or a `via` unit) is active, yet nothing holds the port", 1, 2, drift=True
+    Status.REDIRECTED: StatusInfo(
+        "nothing holds the port, but a NAT rule sends what other hosts send to it elsewhere",
+        1,
+        4,
+        drift=True,
     ),
-    Status.OK: StatusInfo("held by the unit or one of its `via`", 2, 0, drift=False),
-    Status.IDLE: StatusInfo("the unit is not running and the port is free", 3, 3, drift=False),
+    Status.MISSING: StatusInfo(
+        "the unit (or a `via` unit) is active, yet nothing holds the port", 2, 2, drift=True
+    ),
+    Status.OK: StatusInfo("held by the unit or one of its `via`", 3, 0, drift=False),
+    Status.IDLE: StatusInfo("the unit is not running and the port is free", 4, 3, drift=False),
 }
 ROW_ORDER = tuple(sorted(STATUSES, key=lambda s: STATUSES[s].row_rank))
 SUMMARY_ORDER = tuple(sorted(STATUSES, key=lambda s: STATUSES[s].summary_rank))
@@ -65,6 +73,7 @@ class Row:
     assignment: Assignment
     status: Status
     holders: tuple[Owner, ...] = ()
+    taker: Taker | None = None  # the NAT rule that takes its traffic (all of it: redirected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +99,7 @@ class Audit:
         return Exit.OCCUPIED if any(r.status in DRIFT for r in self.rows) else Exit.OK
 
 
+Traffic = Callable[[str, Claim, frozenset[tuple[Proto, int]]], Judged]
 # `units.unit_facts`'s signature: names, then keyword timeout and patterns.
 FactsQuery = Callable[..., dict[str, UnitFacts]]
 
@@ -104,6 +114,9 @@ class Sources:
     attribute: Callable[[list[Occupant], FactsQuery], Attribution]
     local_ports: Callable[[], LocalPorts | None]
     clock: Callable[[], float]
+    # Where NAT sends a free claim's traffic: its unit, the claim, and the (proto, port) that
+    # are the unit's own (a redirect there is its plumbing).
+    traffic: "Traffic" = lambda unit, claim, own: Judged()
 
 
 # --- the judgement (pure) ---------------------------------------------------------------------
@@ -210,7 +223,10 @@ def gather(registry: Registry, sources: Sources, *, unregistered: bool) -> Audit
         raise Unavailable(f"{CENSUS_FAILED}: {exc}") from None
     everyone = list(dict.fromkeys([*occupants, *listening]))
     attribution = sources.attribute(everyone, _reusing(sources.facts, facts, names))
-    rows = classify(concrete, attribution.holdings, facts)
+    rows, traffic_gaps = _with_traffic(
+        classify(concrete, attribution.holdings, facts), concrete, sources.traffic
+    )
+    gaps += traffic_gaps
     found = None
     if unregistered:
         listeners = set(listening)
@@ -218,6 +234,34 @@ def gather(registry: Registry, sources: Sources, *, unregistered: bool) -> Audit
         found = strays(held, [a.claim for a in concrete], sources.local_ports())
     all_gaps = tuple(dict.fromkeys([*gaps, *attribution.gaps]))
     return Audit(rows, found, all_gaps, sources.clock())
+
+
+def _with_traffic(
+    rows: tuple[Row, ...],
+    concrete: Sequence[Assignment],
+    traffic: Traffic,
+) -> tuple[tuple[Row, ...], list[str]]:
+    """A free claim (missing or idle) whose traffic NAT takes is `redirected`; one that NAT
+    takes some of keeps its status and names the rule; what could not be judged is a gap."""
+    ports: dict[str, set[tuple[Proto, int]]] = {}
+    for a in concrete:
+        ports.setdefault(a.unit, set()).update((a.claim.proto, p) for p in a.claim.ports)
+    out, gaps = [], []
+    for row in rows:
+        if row.status not in (Status.MISSING, Status.IDLE):
+            out.append(row)
+            continue
+        own = frozenset(p for unit in row.assignment.holders for p in ports.get(unit, ()))
+        judged = traffic(row.assignment.unit, row.assignment.claim, own)
+        gaps += [g for g in judged.gaps if g not in gaps]
+        if judged.taken:
+            out.append(Row(row.assignment, Status.REDIRECTED, (), judged.taken[0].taker))
+        elif judged.partly:
+            out.append(Row(row.assignment, row.status, (), judged.partly[0].taker))
+        else:
+            out.append(row)
+    ordered = tuple(sorted(out, key=lambda row: ROW_ORDER.index(row.status)))
+    return ordered, [f"whether NAT takes a port: {g}" for g in gaps]
 
 
 def units_to_ask(registry: Registry) -> tuple[list[str], list[str]]:

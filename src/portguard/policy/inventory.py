@@ -35,6 +35,7 @@ class Capture:
     statd_ports: frozenset[int] = frozenset()  # what /etc/nfs.conf pins rpc.statd to
     host: str = "localhost"
     taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    redirected: tuple[str, ...] = ()  # what NAT rules take, one comment line each
 
 
 @dataclass(frozen=True, slots=True)

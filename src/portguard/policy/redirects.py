@@ -232,3 +232,25 @@ def _comment_of(rule: Rule) -> str | None:
             if isinstance(info, bytes):
                 return xt_comment(info)
     return None
+
+
+def taken_lines(taken: Sequence[Taken]) -> list[str]:
+    """`init`'s comments on what NAT takes: one line a port, but kube-proxy's NodePorts as
+    one line (their range and count): a Kubernetes node has hundreds."""
+    lines: list[str] = []
+    nodeports = sorted({t.port for t in taken if t.taker.kind == "kubernetes-service"})
+    if nodeports:
+        lines.append(
+            f"{len(nodeports)} Kubernetes NodePort{'s' * (len(nodeports) != 1)} "
+            f"({nodeports[0]}-{nodeports[-1]}), redirected by kube-proxy's rules: keep claims "
+            "out of the node-port range (30000-32767 unless --service-node-port-range says "
+            "otherwise)"
+        )
+    seen: set[tuple[int, str]] = set()
+    for t in taken:
+        if t.taker.kind == "kubernetes-service" or (t.port, str(t.claim.proto)) in seen:
+            continue
+        seen.add((t.port, str(t.claim.proto)))
+        lines.append(f"{t.port}/{t.claim.proto}: {t.family} traffic goes to {t.taker.to} "
+                     f"by {t.taker.name} ({t.taker.location})")  # fmt: skip
+    return lines
