@@ -175,11 +175,14 @@ def apply(sandbox: Sandbox, shape: list[str] | str) -> None:
             sandbox.run(*shlex.split(command))
 
 
-@pytest.mark.parametrize("shape", ["iptables-nft", "nftables"])
+@pytest.mark.parametrize("shape", ["iptables-nft", "iptables-legacy", "nftables"])
 def test_a_kube_proxy_nodeport_is_redirected_and_names_the_service(
     net: Sandbox, shape: str
 ) -> None:
-    apply(net, KUBE_IPTABLES if shape == "iptables-nft" else KUBE_NFT)
+    rules: list[str] | str = KUBE_NFT
+    if shape.startswith("iptables"):
+        rules = [c.replace("iptables ", f"{shape} ", 1) for c in KUBE_IPTABLES]
+    apply(net, rules)
     assert oracle(net, NODEPORT) == "pod"  # the kernel: every client reaches the pod
 
     started = guarded(net, NODEPORT)
@@ -196,7 +199,8 @@ def test_a_kube_proxy_nodeport_is_redirected_and_names_the_service(
         assert entry["PORTGUARD_RULE_TABLE"] == "kube-proxy"
         assert entry["PORTGUARD_RULE_CHAIN"] == ENDPOINT
     else:
-        assert entry["PORTGUARD_RULE_TABLE"] == "nat"
+        table = "nat (legacy)" if shape == "iptables-legacy" else "nat"
+        assert entry["PORTGUARD_RULE_TABLE"] == table
         assert entry["PORTGUARD_RULE_CHAIN"].startswith("KUBE-SEP-")
     assert "kubectl -n default get svc web" in entry["PORTGUARD_REMEDY"]
     assert "kube-proxy" not in entry["PORTGUARD_REMEDY"]  # never touch the plumbing

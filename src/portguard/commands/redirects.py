@@ -8,8 +8,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from portguard.freepath import nat
+from portguard.host import iptables
 from portguard.host.addresses import addresses, interfaces
 from portguard.host.files import write_atomically
+from portguard.host.ipvs import virtual_services
 from portguard.host.nftables import Ruleset, RulesetUnreadable, read_ruleset
 from portguard.policy.redirects import Host, Judged, Taken, judge
 from portguard.policy.report import Report, Verdict
@@ -17,17 +19,26 @@ from portguard.registry.claims import Claim, Proto
 
 
 def ruleset_here() -> Ruleset | str:
-    """The ruleset, or why it could not be read."""
-    if not nat.nftables_in_use():
-        return Ruleset(0, (), (), ())
+    """The NAT rules in force: nftables' (iptables-nft's among them) and, where the legacy
+    backend has a NAT table, its rules too; or why they could not be read."""
     try:
-        return read_ruleset()
+        found = read_ruleset() if nat.nftables_in_use() else Ruleset(0, (), (), ())
     except RulesetUnreadable as exc:
         return f"the nftables ruleset ({exc.message})"
+    chains, rules = list(found.chains), list(found.rules)
+    for family in ("ip", "ip6"):
+        if iptables.in_use(family):
+            try:
+                more_chains, more_rules = iptables.read_nat(family)
+            except RulesetUnreadable as exc:
+                return f"the legacy iptables NAT table ({exc.message})"
+            chains += more_chains
+            rules += more_rules
+    return Ruleset(found.generation, tuple(chains), tuple(rules), found.sets)
 
 
 def host_here() -> Host:
-    return Host(addresses(), interfaces())
+    return Host(addresses(), interfaces(), tuple(virtual_services()))
 
 
 def look(
@@ -53,6 +64,8 @@ def remember(ruleset: Ruleset | str, unit: str, key: bytes | None, judged: Judge
     """Leave the free path its mark: nothing of UNIT's is taken at this generation."""
     if isinstance(ruleset, str) or os.geteuid() != 0 or judged.taken or judged.partly:
         return
+    if any(iptables.in_use(f) for f in ("ip", "ip6")):
+        return  # the legacy table has no generation number: every check reads it
     try:
         os.makedirs(Path(nat.marker()).parent, mode=0o755, exist_ok=True)
         if not has_nat(ruleset):

@@ -24,6 +24,8 @@ _MODULE_DIR = "/lib/modules/{}/kernel/net/netfilter/nf_tables.ko"
 def untouched(unit: str, key: bytes) -> bool:
     """Whether the full `check` has found that no NAT rule takes UNIT's ports, and the
     ruleset has not changed since; False when that is not known."""
+    if _legacy_nat() or _ipvs_services():
+        return False  # neither has a generation number: the full check reads them
     if not nftables_in_use():
         return True
     gen = generation()
@@ -65,6 +67,33 @@ def generation() -> int | None:
             break
         offset += (size + 3) & ~3
     return None
+
+
+def _legacy_nat() -> bool:
+    """Whether the legacy x_tables backend has a NAT table in this network namespace."""
+    for path in ("/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"):
+        try:
+            fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if b"\nnat\n" in b"\n" + posix.read(fd, 4096):
+                return True
+        finally:
+            posix.close(fd)
+    return False
+
+
+def _ipvs_services() -> bool:
+    """Whether IPVS has a virtual service (beyond /proc/net/ip_vs's three heading lines)."""
+    try:
+        fd = posix.open("/proc/net/ip_vs", posix.O_RDONLY | posix.O_CLOEXEC)
+    except OSError:
+        return False  # no IPVS in this kernel, or not loaded
+    try:
+        return posix.read(fd, 4096).count(b"\n") > 3
+    finally:
+        posix.close(fd)
 
 
 def nftables_in_use() -> bool:

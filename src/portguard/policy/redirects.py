@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from portguard.host.addresses import Address
+from portguard.host.ipvs import VirtualService
 from portguard.host.nftables import Rule, Ruleset
 from portguard.host.xtables import comment as xt_comment
 from portguard.policy.natflow import Redirect, flow
@@ -61,12 +62,14 @@ class Judged:
     taken: list[Taken] = field(default_factory=list)  # certain: the verdict `redirected`
     partly: list[Taken] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
+    fwm_noted: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
 class Host:
     addresses: Sequence[Address]
     interfaces: tuple[tuple[int, str], ...]
+    virtual: tuple[VirtualService, ...] = ()  # IPVS
 
 
 def judge(
@@ -95,8 +98,9 @@ def _judge_family(  # noqa: PLR0917
     ruleset: Ruleset, claim: Claim, port: int, family: str, targets: list[tuple[bytes, str]],
     host: Host, unit: str, mine: set[tuple[Proto, int]], local: set[bytes], judged: Judged,
 ) -> None:  # fmt: skip
-    certain: list[Redirect] = []
-    partial: list[Redirect] = []
+    certain: list[Redirect | VirtualService] = []
+    partial: list[Redirect | VirtualService] = []
+    proto = _PROTO_NUMBERS[claim.proto]
     for address, hook in targets:
         packets = Packets(family, hook, address, _PROTO_NUMBERS[claim.proto], port, host.interfaces)
 
@@ -107,15 +111,49 @@ def _judge_family(  # noqa: PLR0917
 
         found = flow(ruleset, packets, own)
         judged.gaps += [g for g in found.unknown if g not in judged.gaps]
+        # What NAT leaves for this host, IPVS takes at LOCAL_IN, before any socket sees it.
+        virtual = [
+            v for v in host.virtual if (v.proto, v.address, v.port) == (proto, address, port)
+        ]
         if found.certain is not None:
             certain.append(found.certain)
+        elif virtual:
+            certain.append(virtual[0])
         partial += found.partial
     name = _FAMILY_NAMES[family]
     if certain and len(certain) == len(targets):
-        judged.taken.append(Taken(claim, port, name, True, taker(certain[0], claim, port, unit)))
+        judged.taken.append(Taken(claim, port, name, True, _taker(certain[0], claim, port, unit)))
     elif certain or partial:
         first = (certain or partial)[0]
-        judged.partly.append(Taken(claim, port, name, False, taker(first, claim, port, unit)))
+        judged.partly.append(Taken(claim, port, name, False, _taker(first, claim, port, unit)))
+    if any(v.mark is not None for v in host.virtual) and port not in judged.fwm_noted:
+        judged.fwm_noted.add(port)
+        judged.gaps.append("IPVS firewall-mark services (a mark set by a rule, not an address)")
+
+
+def _taker(found: "Redirect | VirtualService", claim: Claim, port: int, unit: str) -> Taker:
+    if isinstance(found, Redirect):
+        return taker(found, claim, port, unit)
+    host = socket.inet_ntop(socket.AF_INET if len(found.address) == 4 else socket.AF_INET6,
+                            found.address)  # fmt: skip
+    reals = ", ".join(_endpoint_text(a, p) for a, p, _fwd in found.reals[:3]) or "no real server"
+    more = f" and {len(found.reals) - 3} more" if len(found.reals) > 3 else ""
+    proto = str(claim.proto)
+    flag = "-t" if proto == "tcp" else "-u"
+    return Taker(
+        "ipvs", f"an IPVS virtual service on {_endpoint_text(found.address, port)}",
+        f"{reals}{more}", "ipvs", "ip_vs", proto, port,
+        f"'ipvsadm -Ln {flag} {host if len(found.address) == 4 else f'[{host}]'}:{port}' shows "
+        f"it; if kube-proxy (IPVS mode) made it, it is a Service's NodePort: 'kubectl get svc "
+        f"-A | grep :{port}/' names it; change its nodePort, or move {unit}'s claim out of the "
+        "node-port range",
+    )  # fmt: skip
+
+
+def _endpoint_text(address: bytes, port: int) -> str:
+    family = socket.AF_INET if len(address) == 4 else socket.AF_INET6
+    host = socket.inet_ntop(family, address)
+    return f"{host}:{port}" if family == socket.AF_INET else f"[{host}]:{port}"
 
 
 def _covered(claim: Claim, host: Host) -> list[tuple[str, list[tuple[bytes, str]]]]:
@@ -179,15 +217,27 @@ def taker(redirect: Redirect, claim: Claim, port: int, unit: str) -> Taker:
         return Taker("docker", "a Docker published port", to, *where,
                      f"'docker ps --filter publish={port}' names the container; publish it on "
                      f"another port, {move}")  # fmt: skip
-    iptables = rule.table in ("nat", "filter", "mangle") and rule.chain.isupper()
-    text = f"an {'iptables' if iptables else 'nftables'} rule in table {rule.family} " \
-           f"{rule.table} chain {rule.chain} (handle {rule.handle})"  # fmt: skip
+    return _plain_rule(rule, to, move)
+
+
+def _plain_rule(rule: Rule, to: str, move: str) -> Taker:
+    """A rule no tool owns that we know of: where it is, and how to see it."""
     six = "" if rule.family == "ip" else "6"
-    show = (f"'iptables{six} -t {rule.table} -S {rule.chain}'" if iptables
-            else f"'nft -a list chain {rule.family} {rule.table} {rule.chain}'")  # fmt: skip
+    where = (rule.family, rule.table, rule.chain, rule.handle)
+    if rule.table.endswith("(legacy)"):
+        text = f"an iptables-legacy rule in table nat chain {rule.chain} (rule {rule.handle})"
+        show = f"'ip{six}tables-legacy -t nat -S {rule.chain}'"
+    elif rule.table in ("nat", "filter", "mangle") and rule.chain.isupper():
+        text = f"an iptables rule in table {rule.family} nat chain {rule.chain} " \
+               f"(handle {rule.handle})"  # fmt: skip
+        show = f"'ip{six}tables -t nat -S {rule.chain}'"
+    else:
+        text = f"an nftables rule in table {rule.family} {rule.table} chain {rule.chain} " \
+               f"(handle {rule.handle})"  # fmt: skip
+        show = f"'nft -a list chain {rule.family} {rule.table} {rule.chain}'"
     return Taker("nat-rule", text, to, *where,
-                 f"{show} shows it; remove that rule where it is written (nftables.conf, or "
-                 f"the tool that made it), {move}")  # fmt: skip
+                 f"{show} shows it; remove that rule where it is written (nftables.conf, "
+                 f"iptables' saved rules, or the tool that made it), {move}")  # fmt: skip
 
 
 def _kube(ns: str, name: str, port: int, to: str, where: tuple[str, str, str, int],  # noqa: PLR0917
