@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -21,6 +22,7 @@ import pytest
 
 from tests.system.guarded import (
     PORTGUARD_BIN,
+    PYTHON,
     as_user,
     guarded_unit,
     install_portguard,
@@ -350,3 +352,70 @@ def test_without_the_docker_api_the_fix_names_the_publish_filter_not_the_engine(
     assert "systemctl stop docker.service" not in remedy, remedy
     assert re.search(r"a container at 172\.17\.\d+\.\d+:80 via docker\.service",
                      str(fields["MESSAGE"])), fields["MESSAGE"]  # fmt: skip
+
+
+ASK = (
+    "import socket, sys\n"
+    "try:\n"
+    " c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)\n"
+    " c.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n"
+    " print((c.recv(100).decode(errors='replace') or 'nothing').split()[0])\n"
+    "except OSError as e:\n"
+    " print(type(e).__name__)"
+)
+GREET = (
+    "import socket, sys; s = socket.socket(socket.AF_INET6); "
+    "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+    "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1); "
+    "s.bind(('::', int(sys.argv[1]))); s.listen(); "
+    "[(c.recv(100), c.sendall(b'service'), c.close()) for c, _ in iter(s.accept, None)]"
+)
+
+
+def test_without_the_userland_proxy_the_kernel_and_the_guard_agree(
+    docker_sandbox: Sandbox,
+) -> None:
+    """Docker with "userland-proxy": false (issue 26): the port is published by a DNAT rule
+    alone (Debian 12's docker.io 20.10: `-A DOCKER ! -i docker0 ... -j DNAT`, IPv4 only), and
+    dockerd still binds the IPv4 port itself. A client on another host (a netns behind a
+    veth) reaches the container on IPv4 and the registered service on IPv6; the guard says the
+    same: held on IPv4 (dockerd's socket; held wins over redirected), free on IPv6."""
+    sandbox = docker_sandbox
+    configure_docker(sandbox, userland_proxy=False)
+    sandbox.run("sh", "-c", "ip netns add client && ip link add pg0 type veth peer name pg1 "
+                "&& ip link set pg1 netns client && ip addr add 192.0.2.10/24 dev pg0 && "
+                "ip addr add 2001:db8::10/64 dev pg0 nodad && ip link set pg0 up && "
+                "ip -n client addr add 192.0.2.20/24 dev pg1 && "
+                "ip -n client addr add 2001:db8::20/64 dev pg1 nodad && "
+                "ip -n client link set pg1 up")  # fmt: skip
+    docker(sandbox, "run", "-d", "--name", "web", "-p", f"{PORT}:80", "--stop-timeout", "1",
+           IMAGE, "/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www")  # fmt: skip
+    wait_listening(sandbox, PORT)
+    sandbox.run("systemd-run", "--unit=unguarded", PYTHON, "-c", GREET, str(PORT))
+
+    def lands(host: str) -> str:
+        return sandbox.run("ip", "netns", "exec", "client", PYTHON, "-c", ASK, host,
+                           str(PORT)).stdout.strip()  # fmt: skip
+
+    wait_for(lambda: lands("2001:db8::10") == "service" or None, timeout=10,
+             what="the IPv6 service up")  # fmt: skip
+    assert lands("192.0.2.10").startswith("HTTP/")  # the kernel: IPv4 reaches the container
+    sandbox.run("systemctl", "stop", "unguarded")
+    nat = sandbox.run("iptables", "-t", "nat", "-S", "DOCKER").stdout
+    assert f"--dport {PORT} -j DNAT" in nat, nat
+    assert '"dockerd"' in listeners(sandbox, PORT)
+
+    claim(sandbox, UNIT, f"{PORT}/tcp")
+    guarded_unit(sandbox, UNIT, exec_start=listener("::", PORT, v6only=False))
+    sandbox.daemon_reload()
+    held = start_guarded(sandbox, UNIT)
+    assert guard_status(sandbox, UNIT) == 69, held.result.status
+    assert held.entry["PORTGUARD_VERDICT"] == "held"  # dockerd's own socket, before NAT
+
+    claim(sandbox, UNIT_V6, f'{{port: "[::]:{PORT}/tcp", v6only: true}}')
+    guarded_unit(sandbox, UNIT_V6, exec_start=f"{PYTHON} -c {shlex.quote(GREET)} {PORT}")
+    sandbox.daemon_reload()
+    free = start_guarded(sandbox, UNIT_V6)
+    assert free.result.active, free.result.status
+    assert free.entries == []  # IPv6 has no DNAT rule here: nothing to say
+    assert lands("2001:db8::10") == "service"

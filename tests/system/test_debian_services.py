@@ -71,7 +71,8 @@ LOG_FILES = {"redis-server.service": "/var/log/redis/redis-server.log"}
 def prepare(root: Path) -> None:
     """The extracted root as a test host runs it (see the module's docstring)."""
     wants = root / "etc/systemd/system/multi-user.target.wants"
-    for name in ("apache2.service", "dnsmasq.service"):
+    # firewalld (for test_firewalld.py) would filter this host's traffic: not started here.
+    for name in ("apache2.service", "dnsmasq.service", "firewalld.service"):
         (wants / name).unlink(missing_ok=True)
     (root / "etc/systemd/system/run-rpc_pipefs.mount").symlink_to("/dev/null")
     chrony = root / "etc/default/chrony"

@@ -306,3 +306,44 @@ def test_audit_init_and_wait_agree_on_a_kube_proxy_node(net: Sandbox) -> None:
     assert "Kubernetes Service default/web" in json.loads(waited.stdout)["message"]
     net.run("nft", "delete", "table", "ip", "kube-proxy")
     assert portguard(net, "wait", f"{NODEPORT}/tcp", "--timeout", "1s").returncode == 0
+
+
+CONTAINER = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+PORTMAP = "/usr/lib/cni/portmap"  # Debian's containernetworking-plugins (tools/setup)
+
+
+def portmap(sandbox: Sandbox, command: str, host_port: int) -> None:
+    """Call Debian's real CNI portmap plugin as containerd and CRI-O do (the CNI spec: the
+    command and the container in the environment, the network's config on stdin)."""
+    config = {
+        "cniVersion": "0.4.0", "name": "cbr0", "type": "portmap",
+        "capabilities": {"portMappings": True},
+        "runtimeConfig": {"portMappings": [
+            {"hostPort": host_port, "containerPort": 80, "protocol": "tcp"}]},
+        "prevResult": {"cniVersion": "0.4.0",
+                       "interfaces": [{"name": "eth0", "sandbox": "/run/netns/pod"}],
+                       "ips": [{"version": "4", "address": f"{POD}/24", "interface": 0}]},
+    }  # fmt: skip
+    env = {"CNI_COMMAND": command, "CNI_CONTAINERID": CONTAINER, "CNI_NETNS": "/run/netns/pod",
+           "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"}  # fmt: skip
+    sandbox.run(PORTMAP, input=json.dumps(config), env=env)
+
+
+def test_a_pods_hostport_made_by_the_cni_portmap_plugin(net: Sandbox) -> None:
+    # Debian 12's plugins (1.1.1) write iptables rules only: CNI-HOSTPORT-DNAT, CNI-DN-*.
+    portmap(net, "ADD", 8080)
+    assert oracle(net, 8080) == "pod"
+
+    started = guarded(net, 8080)
+
+    assert started.result.active_state == "failed", started.result.status
+    entry = started.entry
+    assert entry["PORTGUARD_VERDICT"] == "redirected"
+    assert entry["PORTGUARD_OWNER_KIND"] == "hostport"
+    assert entry["PORTGUARD_OWNER_NAME"] == f"a pod's hostPort 8080 (container {CONTAINER[:12]})"
+    assert entry["PORTGUARD_RULE_CHAIN"].startswith("CNI-DN-")
+    assert f"crictl ps --id {CONTAINER}" in entry["PORTGUARD_REMEDY"]
+
+    portmap(net, "DEL", 8080)  # the pod is gone: its rules with it
+    assert oracle(net, 8080) == "service"
+    assert start_guarded(net, "myapp.service").result.active
