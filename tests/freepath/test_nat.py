@@ -44,13 +44,18 @@ def test_the_marks_hold_only_at_their_generation(
     monkeypatch.setattr(cache, "CACHE_DIR", str(tmp_path))
     generation = nat.generation()
     assert generation is not None
+    netns = os.stat("/proc/self/ns/net").st_ino
+    assert nat.ruleset_state() == f"{netns} {generation}"
     key = b"\x01" * 32
     assert not nat.untouched("a.service", key)  # nothing known yet: the full check decides
-    Path(nat.marker("a.service")).write_text(f"{generation} {key.hex()}")
+    Path(nat.marker("a.service")).write_text(f"{netns} {generation} {key.hex()}")
     assert nat.untouched("a.service", key)
     assert not nat.untouched("a.service", b"\x02" * 32)  # another registry
     assert not nat.untouched("b.service", key)
-    Path(nat.marker("a.service")).write_text(f"{generation - 1} {key.hex()}")
+    Path(nat.marker("a.service")).write_text(f"{netns} {generation - 1} {key.hex()}")
     assert not nat.untouched("a.service", key)  # the ruleset changed since
-    Path(nat.marker()).write_text(f"{generation} none")
+    # Another network namespace's mark, at the same number: not this ruleset's.
+    Path(nat.marker("a.service")).write_text(f"{netns + 1} {generation} {key.hex()}")
+    assert not nat.untouched("a.service", key)
+    Path(nat.marker()).write_text(f"{netns} {generation} none")
     assert nat.untouched("b.service", key)  # no NAT chain at all: every unit passes

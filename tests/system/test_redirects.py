@@ -272,10 +272,10 @@ def test_a_nat_rule_for_another_port_changes_nothing(net: Sandbox) -> None:
 
     assert started.result.active, started.result.status
     assert started.entries == []
-    # The next start passes on the free path: the ruleset's generation has not changed.
-    marker = net.run("sh", "-c", "cat /run/portguard/nat-myapp.service").stdout
-    generation = marker.split()[0]
-    assert generation.isdigit()
+    # The mark the free path reads at the next start: this netns, the ruleset's generation.
+    netns, generation, key = net.read_file("/run/portguard/nat-myapp.service").split()
+    assert netns == net.run("stat", "-L", "-c", "%i", "/proc/1/ns/net").stdout.strip()
+    assert generation.isdigit() and len(key) == 64
 
 
 def test_audit_init_and_wait_agree_on_a_kube_proxy_node(net: Sandbox) -> None:

@@ -66,12 +66,15 @@ def remember(ruleset: Ruleset | str, unit: str, key: bytes | None, judged: Judge
         return
     if any(iptables.in_use(f) for f in ("ip", "ip6")):
         return  # the legacy table has no generation number: every check reads it
+    state = nat.ruleset_state()
+    if state is None or state.split()[1] != str(ruleset.generation):
+        return  # changed since it was read: the next check reads it again
     try:
         os.makedirs(Path(nat.marker()).parent, mode=0o755, exist_ok=True)
         if not has_nat(ruleset):
-            write_atomically(Path(nat.marker()), f"{ruleset.generation} none")
+            write_atomically(Path(nat.marker()), f"{state} none")
         elif key is not None and not judged.gaps:
-            write_atomically(Path(nat.marker(unit)), f"{ruleset.generation} {key.hex()}")
+            write_atomically(Path(nat.marker(unit)), f"{state} {key.hex()}")
     except OSError:
         pass  # only speed is lost
 

@@ -3,8 +3,9 @@
 A port can be taken where bind() never looks (DESIGN rule 5): a DNAT or REDIRECT rule sends
 its traffic elsewhere. Judging that means reading the whole nftables ruleset, which the full
 `check` does (policy/redirects.py). Here it is only remembered: the full `check` leaves a mark
-in /run/portguard when the ruleset, at its generation number, has no NAT chain at all
-(`nat`), or takes nothing from a unit's ports (`nat-UNIT`, with the registry's hash). The
+in /run/portguard when the ruleset, at its generation number in its network namespace, has no
+NAT chain at all (`nat`), or takes nothing from a unit's ports (`nat-UNIT`, with the
+registry's hash). The
 kernel bumps that number at every change, so asking for it (one netlink round trip) tells
 whether the mark still holds.
 """
@@ -28,12 +29,26 @@ def untouched(unit: str, key: bytes) -> bool:
         return False  # neither has a generation number: the full check reads them
     if not nftables_in_use():
         return True
+    state = ruleset_state()
+    if state is None:
+        return False
+    if read_trusted(marker()) == f"{state} none".encode():
+        return True
+    return read_trusted(marker(unit)) == f"{state} {key.hex()}".encode()
+
+
+def ruleset_state() -> str | None:
+    """The ruleset's generation in this network namespace: `NETNS GENERATION`. Each network
+    namespace has its own ruleset and numbers its own generations, and /run/portguard is
+    shared by the guards of every one of them (a unit with PrivateNetwork=, say)."""
     gen = generation()
     if gen is None:
-        return False
-    if read_trusted(marker()) == f"{gen} none".encode():
-        return True
-    return read_trusted(marker(unit)) == f"{gen} {key.hex()}".encode()
+        return None
+    try:
+        netns = posix.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return None
+    return f"{netns} {gen}"
 
 
 def marker(unit: str | None = None) -> str:

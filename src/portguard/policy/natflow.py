@@ -306,17 +306,17 @@ class _Run:
         sreg, dreg, flags = a.get("sreg"), a.get("dreg"), a.get("flags", 0)
         fields = regs.fields(sreg, named.key_len)
         tests = element_tests(named, fields)
-        found = union(tests, fields)
+        found = union(tests, fields, named.key_len)
         if "dreg" not in a:
             return not_(found) if isinstance(flags, int) and flags & 1 else found
         if dreg != 0:
-            key = joined(fields)
+            key = joined(fields, named.key_len)
             data = [e.data for e, t in tests if key and any(t(k) for k in key)]
             known = found is Share.ALWAYS and all(isinstance(d, bytes) for d in data)
             values = tuple(d for d in data if isinstance(d, bytes)) if known else None
             regs.put(dreg, values, 16)
             return found
-        key = joined(fields)
+        key = joined(fields, named.key_len)
         matched = [
             (e, Share.ALWAYS if key and all(t(k) for k in key) else Share.SOME)
             for e, t in tests

@@ -78,8 +78,11 @@ class Packets:
         """A `meta` key's values and size (linux/netfilter/nf_tables.h's NFT_META_*)."""
         p = self
         incoming = p.hook == "prerouting"
-        names = tuple(n.encode().ljust(_IFNAMSIZ, b"\0") for _i, n in p.interfaces)
-        indexes = tuple(struct.pack("=I", i) for i, _n in p.interfaces)
+        # Another host's packets come in on any interface but loopback; this host's own
+        # (the output hook, for a loopback claim) go out on lo.
+        present = [(i, n) for i, n in p.interfaces if (n != "lo") == incoming]
+        names = tuple(n.encode().ljust(_IFNAMSIZ, b"\0") for _i, n in present)
+        indexes = tuple(struct.pack("=I", i) for i, _n in present)
         table: dict[int, tuple[Value, int]] = {
             16: ((bytes([p.proto]),), 1),  # l4proto
             15: ((bytes([2 if p.family == "ip" else 10]),), 1),  # nfproto
@@ -156,7 +159,7 @@ class Registers:
         value, stored = got
         if value is None or stored >= size:
             return value if value is None else tuple(v[:size] for v in value)
-        return joined(self.fields(reg, size))
+        return joined(self.fields(reg, size), size)
 
     def fields(self, reg: object, size: int) -> list[tuple[Value, int]]:
         """The values a concatenation of SIZE bytes reads, each padded to 4 bytes."""
@@ -170,11 +173,13 @@ class Registers:
         return out
 
 
-def joined(fields: "list[tuple[Value, int]]") -> Value:
+def joined(fields: "list[tuple[Value, int]]", size: int | None = None) -> Value:
+    """Every whole key the fields make: each field padded to 4 bytes, as the kernel lays a
+    concatenation out, and the whole cut to SIZE (a one-field key of 2 bytes stays 2)."""
     if any(v is None for v, _ in fields):
         return None
     parts = [tuple(x.ljust((n + 3) // 4 * 4, b"\0") for x in v or ()) for v, n in fields]
-    return tuple(b"".join(p) for p in product(*parts))
+    return tuple(b"".join(p)[:size] for p in product(*parts))
 
 
 def element_tests(
@@ -196,7 +201,7 @@ def element_tests(
                 tests.append((element, partial(_in_box, low, end, fields)))
             else:
                 tests.append((element, element.key.__eq__))
-    if joined(fields) is None:
+    if joined(fields, named.key_len) is None:
         tests = [(e, t) for e, t in tests if not concrete_miss(fields, e)]
     return tests
 
@@ -224,7 +229,7 @@ def concrete_miss(fields: "list[tuple[Value, int]]", element: Element) -> bool:
         if value is not None:
             low = element.key[at : at + size]
             high = (element.key_end or element.key)[at : at + size]
-            if not any(low <= v.ljust(size, b"\0") <= high for v in value):
+            if not any(low <= v.ljust(size, b"\0")[: len(low)] <= high for v in value):
                 return True
         at += size
     return False
@@ -250,10 +255,12 @@ def intervals(elements: Sequence[Element]) -> list[tuple[Element, bytes | None]]
 
 
 def union(
-    tests: list[tuple[Element, Callable[[bytes], bool]]], fields: "list[tuple[Value, int]]"
+    tests: list[tuple[Element, Callable[[bytes], bool]]],
+    fields: "list[tuple[Value, int]]",
+    size: int,
 ) -> Share:
-    """The share of the class whose key falls in some element."""
-    key = joined(fields)
+    """The share of the class whose key (SIZE bytes) falls in some element."""
+    key = joined(fields, size)
     if key is None:
         return Share.SOME if tests else Share.NEVER
     return share(key, lambda k: any(test(k) for _e, test in tests))
