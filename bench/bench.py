@@ -53,6 +53,7 @@ FIRST_PORT = 20000  # below the default ephemeral range, so lint has nothing to 
 sys.path.insert(0, str(SRC))
 sys.path.insert(1, str(REPO))  # tests.pathological: the registries built to hurt
 
+from nat import nat_cost  # noqa: E402 - bench/, beside this file
 from restarts import storm_and_restart  # noqa: E402 - bench/, beside this file
 from waiting import HOLDER, read_line, wait_latency  # noqa: E402 - bench/, beside this file
 
@@ -163,9 +164,9 @@ if __name__ == "__main__":
 class Launcher:
     """Runs one child at a time: wall ms, peak RSS (KiB) and exit code, output discarded."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], prefix: Sequence[str] = ()) -> None:
         self.process = subprocess.Popen(
-            [PYTHON, "-I", "-S", "-c", LAUNCHER],
+            [*prefix, PYTHON, "-I", "-S", "-c", LAUNCHER],
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -970,7 +971,31 @@ def _why_target(m: float, i: float, med: dict[str, float]) -> tuple[bool, str]:
     )
 
 
-PARTS = ("free", "release", "generator", "scale", "pathological", "wait", "busy", "storm")
+PARTS = ("free", "release", "generator", "scale", "pathological", "wait", "busy", "storm", "nat")
+
+
+def nat_part(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
+    """What NAT costs `check` on a kube-proxy-sized node (bench/nat.py)."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(SRC)}
+    first = free_tcp_block(2 * LARGE_UNITS, FIRST_PORT)
+    root = write_registry(workdir, "nat", registry_text(LARGE_UNITS, first))
+    lint(root, env)
+    # Units without a loopback claim (every fifth has one: judged by its own mark only).
+    units = [f"bench{i:04d}.service" for i in range(LARGE_UNITS) if i % 5][: runs + 1]
+    outside = Launcher(env)
+    bare = statistics.median(outside.timed([PYTHON, "-I", "-c", "pass"])[0] for _ in range(9))
+    outside.close()
+
+    def timed_in(prefix: list[str]) -> tuple[Callable[[Sequence[str]], tuple[float, int, int]],
+                                              Callable[[], None]]:  # fmt: skip
+        launcher = Launcher(env, prefix)
+        return launcher.timed, launcher.close
+
+    try:
+        return nat_cost(timed_in, [PYTHON, "-m", "portguard", "check", "--registry", str(root)],
+                        units, runs, bare)  # fmt: skip
+    finally:
+        cache_file(root).unlink(missing_ok=True)
 
 
 def main() -> int:
@@ -1014,6 +1039,7 @@ def main() -> int:
         "busy": (args.busy_runs, lambda: busy_host(args.busy_runs)),
         "storm": (args.storm_runs,
                   lambda: storm_and_restart(args.storm_runs, max(5, args.restart_runs))),
+        "nat": (1, lambda: nat_part(workdir, max(20, args.runs // 2))),
     }  # fmt: skip
     tables: list[tuple[list[str], list[str]]] = []
     try:

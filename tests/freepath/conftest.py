@@ -80,7 +80,7 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tree]:
     monkeypatch.setattr(cache, "CACHE_DIR", str(compiled))
     # These tests are about binds and the compiled form; whether a NAT rule takes the port
     # is freepath/nat.py's, tested in test_nat.py: here no rule ever does (a stand-in).
-    monkeypatch.setattr("portguard.freepath.check.untouched", lambda unit, key: True)
+    monkeypatch.setattr("portguard.freepath.check.untouched", lambda *args: True)
     made = Tree(root, stand_for_root(monkeypatch))
     if not IS_ROOT:
         monkeypatch.setattr(os, "geteuid", lambda: 0)

@@ -192,7 +192,7 @@ sys.argv = ["portguard", "check", "--registry", {root!r}, "myapp.service"]
 import portguard.freepath.cache as cache, portguard.freepath.trust as trust
 cache.CACHE_DIR = {cache!r}
 import portguard.freepath.check as check
-check.untouched = lambda unit, key: True  # no NAT rule takes the port: test_nat.py's question
+check.untouched = lambda *args: True  # no NAT rule takes the port: test_nat.py's question
 if posix.geteuid() != 0:
     trust.is_safe = lambda st: True  # the files are ours; the imports are under test
 from portguard.__main__ import main

@@ -443,3 +443,113 @@ def test_the_reader_reads_debians_units_as_systemd_does(host: Host) -> None:
     views = json.loads(read.stdout)
     for unit in shown:
         assert views[unit]["ours"] == views[unit]["systemd"], unit
+
+
+FORWARD = "port=18080:proto=tcp:toport=18090"
+
+
+def test_a_firewalld_forward_port_is_redirected_and_its_fix_works(host: Host) -> None:
+    """Debian's firewalld (nftables backend, table inet firewalld), started for this test
+    only: a zone's forward port takes a port with no socket. A client in another namespace
+    lands on the forward's target; `check` says `redirected`, names the zone and gives
+    firewall-cmd's own removal, which, run, frees the port."""
+    sandbox = host.sandbox
+    sandbox.run("sh", "-c", "ip netns add client && ip link add pg0 type veth peer name pg1 "
+                "&& ip link set pg1 netns client && ip addr add 192.0.2.10/24 dev pg0 && "
+                "ip link set pg0 up && ip -n client addr add 192.0.2.20/24 dev pg1 && "
+                "ip -n client link set pg1 up")  # fmt: skip
+    sandbox.run("systemd-run", "--unit=forward-target", "python3", "-c", GREETER, "18090")
+    registry = "version: 1\nunits:\n  fwapp.service:\n    listen: [18080/tcp]\n"
+    sandbox.write_file("/etc/portguard-fw/registry.yaml", registry)
+    check = ["portguard", "check", "fwapp.service", "--registry", "/etc/portguard-fw", "--json"]
+    try:
+        assert sandbox.start("firewalld.service", timeout=90).active
+        sandbox.run("firewall-cmd", "--zone=public", f"--add-forward-port={FORWARD}")
+        landed = sandbox.run("ip", "netns", "exec", "client", "python3", "-c", ASK,
+                             "192.0.2.10", "18080").stdout.strip()  # fmt: skip
+        assert landed == "target", landed  # the kernel: the forward takes it
+
+        verdict = sandbox.run(*check, check=False)
+        assert verdict.returncode == 69, verdict.stdout + verdict.stderr
+        data = json.loads(verdict.stdout)
+        assert (data["verdict"], data["owner_kind"]) == ("redirected", "firewalld"), data
+        assert data["owner_name"] == "firewalld zone public's forward port", data
+        assert data["rule_table"] == "firewalld", data
+        remedy = data["remedy"]
+        assert f"firewall-cmd --zone=public --remove-forward-port={FORWARD}" in remedy, remedy
+
+        # The fix it gives, as given: then the port is the service's again.
+        sandbox.run("firewall-cmd", "--zone=public", f"--remove-forward-port={FORWARD}")
+        assert sandbox.run(*check, check=False).returncode == 0
+    finally:
+        sandbox.run("systemctl", "stop", "firewalld.service", "forward-target.service",
+                    check=False, timeout=90)  # fmt: skip
+        sandbox.run("ip", "netns", "delete", "client", check=False)
+        sandbox.run("ip", "link", "delete", "pg0", check=False)
+
+
+GREETER = (
+    "import socket, sys; s = socket.socket(); "
+    "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+    "s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(); "
+    "[(c.sendall(b'target'), c.recv(1), c.close()) for c, _ in iter(s.accept, None)]"
+)
+ASK = (
+    "import socket, sys\n"
+    "try:\n c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)\n"
+    " print(c.recv(100).decode() or 'nothing')\n"
+    "except OSError as e:\n print(type(e).__name__)"
+)
+
+
+def test_docker_without_the_userland_proxy_agrees_with_the_kernel(host: Host) -> None:
+    """Each release's docker.io with "userland-proxy": false: what holds a published port
+    (a socket of dockerd's, or nothing), which NAT rule takes it, where a client from another
+    host lands, and what `check` says of a unit claiming it (issue 26). Held wins when a
+    socket exists; with none the DNAT rule alone must make the verdict."""
+    sandbox = host.sandbox
+    sandbox.write_file("/etc/docker/daemon.json", '{"userland-proxy": false}\n')
+    sandbox.run("systemctl", "restart", "docker.service", timeout=120)
+    sandbox.run("sh", "-c", "ip netns add client && ip link add pg0 type veth peer name pg1 "
+                "&& ip link set pg1 netns client && ip addr add 192.0.2.10/24 dev pg0 && "
+                "ip link set pg0 up && ip -n client addr add 192.0.2.20/24 dev pg1 && "
+                "ip -n client link set pg1 up")  # fmt: skip
+    registry = "version: 1\nunits:\n  dockapp.service:\n    listen: [18081/tcp]\n"
+    sandbox.write_file("/etc/portguard-dk/registry.yaml", registry)
+    try:
+        sandbox.run("sh", "-c", BUSYBOX_IMAGE, timeout=120)
+        sandbox.run("docker", "run", "-d", "--name", "noproxy", "-p", "18081:80",
+                    "portguard-test:1", "/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www",
+                    timeout=120)  # fmt: skip
+        holders = sandbox.run("ss", "-Hltnp", "sport = :18081").stdout
+        landed = sandbox.run("ip", "netns", "exec", "client", "python3", "-c", ASK_HTTP,
+                             "192.0.2.10", "18081").stdout.strip()  # fmt: skip
+        assert landed.startswith("HTTP/"), landed  # the kernel: the container answers
+        verdict = sandbox.run("portguard", "check", "dockapp.service", "--registry",
+                              "/etc/portguard-dk", "--json", check=False)  # fmt: skip
+        data = json.loads(verdict.stdout)
+        print(
+            f"\n{host.suite}: docker {sandbox.run('dockerd', '--version').stdout.strip()}; "
+            f"holders: {holders.strip() or 'none'}; verdict {data['verdict']}, owner "
+            f"{data.get('owner_kind')}/{data.get('owner_name') or data.get('owner_comm')}"
+        )
+        if holders.strip():
+            assert data["verdict"] == "held", data  # a socket first: bind() fails
+        else:
+            assert data["verdict"] in ("redirected", "partly-redirected"), data
+            assert data.get("owner_kind") in ("docker", "nat-rule"), data
+    finally:
+        sandbox.run("docker", "rm", "-f", "noproxy", check=False, timeout=60)
+        sandbox.run("rm", "-f", "/etc/docker/daemon.json")
+        sandbox.run("systemctl", "restart", "docker.service", check=False, timeout=120)
+        sandbox.run("ip", "netns", "delete", "client", check=False)
+        sandbox.run("ip", "link", "delete", "pg0", check=False)
+
+
+ASK_HTTP = (
+    "import socket, sys\n"
+    "try:\n c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)\n"
+    " c.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n"
+    " print((c.recv(100).decode(errors='replace') or 'nothing').split()[0])\n"
+    "except OSError as e:\n print(type(e).__name__)"
+)

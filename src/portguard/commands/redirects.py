@@ -73,10 +73,27 @@ def remember(ruleset: Ruleset | str, unit: str, key: bytes | None, judged: Judge
         os.makedirs(Path(nat.marker()).parent, mode=0o755, exist_ok=True)
         if not has_nat(ruleset):
             write_atomically(Path(nat.marker()), f"{state} none")
-        elif key is not None and not judged.gaps:
+            return
+        if key is not None and not judged.gaps:
             write_atomically(Path(nat.marker(unit)), f"{state} {key.hex()}")
+        if judged.others_free and not judged.gaps:
+            lines = [state] + [
+                f"{proto} " + " ".join(f"{lo}-{hi}" for lo, hi in _merged(avoid))
+                for proto, avoid in sorted(judged.others_free.items())
+            ]
+            write_atomically(Path(nat.marker(nat.PORTS)), "\n".join(lines) + "\n")
     except OSError:
         pass  # only speed is lost
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(hi, out[-1][1]))
+        else:
+            out.append((lo, hi))
+    return out
 
 
 def taken_here() -> tuple[list[str], list[str]]:

@@ -35,7 +35,9 @@ def run(argv: list[str]) -> int | None:
         if bind_errno(with_socket_options(spec, socket_options), port, identity):
             return None
     # Free for bind(); free for the traffic too, unless a NAT rule may take it (DESIGN rule 5).
-    return 0 if untouched(unit, key) else None
+    ports = [("tcp" if spec[1] == _socket.SOCK_STREAM else "udp", port, spec[2])
+             for spec, port in binds]  # fmt: skip
+    return 0 if untouched(unit, key, ports) else None
 
 
 def claimed_ports(argv: list[str]) -> list[tuple[str, int]] | None:

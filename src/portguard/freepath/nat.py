@@ -20,11 +20,15 @@ _NETLINK_NETFILTER = 12
 _GETGEN = (10 << 8) | 16  # NFNL_SUBSYS_NFTABLES, NFT_MSG_GETGEN
 _NLMSG_ERROR = 2
 _MODULE_DIR = "/lib/modules/{}/kernel/net/netfilter/nf_tables.ko"
+# The mark of the ports no NAT rule singles out, for every unit (marker(PORTS)).
+PORTS = ".ports"
+_WILDCARDS = ("", "0.0.0.0", "::")
 
 
-def untouched(unit: str, key: bytes) -> bool:
-    """Whether the full `check` has found that no NAT rule takes UNIT's ports, and the
-    ruleset has not changed since; False when that is not known."""
+def untouched(unit: str, key: bytes, binds: "list[tuple[str, int, str]]") -> bool:
+    """Whether the full `check` has found that no NAT rule takes UNIT's ports, or any port
+    outside those the rules single out (BINDS: each bind's "tcp"/"udp", port and host), and
+    the ruleset has not changed since; False when that is not known."""
     if _legacy_nat() or _ipvs_services():
         return False  # neither has a generation number: the full check reads them
     if not nftables_in_use():
@@ -34,7 +38,30 @@ def untouched(unit: str, key: bytes) -> bool:
         return False
     if read_trusted(marker()) == f"{state} none".encode():
         return True
-    return read_trusted(marker(unit)) == f"{state} {key.hex()}".encode()
+    if read_trusted(marker(unit)) == f"{state} {key.hex()}".encode():
+        return True
+    return _outside_named_ports(state, binds)
+
+
+def _outside_named_ports(state: str, binds: "list[tuple[str, int, str]]") -> bool:
+    """Whether every bind is on all addresses and on a port no NAT rule singles out, as the
+    last full `check` found at this generation (one reading serves every unit's guard)."""
+    data = read_trusted(marker(PORTS))
+    if data is None:
+        return False
+    lines = data.decode().splitlines()
+    if not lines or lines[0] != state:
+        return False
+    singled: dict[str, list[tuple[int, int]]] = {}
+    for line in lines[1:]:
+        proto, *spans = line.split()
+        singled[proto] = [(int(a), int(b)) for a, _, b in (s.partition("-") for s in spans)]
+    for proto, port, host in binds:
+        if host not in _WILDCARDS or proto not in singled:
+            return False
+        if any(lo <= port <= hi for lo, hi in singled[proto]):
+            return False
+    return True
 
 
 def ruleset_state() -> str | None:

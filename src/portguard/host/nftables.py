@@ -17,96 +17,36 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from portguard.errors import PortguardError
+from portguard.host.nftexprs import (
+    VERDICTS,
+    Expr,
+    Verdict,
+    data_of,
+    expr_of,
+    iter_attrs,
+    parse_attrs,
+    text,
+    u32,
+)
+
+__all__ = ["Expr", "Verdict", "data_of", "iter_attrs", "parse_attrs"]
 
 _NETLINK_NETFILTER = 12
 _NFNL_SUBSYS_NFTABLES = 10
 _GETTABLE, _GETCHAIN, _GETRULE, _GETSET, _GETSETELEM, _GETGEN = 1, 4, 7, 10, 13, 16
 _NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
-_NLA_TYPE_MASK = 0x3FFF
 _RECV_BYTES = 1 << 20
 _TIMEOUT_S = 2.0
 # Verdict codes (negative in the kernel's int32).
-VERDICTS = {
-    0: "drop",
-    1: "accept",
-    2: "stolen",
-    3: "queue",
-    4: "repeat",
-    5: "stop",
-    -1: "continue",
-    -2: "break",
-    -3: "jump",
-    -4: "goto",
-    -5: "return",
-}
 HOOKS = {0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postrouting"}
 FAMILIES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
 SET_INTERVAL, SET_MAP = 0x4, 0x8
 ELEM_INTERVAL_END = 0x1
 
-# Per expression: attribute number → (name, how to decode it). "u32"/"u8"/"u16" are
-# big-endian numbers, "data" an NFTA_DATA nest (a value or a verdict), "str" a name.
-_EXPR_ATTRS: dict[str, dict[int, tuple[str, str]]] = {
-    "immediate": {1: ("dreg", "u32"), 2: ("data", "data")},
-    "cmp": {1: ("sreg", "u32"), 2: ("op", "u32"), 3: ("data", "data")},
-    "range": {1: ("sreg", "u32"), 2: ("op", "u32"), 3: ("from", "data"), 4: ("to", "data")},
-    "lookup": {1: ("set", "str"), 2: ("sreg", "u32"), 3: ("dreg", "u32"), 5: ("flags", "u32")},
-    "payload": {
-        1: ("dreg", "u32"),
-        2: ("base", "u32"),
-        3: ("offset", "u32"),
-        4: ("len", "u32"),
-        5: ("sreg", "u32"),
-    },
-    "meta": {1: ("dreg", "u32"), 2: ("key", "u32"), 3: ("sreg", "u32")},
-    "bitwise": {
-        1: ("sreg", "u32"),
-        2: ("dreg", "u32"),
-        3: ("len", "u32"),
-        4: ("mask", "data"),
-        5: ("xor", "data"),
-        6: ("op", "u32"),
-        7: ("shift", "data"),
-    },
-    "fib": {1: ("dreg", "u32"), 2: ("result", "u32"), 3: ("flags", "u32")},
-    "nat": {
-        1: ("type", "u32"),
-        2: ("family", "u32"),
-        3: ("addr_min", "u32"),
-        4: ("addr_max", "u32"),
-        5: ("proto_min", "u32"),
-        6: ("proto_max", "u32"),
-        7: ("flags", "u32"),
-    },
-    "redir": {1: ("proto_min", "u32"), 2: ("proto_max", "u32"), 3: ("flags", "u32")},
-    "masq": {1: ("flags", "u32")},
-    "numgen": {
-        1: ("dreg", "u32"),
-        2: ("modulus", "u32"),
-        3: ("type", "u32"),
-        4: ("offset", "u32"),
-    },
-    "ct": {1: ("dreg", "u32"), 2: ("key", "u32"), 4: ("sreg", "u32")},
-    "match": {1: ("name", "str"), 2: ("rev", "u32"), 3: ("info", "bytes")},
-    "target": {1: ("name", "str"), 2: ("rev", "u32"), 3: ("info", "bytes")},
-}
-
 
 class RulesetUnreadable(PortguardError):
     """The ruleset could not be read (no CAP_NET_ADMIN, no nf_tables, a broken reply)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    code: str  # accept, drop, jump, goto, return, continue, ...
-    chain: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Expr:
-    name: str
-    attrs: dict[str, object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,14 +61,28 @@ class Chain:
     policy: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
 class Rule:
-    family: str
-    table: str
-    chain: str
-    handle: int
-    exprs: tuple[Expr, ...]
-    comment: str | None = None
+    """A rule and its expressions, decoded from the kernel's bytes when first asked for: a
+    kube-proxy node has tens of thousands of rules, and a judgement reaches a few of them."""
+
+    __slots__ = ("_exprs", "_raw", "chain", "comment", "family", "handle", "table")
+
+    def __init__(  # noqa: PLR0917 - the rule's own parts, in the kernel's order
+        self, family: str, table: str, chain: str, handle: int,
+        exprs: tuple[Expr, ...] | None = None, comment: str | None = None, raw: bytes = b"",
+    ) -> None:  # fmt: skip
+        self.family, self.table, self.chain, self.handle = family, table, chain, handle
+        self.comment = comment
+        self._exprs, self._raw = exprs, raw
+
+    @property
+    def exprs(self) -> tuple[Expr, ...]:
+        if self._exprs is None:
+            self._exprs = tuple(expr_of(raw) for kind, raw in iter_attrs(self._raw) if kind == 1)
+        return self._exprs
+
+    def __repr__(self) -> str:
+        return f"Rule({self.family} {self.table} {self.chain} handle {self.handle})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,57 +204,33 @@ def _strerror(errno: int) -> str:
     return os.strerror(errno)
 
 
-def parse_attrs(data: bytes) -> dict[int, bytes]:
-    """A netlink attribute stream → {type: payload} (the last of a repeated type wins)."""
-    return dict(iter_attrs(data))
-
-
-def iter_attrs(data: bytes) -> Iterator[tuple[int, bytes]]:
-    offset = 0
-    while offset + 4 <= len(data):
-        length, kind = struct.unpack_from("=HH", data, offset)
-        if length < 4:
-            return
-        yield kind & _NLA_TYPE_MASK, data[offset + 4 : offset + length]
-        offset += (length + 3) & ~3
-
-
-def _text(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode(errors="replace")
-
-
-def _u32(raw: bytes) -> int:
-    return int.from_bytes(raw[:4], "big")
-
-
 def _chain(a: dict[int, bytes], family: str) -> Chain:
     hook = priority = None
     if 4 in a:
         h = parse_attrs(a[4])
-        hook = HOOKS.get(_u32(h[1]), str(_u32(h[1]))) if 1 in h else None
+        hook = HOOKS.get(u32(h[1]), str(u32(h[1]))) if 1 in h else None
         priority = struct.unpack(">i", h[2][:4])[0] if 2 in h else 0
     policy = VERDICTS.get(struct.unpack(">i", a[5][:4])[0]) if 5 in a else None
     return Chain(
         family,
-        _text(a.get(1, b"")),
-        _text(a.get(3, b"")),
+        text(a.get(1, b"")),
+        text(a.get(3, b"")),
         struct.unpack(">Q", a[2])[0] if 2 in a else 0,
         hook,
         priority or 0,
-        _text(a[7]) if 7 in a else None,
+        text(a[7]) if 7 in a else None,
         policy,
     )
 
 
 def _rule(a: dict[int, bytes], family: str) -> Rule:
-    exprs = tuple(_expr(raw) for kind, raw in iter_attrs(a.get(4, b"")) if kind == 1)
     return Rule(
         family,
-        _text(a.get(1, b"")),
-        _text(a.get(2, b"")),
-        struct.unpack(">Q", a[3])[0] if 3 in a else 0,
-        exprs,
-        _comment(a.get(7, b"")),
+        text(a.get(1, b"")),
+        text(a.get(2, b"")),
+        int.from_bytes(a[3][:8], "big") if 3 in a else 0,
+        comment=_comment(a[7]) if 7 in a else None,
+        raw=a.get(4, b""),
     )
 
 
@@ -310,42 +240,9 @@ def _comment(userdata: bytes) -> str | None:
     while offset + 2 <= len(userdata):
         kind, length = userdata[offset], userdata[offset + 1]
         if kind == 0:
-            return _text(userdata[offset + 2 : offset + 2 + length])
+            return text(userdata[offset + 2 : offset + 2 + length])
         offset += 2 + length
     return None
-
-
-def _expr(raw: bytes) -> Expr:
-    a = parse_attrs(raw)
-    name = _text(a.get(1, b""))
-    layout = _EXPR_ATTRS.get(name, {})
-    attrs: dict[str, object] = {}
-    for kind, payload in iter_attrs(a.get(2, b"")):
-        if kind not in layout:
-            continue
-        key, how = layout[kind]
-        attrs[key] = _decode(payload, how)
-    return Expr(name, attrs)
-
-
-def _decode(payload: bytes, how: str) -> object:
-    if how == "u32":
-        return _u32(payload)
-    if how == "str":
-        return _text(payload)
-    if how == "data":
-        return data_of(payload)
-    return payload
-
-
-def data_of(nest: bytes) -> bytes | Verdict:
-    """An NFTA_DATA nest: a value's bytes, or a verdict (with its chain for jump/goto)."""
-    a = parse_attrs(nest)
-    if 1 in a:
-        return a[1]
-    v = parse_attrs(a.get(2, b""))
-    code = struct.unpack(">i", v[1][:4])[0] if 1 in v else 0
-    return Verdict(VERDICTS.get(code, str(code)), _text(v[2]) if 2 in v else None)
 
 
 def _set(a: dict[int, bytes], family: str) -> NamedSet:
@@ -354,17 +251,17 @@ def _set(a: dict[int, bytes], family: str) -> NamedSet:
         desc = parse_attrs(a[9])
         if 2 in desc:
             fields = tuple(
-                _u32(parse_attrs(raw).get(1, b"\0\0\0\0"))
+                u32(parse_attrs(raw).get(1, b"\0\0\0\0"))
                 for kind, raw in iter_attrs(desc[2])
                 if kind == 1
             )
     return NamedSet(
         family,
-        _text(a.get(1, b"")),
-        _text(a.get(2, b"")),
-        _u32(a[3]) if 3 in a else 0,
-        _u32(a[5]) if 5 in a else 0,
-        _u32(a[7]) if 7 in a else 0,
+        text(a.get(1, b"")),
+        text(a.get(2, b"")),
+        u32(a[3]) if 3 in a else 0,
+        u32(a[5]) if 5 in a else 0,
+        u32(a[7]) if 7 in a else 0,
         fields,
     )
 
@@ -382,7 +279,7 @@ def _elements(s: "_socket.socket", named: NamedSet) -> Iterator[Element]:
             e = parse_attrs(raw)
             key = data_of(e[1]) if 1 in e else b""
             end = data_of(e[10]) if 10 in e else None
-            flags = _u32(e[3]) if 3 in e else 0
+            flags = u32(e[3]) if 3 in e else 0
             data = data_of(e[2]) if 2 in e else None
             yield Element(
                 key if isinstance(key, bytes) else b"",

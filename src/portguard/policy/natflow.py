@@ -20,6 +20,7 @@ from portguard.host import xtables
 from portguard.host.nftables import Chain, Element, Expr, Rule, Ruleset, Verdict
 from portguard.policy.natmatch import (
     Packets,
+    PortWitness,
     Registers,
     Share,
     and_,
@@ -60,6 +61,9 @@ class Flow:
     certain: Redirect | None = None
     partial: list[Redirect] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+    # For a class nothing takes: the ports that may fare otherwise (every other port fares
+    # the same); None when that cannot be told.
+    avoid: list[tuple[int, int]] | None = None
 
 
 @dataclass(slots=True)
@@ -77,6 +81,14 @@ Own = Callable[[Redirect], bool]
 def flow(ruleset: Ruleset, packets: Packets, own: Own = lambda r: False) -> Flow:
     """What the NAT base chains of PACKETS' hook do to them, in priority order."""
     run = _Run(ruleset, packets, own)
+    result = _flow(run)
+    nothing = result.certain is None and not result.partial and not result.unknown
+    if nothing and run.witness.exact:
+        result.avoid = run.witness.avoid
+    return result
+
+
+def _flow(run: "_Run") -> Flow:
     result = Flow()
     escaped = False
     for chain in run.base_chains():
@@ -107,6 +119,7 @@ class _Run:
             self.rules.setdefault((rule.family, rule.table, rule.chain), []).append(rule)
         self.sets = {(s.family, s.table, s.name): s for s in ruleset.sets}
         self.all_chains = ruleset.chains
+        self.witness = PortWitness(packets.port)
 
     def base_chains(self) -> list[Chain]:
         family = self.packets.family
@@ -195,7 +208,10 @@ class _Run:
         if name == "payload":
             if "sreg" in a:
                 return None  # a rewrite of the packet: it goes on
-            regs.put(n("dreg"), self.packets.payload(n("base"), n("offset"), n("len")), n("len"))
+            base, offset, size = n("base"), n("offset"), n("len")
+            if base == 2 and offset < 4 < offset + size + 2 and (offset, size) != (2, 2):
+                self.witness.lost()  # part of the port, or more than it
+            regs.put(n("dreg"), self.packets.payload(base, offset, size), size)
             return None
         if name == "meta":
             if "dreg" in a:
@@ -217,15 +233,24 @@ class _Run:
                 regs.put(n("dreg"), (data,), len(data))
             return None
         if name == "bitwise":
+            if regs.holds_port(n("sreg")):
+                self.witness.lost()
             regs.put(n("dreg"), bitwise(regs.get(n("sreg"), n("len")), a), n("len"))
             return None
         if name == "cmp":
             data = a["data"]
             assert isinstance(data, bytes)
+            if regs.holds_port(n("sreg")):
+                self.witness.cmp(n("op"), data)
             return cmp(regs.get(n("sreg"), len(data)), n("op"), data)
         if name == "range":
             low, high = a["from"], a["to"]
             assert isinstance(low, bytes) and isinstance(high, bytes)
+            if regs.holds_port(n("sreg")):
+                if len(low) == 2:
+                    self.witness.saw([(int.from_bytes(low, "big"), int.from_bytes(high, "big"))])
+                else:
+                    self.witness.lost()
             found = share(regs.get(n("sreg"), len(low)), lambda v: low <= v[: len(low)] <= high)
             return not_(found) if n("op") == 1 else found
         if name == "lookup":
@@ -305,6 +330,7 @@ class _Run:
             return Share.SOME
         sreg, dreg, flags = a.get("sreg"), a.get("dreg"), a.get("flags", 0)
         fields = regs.fields(sreg, named.key_len)
+        self.witness.lookup(named, fields)
         tests = element_tests(named, fields)
         found = union(tests, fields, named.key_len)
         if "dreg" not in a:

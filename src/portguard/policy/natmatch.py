@@ -40,6 +40,65 @@ _SOME_MATCHES = frozenset(
 Value = tuple[bytes, ...] | None  # the values the class's packets have; None: any
 
 
+class PortValue(bytes):
+    """The destination port as loaded from the transport header: a decision on it is a
+    decision on the port, which the run notes (PortWitness)."""
+
+
+class PortWitness:
+    """Every port the run's decisions single out. When the judged port was singled out by
+    none of them, every other port outside `avoid` meets the same decisions and so the same
+    verdict: one reading of the ruleset answers for them too (freepath/nat.py)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.avoid: list[tuple[int, int]] = []
+        self.exact = True
+
+    def saw(self, ranges: "list[tuple[int, int]]") -> None:
+        """A decision that holds for the ports in RANGES (a superset is fine: sound)."""
+        if any(lo <= self.port <= hi for lo, hi in ranges):
+            self.exact = False  # the judged port itself: its verdict is its own
+        self.avoid += ranges
+
+    def lost(self) -> None:
+        """A decision on the port that cannot be told as ranges (a masked port, a byte)."""
+        self.exact = False
+
+    def cmp(self, op: int, data: bytes) -> None:
+        """The ports a comparison of the port with DATA singles out (eq, neq, lt, lte, gt, gte)."""
+        if len(data) != 2:
+            self.lost()
+            return
+        c = int.from_bytes(data, "big")
+        ranges = {0: (c, c), 1: (c, c), 2: (0, c - 1), 3: (0, c), 4: (c + 1, 65535),
+                  5: (c, 65535)}  # fmt: skip
+        if op in ranges:
+            self.saw([ranges[op]])
+        else:
+            self.lost()
+
+    def lookup(self, named: NamedSet, fields: "list[tuple[Value, int]]") -> None:
+        """A set or map keyed (in part) by the port: every port its elements name."""
+        at = 0
+        for value, size in fields:
+            if value and any(isinstance(v, PortValue) for v in value):
+                if size != 2:
+                    self.lost()
+                    return
+                ends = [(e.key, e.key_end or e.key) for e in named.elements]
+                self.saw([(int.from_bytes(lo[at : at + 2], "big"),
+                                   int.from_bytes(hi[at : at + 2], "big"))
+                                  for lo, hi in ends if len(lo) >= at + 2])  # fmt: skip
+                if named.flags & 0x4 and not any(e.key_end for e in named.elements):
+                    # An interval set: an element marks where a span starts or ends; the
+                    # ports between are its too.
+                    keys = sorted(int.from_bytes(e.key[:2], "big") for e in named.elements)
+                    if keys:
+                        self.saw([(keys[0], keys[-1])])
+            at += (size + 3) // 4 * 4
+
+
 class Share(Enum):
     NEVER = 0
     SOME = 1
@@ -66,10 +125,12 @@ class Packets:
             else:
                 known = {6: bytes([p.proto]), 24: p.address}
         elif base == 2:  # the transport header
-            known = {2: struct.pack(">H", p.port)}
+            known = {2: PortValue(struct.pack(">H", p.port))}
         else:
             return None
         for start, value in known.items():
+            if (start, len(value)) == (offset, size):
+                return (value,)  # whole, and a PortValue stays one
             if start <= offset and offset + size <= start + len(value):
                 return (value[offset - start : offset - start + size],)
         return None
@@ -101,7 +162,9 @@ class Packets:
         return None
 
 
-def xt_share(packets: Packets, name: str, rev: int, info: bytes) -> Share | str | None:
+def xt_share(
+    packets: Packets, name: str, rev: int, info: bytes, witness: PortWitness | None = None
+) -> Share | str | None:
     """An iptables match's share of PACKETS; None for a comment; a string: what is unknown."""
     if name == "comment":
         return None
@@ -125,6 +188,8 @@ def xt_share(packets: Packets, name: str, rev: int, info: bytes) -> Share | str 
                 taken = and_(taken, Share.ALWAYS if full and not c.invert else Share.SOME)
                 continue
             hit = any(lo <= packets.port <= hi for lo, hi in c.ranges)
+            if witness is not None:
+                witness.saw(list(c.ranges))
             if c.side == "either":
                 taken = and_(taken, Share.ALWAYS if hit and not c.invert else Share.SOME)
             else:
@@ -145,6 +210,11 @@ class Registers:
     def _cell(reg: object) -> int:
         number = reg if isinstance(reg, int) else 0
         return (number - 1) * 4 if number < 8 else number - 8
+
+    def holds_port(self, reg: object) -> bool:
+        """Whether REG starts with the destination port as loaded (a PortValue)."""
+        value = self.cells.get(self._cell(reg), (None, 0))[0]
+        return bool(value) and any(isinstance(v, PortValue) for v in value or ())
 
     def put(self, reg: object, value: Value, size: int) -> None:
         start = self._cell(reg)

@@ -63,6 +63,11 @@ class Judged:
     partly: list[Taken] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
     fwm_noted: set[int] = field(default_factory=set)
+    # Per protocol, from claims on every address that nothing took: the ports that may fare
+    # otherwise; every other port is taken by nothing either (natmatch.PortWitness). A
+    # protocol some judgement could not generalize is absent.
+    others_free: dict[Proto, list[tuple[int, int]]] = field(default_factory=dict)
+    not_general: set[Proto] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +116,7 @@ def _judge_family(  # noqa: PLR0917
 
         found = flow(ruleset, packets, own)
         judged.gaps += [g for g in found.unknown if g not in judged.gaps]
+        _generalize(judged, claim, found.avoid, host, proto)
         # What NAT leaves for this host, IPVS takes at LOCAL_IN, before any socket sees it.
         virtual = [
             v for v in host.virtual if (v.proto, v.address, v.port) == (proto, address, port)
@@ -129,6 +135,22 @@ def _judge_family(  # noqa: PLR0917
     if any(v.mark is not None for v in host.virtual) and port not in judged.fwm_noted:
         judged.fwm_noted.add(port)
         judged.gaps.append("IPVS firewall-mark services (a mark set by a rule, not an address)")
+
+
+def _generalize(
+    judged: Judged, claim: Claim, avoid: list[tuple[int, int]] | None, host: Host, proto: int
+) -> None:
+    """What this judgement says of other ports: see Judged.others_free."""
+    if claim.address is not None or avoid is None or claim.proto in judged.not_general:
+        if claim.address is None:
+            judged.not_general.add(claim.proto)
+            judged.others_free.pop(claim.proto, None)
+        return
+    virtual = [(v.port, v.port) for v in host.virtual if v.proto in (proto, 0)]
+    if any(v.mark is not None for v in host.virtual):
+        judged.not_general.add(claim.proto)  # a firewall mark may single out any port
+        return
+    judged.others_free.setdefault(claim.proto, []).extend(avoid + virtual)
 
 
 def _taker(found: "Redirect | VirtualService", claim: Claim, port: int, unit: str) -> Taker:
