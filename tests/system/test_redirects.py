@@ -26,7 +26,14 @@ import shlex
 
 import pytest
 
-from tests.system.guarded import PYTHON, guarded_unit, portguard, start_guarded, write_registry
+from tests.system.guarded import (
+    PYTHON,
+    as_user,
+    guarded_unit,
+    portguard,
+    start_guarded,
+    write_registry,
+)
 from tests.system.sandbox import Sandbox, wait_for
 
 HOST, CLIENT, POD = "192.0.2.10", "192.0.2.20", "10.244.1.5"
@@ -347,3 +354,19 @@ def test_a_pods_hostport_made_by_the_cni_portmap_plugin(net: Sandbox) -> None:
     portmap(net, "DEL", 8080)  # the pod is gone: its rules with it
     assert oracle(net, 8080) == "service"
     assert start_guarded(net, "myapp.service").result.active
+
+
+def test_a_guard_that_cannot_read_the_ruleset_steps_aside_and_says_so(net: Sandbox) -> None:
+    """No CAP_NET_ADMIN (a guard as the unit's own unprivileged user): the kernel refuses the
+    netfilter dump. The start goes ahead (never a failed start for what could not be
+    judged), and the entry says what was not found out (PORTGUARD_UNKNOWN)."""
+    apply(net, KUBE_NFT)
+    write_registry(net, f"version: 1\nunits:\n  myapp.service:\n    listen: [{NODEPORT}]\n")
+    done = as_user(net, 65534, PYTHON, "-m", "portguard", "check", "myapp.service", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(done.stdout)
+    assert data["verdict"] == "free"
+    assert any("nftables ruleset" in gap and "not permitted" in gap for gap in data["gaps"]), data
+    assert "nftables ruleset" in data["unknown"]
+    # As root the same claim is judged: the start would not go ahead.
+    assert portguard(net, "check", "myapp.service").returncode == 69
