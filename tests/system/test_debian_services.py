@@ -448,16 +448,26 @@ def test_the_reader_reads_debians_units_as_systemd_does(host: Host) -> None:
 FORWARD = "port=18080:proto=tcp:toport=18090"
 
 
+def another_host(sandbox: Sandbox, *, gone: bool = False) -> None:
+    """A client namespace at 192.0.2.20 behind a veth, this host at 192.0.2.10; or, GONE,
+    both removed again (the module's sandbox goes on to other tests)."""
+    if gone:
+        sandbox.run("ip", "netns", "delete", "client", check=False)
+        sandbox.run("ip", "link", "delete", "pg0", check=False)
+        return
+    sandbox.run("sh", "-c", "ip netns add client && ip link add pg0 type veth peer name pg1 "
+                "&& ip link set pg1 netns client && ip addr add 192.0.2.10/24 dev pg0 && "
+                "ip link set pg0 up && ip -n client addr add 192.0.2.20/24 dev pg1 && "
+                "ip -n client link set pg1 up")  # fmt: skip
+
+
 def test_a_firewalld_forward_port_is_redirected_and_its_fix_works(host: Host) -> None:
     """Debian's firewalld (nftables backend, table inet firewalld), started for this test
     only: a zone's forward port takes a port with no socket. A client in another namespace
     lands on the forward's target; `check` says `redirected`, names the zone and gives
     firewall-cmd's own removal, which, run, frees the port."""
     sandbox = host.sandbox
-    sandbox.run("sh", "-c", "ip netns add client && ip link add pg0 type veth peer name pg1 "
-                "&& ip link set pg1 netns client && ip addr add 192.0.2.10/24 dev pg0 && "
-                "ip link set pg0 up && ip -n client addr add 192.0.2.20/24 dev pg1 && "
-                "ip -n client link set pg1 up")  # fmt: skip
+    another_host(sandbox)
     sandbox.run("systemd-run", "--unit=forward-target", "python3", "-c", GREETER, "18090")
     registry = "version: 1\nunits:\n  fwapp.service:\n    listen: [18080/tcp]\n"
     sandbox.write_file("/etc/portguard-fw/registry.yaml", registry)
@@ -484,8 +494,7 @@ def test_a_firewalld_forward_port_is_redirected_and_its_fix_works(host: Host) ->
     finally:
         sandbox.run("systemctl", "stop", "firewalld.service", "forward-target.service",
                     check=False, timeout=90)  # fmt: skip
-        sandbox.run("ip", "netns", "delete", "client", check=False)
-        sandbox.run("ip", "link", "delete", "pg0", check=False)
+        another_host(sandbox, gone=True)
 
 
 GREETER = (
@@ -510,10 +519,7 @@ def test_docker_without_the_userland_proxy_agrees_with_the_kernel(host: Host) ->
     sandbox = host.sandbox
     sandbox.write_file("/etc/docker/daemon.json", '{"userland-proxy": false}\n')
     sandbox.run("systemctl", "restart", "docker.service", timeout=120)
-    sandbox.run("sh", "-c", "ip netns add client && ip link add pg0 type veth peer name pg1 "
-                "&& ip link set pg1 netns client && ip addr add 192.0.2.10/24 dev pg0 && "
-                "ip link set pg0 up && ip -n client addr add 192.0.2.20/24 dev pg1 && "
-                "ip -n client link set pg1 up")  # fmt: skip
+    another_host(sandbox)
     registry = "version: 1\nunits:\n  dockapp.service:\n    listen: [18081/tcp]\n"
     sandbox.write_file("/etc/portguard-dk/registry.yaml", registry)
     try:
@@ -542,8 +548,7 @@ def test_docker_without_the_userland_proxy_agrees_with_the_kernel(host: Host) ->
         sandbox.run("docker", "rm", "-f", "noproxy", check=False, timeout=60)
         sandbox.run("rm", "-f", "/etc/docker/daemon.json")
         sandbox.run("systemctl", "restart", "docker.service", check=False, timeout=120)
-        sandbox.run("ip", "netns", "delete", "client", check=False)
-        sandbox.run("ip", "link", "delete", "pg0", check=False)
+        another_host(sandbox, gone=True)
 
 
 ASK_HTTP = (

@@ -26,6 +26,7 @@ import shlex
 
 import pytest
 
+from tests.kernel.nat_differential import GREETER
 from tests.system.guarded import (
     PYTHON,
     as_user,
@@ -39,12 +40,6 @@ from tests.system.sandbox import Sandbox, wait_for
 HOST, CLIENT, POD = "192.0.2.10", "192.0.2.20", "10.244.1.5"
 NODEPORT = 30080
 
-GREETER = (
-    "import socket, sys; s = socket.socket(); "
-    "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
-    "s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(); "
-    "[(c.sendall(sys.argv[3].encode()), c.recv(1), c.close()) for c, _ in iter(s.accept, None)]"
-)
 CONNECT = (
     "import socket, sys\n"
     "try:\n c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)\n"
