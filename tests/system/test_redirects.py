@@ -111,6 +111,25 @@ def why(sandbox: Sandbox, port: int) -> tuple[int, dict[str, object]]:
     return result.returncode, json.loads(result.stdout)
 
 
+def the_others_agree(sandbox: Sandbox, port: int, verdict: str) -> None:
+    """`why`, `audit` and `wait` on the same port say what `check` said (VERDICT), with the
+    registered service stopped: redirected is a holder to all three, partly-redirected a
+    remark that changes no exit status, free nothing at all."""
+    sandbox.run("systemctl", "stop", "myapp.service")
+    certain = verdict == "redirected"
+    code, data = why(sandbox, port)
+    assert code == (1 if certain else 0), data
+    redirects = data.get("redirects") or []
+    assert [r["certain"] for r in redirects] == ([] if verdict == "free" else [certain]), data
+    audited = portguard(sandbox, "audit", "--format", "json")
+    row = next(r for r in json.loads(audited.stdout)["claims"] if r["port"] == port)
+    assert row["status"] == ("redirected" if certain else "idle"), row
+    assert (row["redirect"] is None) == (verdict == "free"), row
+    assert audited.returncode == (1 if certain else 0), audited.stderr
+    waited = portguard(sandbox, "wait", f"{port}/tcp", "--timeout", "500ms")
+    assert waited.returncode == (75 if certain else 0), waited.stderr
+
+
 # The shapes: (name, commands run in the sandbox, the unit owning the rule, its fields).
 
 KUBE_IPTABLES = [
@@ -207,6 +226,7 @@ def test_a_kube_proxy_nodeport_is_redirected_and_names_the_service(
     assert "kubectl -n default get svc web" in entry["PORTGUARD_REMEDY"]
     assert "kube-proxy" not in entry["PORTGUARD_REMEDY"]  # never touch the plumbing
     assert lands(net, NODEPORT) == "pod"
+    the_others_agree(net, NODEPORT, "redirected")
 
 
 def test_a_redirect_rule_is_redirected(net: Sandbox) -> None:
@@ -234,6 +254,7 @@ def test_a_redirect_rule_is_redirected(net: Sandbox) -> None:
     }]  # fmt: skip
     text = portguard(net, "why", "8080/tcp").stdout
     assert "nothing listens on 8080/tcp here, but IPv4 traffic to it is redirected by" in text
+    the_others_agree(net, 8080, "redirected")
 
 
 def test_a_redirect_to_the_units_own_other_port_is_its_plumbing(net: Sandbox) -> None:
@@ -244,6 +265,11 @@ def test_a_redirect_to_the_units_own_other_port_is_its_plumbing(net: Sandbox) ->
 
     assert started.result.active, started.result.status
     assert started.entries == []
+    net.run("systemctl", "stop", "myapp.service")
+    # Judged as the unit's claim, the redirect is its own plumbing; `why` and `wait` judge a
+    # port on its own, with no unit to own the target: for them 8081 is not 8080's.
+    audited = json.loads(portguard(net, "audit", "--format", "json").stdout)
+    assert [r["redirect"] for r in audited["claims"] if r["port"] == 8080] == [None]
 
 
 def test_a_source_restricted_dnat_warns_and_the_start_goes_ahead(net: Sandbox) -> None:
@@ -260,10 +286,7 @@ def test_a_source_restricted_dnat_warns_and_the_start_goes_ahead(net: Sandbox) -
     assert entry["MESSAGE_ID"] == "ae60ba2c632847eabb640ac82414c743"
     assert entry["PORTGUARD_REDIRECT_TO"] == f"{POD}:80"
     assert lands(net, 8080) == "service"
-    net.run("systemctl", "stop", "myapp.service")
-    code, data = why(net, 8080)
-    assert code == 0  # partial: said, not an occupant
-    assert [r["certain"] for r in data["redirects"]] == [False]
+    the_others_agree(net, 8080, "partly-redirected")
 
 
 def test_a_nat_rule_for_another_port_changes_nothing(net: Sandbox) -> None:
@@ -274,6 +297,7 @@ def test_a_nat_rule_for_another_port_changes_nothing(net: Sandbox) -> None:
 
     assert started.result.active, started.result.status
     assert started.entries == []
+    the_others_agree(net, 8080, "free")
     # The mark the free path reads at the next start: this netns, the ruleset's generation.
     netns, generation, key = net.read_file("/run/portguard/nat-myapp.service").split()
     assert netns == net.run("stat", "-L", "-c", "%i", "/proc/1/ns/net").stdout.strip()
@@ -345,6 +369,7 @@ def test_a_pods_hostport_made_by_the_cni_portmap_plugin(net: Sandbox) -> None:
     assert entry["PORTGUARD_OWNER_NAME"] == f"a pod's hostPort 8080 (container {CONTAINER[:12]})"
     assert entry["PORTGUARD_RULE_CHAIN"].startswith("CNI-DN-")
     assert f"crictl ps --id {CONTAINER}" in entry["PORTGUARD_REMEDY"]
+    the_others_agree(net, 8080, "redirected")
 
     portmap(net, "DEL", 8080)  # the pod is gone: its rules with it
     assert oracle(net, 8080) == "service"
