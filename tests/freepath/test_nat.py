@@ -77,3 +77,5 @@ def test_one_reading_serves_every_unit_on_a_port_no_rule_names(
     netns, generation = state.split()
     Path(nat.marker(nat.PORTS)).write_text(f"{netns} {int(generation) + 1}\ntcp 80-80\n")
     assert not nat.untouched("any.service", key, [("tcp", 8080, "::")])  # another generation
+    Path(nat.marker(nat.PORTS)).write_text(f"{state}\ntcp 80-x\n\xff\n")
+    assert not nat.untouched("any.service", key, [("tcp", 8080, "::")])  # not ours: no trust

@@ -4,10 +4,10 @@ A port can be taken where bind() never looks (DESIGN rule 5): a DNAT or REDIRECT
 its traffic elsewhere. Judging that means reading the whole nftables ruleset, which the full
 `check` does (policy/redirects.py). Here it is only remembered: the full `check` leaves a mark
 in /run/portguard when the ruleset, at its generation number in its network namespace, has no
-NAT chain at all (`nat`), or takes nothing from a unit's ports (`nat-UNIT`, with the
-registry's hash). The
-kernel bumps that number at every change, so asking for it (one netlink round trip) tells
-whether the mark still holds.
+NAT chain at all (`nat`), takes nothing from a unit's ports (`nat-UNIT`, with the registry's
+hash), or singles out only some ports, any other port being taken by nothing (`nat-.ports`).
+The kernel bumps that number at every change, so asking for it (one netlink round trip)
+tells whether a mark still holds.
 """
 
 import _socket
@@ -49,13 +49,16 @@ def _outside_named_ports(state: str, binds: "list[tuple[str, int, str]]") -> boo
     data = read_trusted(marker(PORTS))
     if data is None:
         return False
-    lines = data.decode().splitlines()
+    lines = data.decode(errors="replace").splitlines()
     if not lines or lines[0] != state:
         return False
     singled: dict[str, list[tuple[int, int]]] = {}
-    for line in lines[1:]:
-        proto, *spans = line.split()
-        singled[proto] = [(int(a), int(b)) for a, _, b in (s.partition("-") for s in spans)]
+    try:
+        for line in lines[1:]:
+            proto, *spans = line.split()
+            singled[proto] = [(int(a), int(b)) for a, _, b in (s.partition("-") for s in spans)]
+    except ValueError:
+        return False  # not a mark we wrote: the full check reads the ruleset
     for proto, port, host in binds:
         if host not in _WILDCARDS or proto not in singled:
             return False
