@@ -148,3 +148,26 @@ def test_the_verdicts_and_their_words() -> None:
     warned = verdict(free, some)
     assert warned.verdict is Outcome.PARTLY_REDIRECTED and int(warned.exit_code) == 0
     assert warned.priority == 4
+
+
+def test_what_one_port_says_of_the_others_holds_only_when_nothing_took_it() -> None:
+    kube = ruleset({"pre": [dport(30080) + dnat(POD, 80), dport(80) + jump("accept")]})
+    judged = judge(kube, [CLAIM], HERE, unit="a.service")
+    assert judged.taken == [] and judged.partly == []
+    # 8080 met two decisions on the port: every port but 30080 and 80 fares as 8080 did.
+    assert sorted(judged.others_free[Proto.TCP]) == [(80, 80), (30080, 30080)]
+    # A rule that redirects every port to this unit's own: nothing for this unit, but the
+    # same rule takes any other unit's port. Nothing may be said of other ports.
+    every = ruleset({"pre": [l4proto() + redirect(8081)]})
+    mine = [(Proto.TCP, 8080), (Proto.TCP, 8081)]
+    judged = judge(every, [CLAIM], HERE, unit="a.service", own=mine)
+    assert judged.taken == [] and Proto.TCP not in judged.others_free
+    # A decision on part of the port (a masked port) cannot be told as ports: nothing said.
+    from portguard.host.nftables import Expr  # noqa: PLC0415
+
+    masked = [Expr("payload", {"dreg": 1, "base": 2, "offset": 2, "len": 2}),
+              Expr("bitwise", {"sreg": 1, "dreg": 1, "len": 2, "mask": b"\xff\x00",
+                               "xor": b"\x00\x00"}),
+              Expr("cmp", {"sreg": 1, "op": 0, "data": b"\x75\x00"}), *dnat(POD, 80)]  # fmt: skip
+    judged = judge(ruleset({"pre": [masked]}), [CLAIM], HERE, unit="a.service")
+    assert Proto.TCP not in judged.others_free

@@ -293,7 +293,10 @@ class _Run:
         number = struct.unpack(">H", port[:2])[0] if isinstance(port, bytes) else port
         found = Redirect(rule, kind, address, number, path, keys)
         if self.own(found):
-            return _Result(end="escape")  # the unit's own plumbing: its traffic reaches it
+            # The unit's own plumbing: its traffic reaches it. Another unit's port would be
+            # taken by the same rule, so this run says nothing of other ports.
+            self.witness.lost()
+            return _Result(end="escape")
         return _Result(end="redirect", redirect=found)
 
     def verdict(
