@@ -293,8 +293,7 @@ class _Run:
         number = struct.unpack(">H", port[:2])[0] if isinstance(port, bytes) else port
         found = Redirect(rule, kind, address, number, path, keys)
         if self.own(found):
-            # The unit's own plumbing: its traffic reaches it. Another unit's port would be
-            # taken by the same rule, so this run says nothing of other ports.
+            # The unit's own plumbing; another unit's port the rule would take: no mark.
             self.witness.lost()
             return _Result(end="escape")
         return _Result(end="redirect", redirect=found)
