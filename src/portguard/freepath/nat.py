@@ -142,22 +142,17 @@ def _ipvs_services() -> bool:
 
 
 def nftables_in_use() -> bool:
-    """False only when nf_tables is a module not loaded: no ruleset, and asking would load it."""
-    try:
-        fd = posix.open("/proc/modules", posix.O_RDONLY | posix.O_CLOEXEC)
-    except OSError:
-        return True
-    try:
-        modules = posix.read(fd, 1 << 20)
-    finally:
-        posix.close(fd)
-    if modules.startswith(b"nf_tables ") or b"\nnf_tables " in modules:
+    """False only when nf_tables is a module not loaded: no ruleset, and asking would load it.
+    A loaded module is always under /sys/module; a built-in one has no module file."""
+    if _exists("/sys/module/nf_tables"):
         return True
     base = _MODULE_DIR.format(posix.uname().release)
-    for suffix in ("", ".xz", ".zst", ".gz"):
-        try:
-            posix.stat(base + suffix)
-        except OSError:
-            continue
+    return not any(_exists(base + suffix) for suffix in ("", ".xz", ".zst", ".gz"))
+
+
+def _exists(path: str) -> bool:
+    try:
+        posix.stat(path)
+    except OSError:
         return False
-    return True  # built into the kernel (or absent: then the question finds nothing)
+    return True

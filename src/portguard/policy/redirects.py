@@ -62,7 +62,6 @@ class Judged:
     taken: list[Taken] = field(default_factory=list)  # certain: the verdict `redirected`
     partly: list[Taken] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
-    fwm_noted: set[int] = field(default_factory=set)
     # Per protocol, from claims on every address that nothing took: the ports that may fare
     # otherwise; every other port is taken by nothing either (natmatch.PortWitness). A
     # protocol some judgement could not generalize is absent.
@@ -132,9 +131,9 @@ def _judge_family(  # noqa: PLR0917
     elif certain or partial:
         first = (certain or partial)[0]
         judged.partly.append(Taken(claim, port, name, False, _taker(first, claim, port, unit)))
-    if any(v.mark is not None for v in host.virtual) and port not in judged.fwm_noted:
-        judged.fwm_noted.add(port)
-        judged.gaps.append("IPVS firewall-mark services (a mark set by a rule, not an address)")
+    fwm = "IPVS firewall-mark services (a mark set by a rule, not an address)"
+    if any(v.mark is not None for v in host.virtual) and fwm not in judged.gaps:
+        judged.gaps.append(fwm)
 
 
 def _generalize(
