@@ -731,6 +731,10 @@ LISTENS = ["8080", "8080/tcp", "8080/udp", "8081/TCP", "127.0.0.1:8080/tcp", "'[
            "255.255.255.255:67/tcp", "255.255.255.255:67/udp", "010.0.0.1:80",
            "'[fe80::1%eth0]:80'",
            "{port: 8083, v6only: true}", "{port: '[::]:8084/tcp', v6only: yes}", "{v6only: true}",
+           "{port: 9000-9010/udp, pool: true}", "{port: 9000-9010, pool: yes, min-free: 11}",
+           "{port: 9000-9010, pool: true, min-free: 12}", "{port: 9000-9010, min-free: 1}",
+           "{port: '%i/udp', pool: true}", "{port: 8080, pool: false, min-free: 0x1}",
+           "{port: 9000-9010, pool: true, min-free: 0}", "{port: 9000-9010, pool: 1}",
            "{port: 8085, reuseport: maybe}", "{port: 8086, port: 8087}", "[8088]",
            "!!str 8089", "!!int 8091/tcp", "!!float 8092", "&anchor 8090", "*anchor",
            "'127.0.0.1:%i/tcp'"]  # fmt: skip

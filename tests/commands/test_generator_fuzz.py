@@ -61,7 +61,9 @@ GOOD_NAMES = ["a.service", "b.service", "t@.service", "c.socket", "web-1.service
 GOOD_LISTENS = ["8080", "8080/tcp", "8080/udp", "127.0.0.1:8080/tcp", "'[::1]:8080/tcp'",
                 "0.0.0.0:8082", "'[::]:8082/tcp'", "9000-9010/tcp", "'%i/tcp'", "65535/udp",
                 "'[::ffff:127.0.0.2]:81/tcp'", "{port: 8083, v6only: true}",
-                "{port: '[::]:8084/udp', reuseaddr: true, reuseport: true}"]  # fmt: skip
+                "{port: '[::]:8084/udp', reuseaddr: true, reuseport: true}",
+                "{port: 9000-9010/udp, pool: true}", "{port: 9000-9010, pool: yes, min-free: 3}",
+                "{port: 8080, pool: false}"]  # fmt: skip
 GOOD_VALUES = {"mode": ["enforce", "warn", "audit"], "wait": ["10s", "0", "1min 30s", "500ms"],
                "owner": ["team", "'payments'"], "reuseport": ["true", "false"],
                "via": ["[c.socket]", "[]"], "description": ["text"]}  # fmt: skip

@@ -54,6 +54,8 @@ LINT_ONLY = {
     "overlap-limit": "overlaps between claims",
     "overlap-ranges": "overlaps between claims",
     "overlap-wildcard": "overlaps between claims",
+    "overlap-pool": "overlaps between claims",
+    "pool-min-free-too-many": "a pool's size against its min-free",
     "port-hex": "how YAML spelled a number (0x50 is read as 80)",
     "range-reversed": "a range's order",
     "timespan-infinity": "a finite time span (the schema checks its form)",
@@ -130,7 +132,7 @@ def test_every_lint_only_file_exists_and_every_reason_is_in_the_readme() -> None
     stems = {p.stem for p in BAD_RULE_FILES}
     assert set(LINT_ONLY) <= stems
     readme = (CHECKOUT / "README.md").read_text()
-    for topic in ("overlaps", "a range's order", "unit-name length", "duplicate keys",
+    for topic in ("overlaps", "a range's order", "a pool's size against its min-free", "unit-name length", "duplicate keys",
                   "anchors", "which addresses TCP can bind"):  # fmt: skip
         assert topic in readme, topic
 

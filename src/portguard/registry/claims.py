@@ -36,10 +36,17 @@ class Claim:
     reuseaddr: bool = True
     reuseport: bool = False
     freebind: bool = False  # IP_FREEBIND: binds an address this host does not have (yet)
+    # A pool the service binds on demand, one port per call or session: how many of its
+    # ports must be bindable for it to serve (min-free). None: every port is bound at start.
+    pool: int | None = None
 
     @property
     def ports(self) -> range:
         return range(self.first, self.last + 1)
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
 
     def __str__(self) -> str:
         ports = str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
@@ -169,6 +176,7 @@ def make_claim(
     reuseport: bool,
     instance: str | None,
     freebind: bool = False,
+    pool: int | None = None,
 ) -> Claim:
     """A concrete claim; `instance` fills a `%i` port and must then be a port number."""
     if parts.first is None or parts.last is None:
@@ -177,7 +185,8 @@ def make_claim(
         first, last = parse_port_text(instance)
     else:
         first, last = parts.first, parts.last
-    return Claim(parts.proto, first, last, parts.address, v6only, reuseaddr, reuseport, freebind)
+    return Claim(parts.proto, first, last, parts.address, v6only, reuseaddr, reuseport, freebind,
+                 pool)  # fmt: skip
 
 
 def shares(a: Claim, b: Claim) -> bool:

@@ -15,11 +15,14 @@ from portguard.registry.entries import Listen, Mode, Registry, UnitEntry
 from portguard.registry.findings import Location
 
 # Bumped whenever the shape below changes; a cache of another shape is not believed.
-SHAPE = 1
+SHAPE = 2
 
 _Where = tuple[str, int, int]
-# text, location, address, first and last port, proto, v6only, reuseaddr, reuseport, freebind
-_Listen = tuple[str, _Where, str | None, int | None, int | None, str, bool, bool, bool, bool]
+# text, location, address, first and last port, proto, v6only, reuseaddr, reuseport, freebind,
+# a pool's min-free
+_Listen = tuple[
+    str, _Where, str | None, int | None, int | None, str, bool, bool, bool, bool, int | None
+]
 # name, location, wait (ms), mode, owner, description, via, listen entries
 _Unit = tuple[str, _Where, int, str, str | None, str | None, tuple[str, ...], tuple[_Listen, ...]]
 _UNIT_FIELDS = 8
@@ -40,7 +43,8 @@ def plain(registry: Registry) -> tuple[object, ...]:
                 (listen.text, _location(listen.location),
                  None if listen.parts.address is None else str(listen.parts.address),
                  listen.parts.first, listen.parts.last, str(listen.parts.proto),
-                 listen.v6only, listen.reuseaddr, listen.reuseport, listen.freebind)
+                 listen.v6only, listen.reuseaddr, listen.reuseport, listen.freebind,
+                 listen.pool)
                 for listen in entry.listen
             ),
         )
@@ -97,7 +101,7 @@ def _entry(data: _Unit) -> UnitEntry:
 
 
 def _listen(data: _Listen) -> Listen:
-    text, location, address, first, last, proto, v6only, reuseaddr, reuseport, freebind = data
+    text, location, address, first, last, proto, v6only, reuseaddr, reuseport, freebind, pool = data
     host = None if address is None else ipaddress.ip_address(address)
     parts = ListenParts(host, first, last, Proto(proto))
-    return Listen(text, Location(*location), parts, v6only, reuseaddr, reuseport, freebind)
+    return Listen(text, Location(*location), parts, v6only, reuseaddr, reuseport, freebind, pool)

@@ -55,6 +55,7 @@ class Listen:
     reuseaddr: bool
     reuseport: bool
     freebind: bool = False
+    pool: int | None = None  # a pool's min-free (Claim.pool); None: bound whole at start
 
     @property
     def is_template(self) -> bool:
@@ -69,6 +70,7 @@ class Listen:
             reuseport=self.reuseport,
             instance=instance,
             freebind=self.freebind,
+            pool=self.pool,
         )
 
 

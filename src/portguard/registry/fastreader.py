@@ -328,25 +328,38 @@ class _File:
             if not isinstance(event, yaml.MappingStartEvent):
                 self._port(event)
                 continue
-            # The mapping form: `port:` and socket options for this one claim.
-            has_port = False
+            # The mapping form: `port:`, socket options and a pool's keys for this one claim.
+            size: int | None = 0  # the port's: None for %i
+            pool, min_free = False, None
             for key, _ in self._open_pairs(LISTEN_KEYS):
                 if key == "port":
-                    self._port()
-                    has_port = True
+                    size = self._port()
+                elif key == "min-free":
+                    tag, value = self._scalar()
+                    if tag != _INT or not _DECIMAL.fullmatch(value) or value == "0":
+                        raise _Decline
+                    min_free = int(value)
+                elif key == "pool":
+                    pool = self._bool()
                 else:
                     self._bool()
-            if not has_port:
+            # The full reader's rules: min-free for a pool only, whose ports are written out.
+            if size == 0 or (min_free is not None and not pool):
+                raise _Decline
+            if pool and (size is None or (min_free or 1) > size):
                 raise _Decline
         if not count:
             raise _Decline
 
-    def _bool(self) -> None:
-        if self._scalar()[0] != _BOOL:
+    def _bool(self) -> bool:
+        tag, value = self._scalar()
+        if tag != _BOOL:
             raise _Decline
+        return value.lower() in ("true", "yes", "on")
 
-    def _port(self, event: yaml.Event | None = None) -> None:
-        """One listen string: its source text, as the full reader takes it."""
+    def _port(self, event: yaml.Event | None = None) -> int | None:
+        """One listen string: its source text, as the full reader takes it. Its number of
+        ports; None for a template's %i."""
         tag, text = self._scalar(event)
         found = _LISTEN.fullmatch(text) if tag in (_STR, _INT) else None
         if found is None:
@@ -372,7 +385,7 @@ class _File:
         if found["template"]:
             if not self.template:
                 raise _Decline
-            return
+            return None
         first = int(found["first"])
         last = int(found["last"] or first)
         if not first <= last <= 65535 or (proto == "tcp" and no_tcp):
@@ -384,3 +397,4 @@ class _File:
                 raise _Decline
             self.crowds[key] = (self.unit, holders + 1)
         self.claims.append((proto, first, last, self.unit, address))
+        return last - first + 1

@@ -23,5 +23,9 @@ OPTIONS: dict[str, tuple[str, bool]] = {
 TOP_KEYS = ("version", "defaults", "units")
 DEFAULT_KEYS = (*OPTIONS, "owner")
 UNIT_KEYS = ("listen", "owner", "description", "via", *OPTIONS)
-LISTEN_KEYS = ("port", *(key for key, (_, on_listen) in OPTIONS.items() if on_listen))
+# A listen entry's own keys: its port, and whether it is a pool the service draws ports from
+# on demand (TURN relays, FTP passive, RTP), of which `min-free` must be bindable (default 1).
+POOL_KEYS = ("pool", "min-free")
+LISTEN_KEYS = ("port", *POOL_KEYS,
+               *(key for key, (_, on_listen) in OPTIONS.items() if on_listen))  # fmt: skip
 BOOL_KEYS = tuple(key for key, (value, _) in OPTIONS.items() if value == "bool")

@@ -16,6 +16,7 @@ import yaml
 
 from portguard.registry.claims import (
     ClaimSyntaxError,
+    ListenParts,
     Proto,
     parse_listen,
 )
@@ -312,6 +313,7 @@ class _FileParser:
 
     def _listen(self, node: yaml.Node, options: Options, template: bool) -> Listen:
         text_node = node
+        rest: dict[str, tuple[yaml.Node, yaml.Node]] = {}
         if isinstance(node, yaml.MappingNode):
             options, rest = self._options(node, options, LISTEN_KEYS, "a listen entry", udp=True)
             if "port" not in rest:
@@ -360,4 +362,28 @@ class _FileParser:
             options.udp_reuseaddr if udp else options.reuseaddr,
             options.udp_reuseport if udp else options.reuseport,
             options.freebind,
+            self._pool(rest, parts, text),
         )
+
+    def _pool(self, rest: dict[str, tuple[yaml.Node, yaml.Node]], parts: ListenParts, text: str
+              ) -> int | None:  # fmt: skip
+        """A pool's min-free, from a listen entry's `pool` and `min-free`; None: no pool."""
+        pool = self.nodes.bool(rest["pool"][1], "pool") if "pool" in rest else False
+        key, value = rest.get("min-free", (None, None))
+        found = 1 if value is None else self.nodes.scalar(value)
+        problem = None
+        if key is not None and not pool:
+            value, problem = key, "'min-free' applies to a pool only (add 'pool: true')"
+        elif isinstance(found, bool) or not isinstance(found, int) or found < 1:
+            problem = f"'min-free' must be a number of ports, 1 or more, got {found!r}"
+        elif pool and (parts.first is None or parts.last is None):
+            value = rest["pool"][1]
+            problem = f"'{text}': a pool needs its ports written out (49152-65535/udp), not %i"
+        elif pool and parts.first is not None and parts.last is not None:
+            size = parts.last - parts.first + 1
+            if found > size:
+                problem = f"'min-free' is {found}, but the pool '{text}' has {size} port(s)"
+        if problem is not None:
+            self.nodes.report(value or rest["pool"][1], "pool", problem)
+            raise Invalid
+        return found if pool else None
