@@ -132,8 +132,9 @@ def test_every_lint_only_file_exists_and_every_reason_is_in_the_readme() -> None
     stems = {p.stem for p in BAD_RULE_FILES}
     assert set(LINT_ONLY) <= stems
     readme = (CHECKOUT / "README.md").read_text()
-    for topic in ("overlaps", "a range's order", "a pool's size against its min-free", "unit-name length", "duplicate keys",
-                  "anchors", "which addresses TCP can bind"):  # fmt: skip
+    for topic in ("overlaps", "a range's order", "a pool's size against its min-free",
+                  "unit-name length", "duplicate keys", "anchors",
+                  "which addresses TCP can bind"):  # fmt: skip
         assert topic in readme, topic
 
 
