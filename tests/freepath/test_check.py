@@ -224,3 +224,86 @@ def test_free_path_imports_only_builtin_modules(tree: Tree, ports: tuple[int, in
                   "portguard.cli", "portguard.commands.check",
                   "portguard.registry.model"):  # fmt: skip
         assert heavy not in loaded
+
+
+# --- pools (DESIGN rule 6) --------------------------------------------------------------------
+
+
+def pool_tree(tree: Tree, first: int, last: int, min_free: int, proto: str = "tcp") -> None:
+    tree.write(f"""
+        version: 1
+        units:
+          relay.service:
+            listen:
+              - {{port: {first}-{last}/{proto}, pool: true, min-free: {min_free}}}
+    """)
+    tree.compile()
+
+
+def free_run(length: int) -> int:
+    """The first of LENGTH consecutive ports nothing binds now."""
+    for _ in range(100):
+        first = free_port()
+        if first + length < 65536 and all(_free(p) for p in range(first, first + length)):
+            return first
+    raise AssertionError("no free run of ports")
+
+
+def _free(port: int) -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::", port))
+    except OSError:
+        return False
+    return True
+
+
+def test_a_pool_with_taken_ports_is_free_while_min_free_of_it_can_be_bound(tree: Tree) -> None:
+    first = free_run(4)
+    pool_tree(tree, first, first + 3, 2)
+    held = [listen_on(first, "::"), listen_on(first + 2, "::")]  # dual-stack: both families
+    try:
+        assert tree.run("relay.service") == 0  # first+1 and first+3: two, as min-free asks
+        held.append(listen_on(first + 1, "::"))
+        assert tree.run("relay.service") is None  # one left: the full check judges it
+    finally:
+        for sock in held:
+            sock.close()
+    assert tree.run("relay.service") == 0
+
+
+def test_a_pool_is_free_when_one_family_can_serve(tree: Tree) -> None:
+    """IPv4 wholly taken, IPv6 free: the service starts and serves IPv6 clients."""
+    first = free_run(2)
+    pool_tree(tree, first, first + 1, 1)
+    held = [listen_on(first, "0.0.0.0"), listen_on(first + 1, "0.0.0.0")]
+    try:
+        assert tree.run("relay.service") == 0
+        held += [listen_on(first, "::1"), listen_on(first + 1, "::1")]
+        assert tree.run("relay.service") is None
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_free_pool_costs_one_bind(tree: Tree, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = free_run(1)
+    pool_tree(tree, first, min(first + 20000, 65535), 1)
+    calls: list[int] = []
+    real = check.bind_errno
+
+    def counted(spec: BindSpec, port: int, identity: object = None) -> int:
+        calls.append(port)
+        return real(spec, port)
+
+    monkeypatch.setattr("portguard.freepath.binds.bind_errno", counted)
+    assert tree.run("relay.service") == 0
+    assert calls == [first]
+
+
+def test_a_pool_compiles_to_one_entry_however_wide(tree: Tree) -> None:
+    pool_tree(tree, 10000, 60000, 5, "udp")
+    units = compile_units(load_registry(tree.root))
+    ((first, last, need, families),) = units["relay.service"]
+    assert (first, last, need) == (10000, 60000, 5)
+    assert [(spec[2], spec[3]) for spec in families] == [("0.0.0.0", None), ("::", None)]

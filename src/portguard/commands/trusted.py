@@ -7,12 +7,13 @@ form (`load_registry`). Kept apart from check.py so those verbs import no more t
 """
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from portguard.errors import ConfigError, NoRegistry
 from portguard.freepath import cache, trust
-from portguard.freepath.binds import BindSpec
+from portguard.freepath.binds import BindSpec, PoolSpec
 from portguard.host import probe
 from portguard.registry import compiled
 
@@ -65,14 +66,20 @@ def compiled_registry(root: Path) -> "Registry | None":
     )
 
 
-def compile_units(registry: "Registry") -> dict[str, tuple[BindSpec, ...]]:
-    """Each unit's binds as the hot path runs them (a template's port is its instance)."""
-    units: dict[str, tuple[BindSpec, ...]] = {}
+def compile_units(registry: "Registry") -> dict[str, tuple[BindSpec | PoolSpec, ...]]:
+    """Each unit's binds as the hot path runs them (a template's port is its instance), and
+    each pool as one PoolSpec: its range, its min-free and a bind per family."""
+    units: dict[str, tuple[BindSpec | PoolSpec, ...]] = {}
     for name, entry in registry.units.items():
-        specs: list[BindSpec] = []
+        specs: list[BindSpec | PoolSpec] = []
         for listen in entry.listen:
             template = listen.is_template
             claim = listen.claim("1") if template else listen.claim()
+            if claim.pool is not None:
+                one = replace(claim, last=claim.first)
+                families = tuple(probe.spec_of(b, template=True) for b in probe.binds(one))
+                specs.append((claim.first, claim.last, claim.pool, families))
+                continue
             specs.extend(probe.spec_of(b, template=template) for b in probe.binds(claim))
         units[name] = tuple(specs)
     return units

@@ -8,6 +8,9 @@ import posix
 # One bind as compiled: family, socket type, host, port (None: the template instance),
 # SO_REUSEADDR, SO_REUSEPORT, IPV6_V6ONLY, IP_FREEBIND.
 BindSpec = tuple[int, int, str, int | None, bool, bool, bool, bool]
+# A pool the service binds on demand (registry `pool: true`): its first and last port, how
+# many must be bindable (min-free), and one bind per family with the port left None.
+PoolSpec = tuple[int, int, int, tuple[BindSpec, ...]]
 # Who binds: a uid, and whether it may bind below net.ipv4.ip_unprivileged_port_start
 # (CAP_NET_BIND_SERVICE). None: this process as it is.
 Identity = tuple[int, bool] | None
@@ -36,6 +39,23 @@ def bind_errno(spec: BindSpec, port: int, identity: Identity = None) -> int:
     if code == _EACCES and may_bind:
         code = _bind(spec, port)  # a privileged port: as root, which has the capability
     return code
+
+
+def pool_serves(pool: PoolSpec, identity: Identity = None,
+                options: frozenset[str] | None = None) -> bool:  # fmt: skip
+    """Whether the service could bind min-free ports of POOL now in one family at least:
+    it draws them as it needs them, so a taken port is one it skips (DESIGN rule 6). Binds
+    port after port and stops as soon as it knows: a free pool costs one bind."""
+    first, last, need, specs = pool
+    specs = tuple(with_socket_options(spec, options) for spec in specs)
+    bound = [0] * len(specs)
+    for port in range(first, last + 1):
+        for index, spec in enumerate(specs):
+            if not bind_errno(spec, port, identity):
+                bound[index] += 1
+                if bound[index] >= need:
+                    return True
+    return False
 
 
 def _bind(spec: BindSpec, port: int) -> int:

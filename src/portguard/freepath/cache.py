@@ -6,11 +6,11 @@ root's."""
 import marshal
 from _blake2 import blake2b
 
-from portguard.freepath.binds import BindSpec
+from portguard.freepath.binds import BindSpec, PoolSpec
 from portguard.freepath.trust import join, normpath, read_trusted
 
 CACHE_DIR = "/run/portguard"
-FORMAT = 4
+FORMAT = 5
 
 
 def cache_path(root: str) -> str:
@@ -18,7 +18,7 @@ def cache_path(root: str) -> str:
     return join(CACHE_DIR, f"registry-{name}.marshal")
 
 
-def load_cache(root: str, key: bytes) -> dict[str, tuple[BindSpec, ...]] | None:
+def load_cache(root: str, key: bytes) -> dict[str, tuple[BindSpec | PoolSpec, ...]] | None:
     """The compiled units for KEY, or None; only a root-owned cache is believed."""
     units = _load(root, key, "units")
     return units if isinstance(units, dict) else None
@@ -51,7 +51,7 @@ def _load(root: str, key: bytes, part: str) -> object:
 def store_cache(
     root: str,
     key: bytes,
-    units: dict[str, tuple[BindSpec, ...]],
+    units: dict[str, tuple[BindSpec | PoolSpec, ...]],
     registry: object = None,
 ) -> bool:
     """Write the compiled form atomically; only root may, and failure just costs speed."""

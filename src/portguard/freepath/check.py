@@ -12,8 +12,10 @@ import posix
 from portguard.freepath.binds import (
     BindSpec,
     Identity,
+    PoolSpec,
     bind_errno,
     parse_bind_options,
+    pool_serves,
     with_socket_options,
 )
 from portguard.freepath.cache import load_cache
@@ -21,8 +23,17 @@ from portguard.freepath.nat import untouched
 from portguard.freepath.trust import REGISTRY_DIR, digest, is_dir
 
 _UNIT_SUFFIXES = (".service", ".socket", ".scope")
-# A unit's compiled binds, and the template instance standing for a None port.
-Entry = tuple[tuple[BindSpec, ...], int | None]
+# A unit's compiled binds and pools, and the template instance standing for a None port.
+Compiled = tuple[BindSpec | PoolSpec, ...]
+Entry = tuple[Compiled, int | None]
+_POOL_FIELDS = 4  # a PoolSpec's; a BindSpec has 8
+# mypy takes the name TYPE_CHECKING at its word; the free path imports no `typing`.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
+# Past this many ports the full `check` need not have the census begun early (host/prefetch):
+# it reads a range's first busy port, not every one of 50,000.
+_PREFETCH_PORTS = 64
 
 
 def run(argv: list[str]) -> int | None:
@@ -30,10 +41,14 @@ def run(argv: list[str]) -> int | None:
     resolved = _resolve(argv)
     if resolved is None:
         return None
-    binds, identity, socket_options, unit, key = resolved
+    binds, pools, identity, socket_options, unit, key = resolved
     for spec, port in binds:
         if bind_errno(with_socket_options(spec, socket_options), port, identity):
             return None
+    for pool in pools:
+        if not pool_serves(pool, identity, socket_options):
+            return None
+    # A pool's ports are not asked of NAT: one redirected port is one the service skips.
     # Free for bind(); free for the traffic too, unless a NAT rule may take it (DESIGN rule 5).
     ports = [("tcp" if spec[1] == _socket.SOCK_STREAM else "udp", port, spec[2])
              for spec, port in binds]  # fmt: skip
@@ -44,7 +59,7 @@ def claimed_ports(argv: list[str]) -> list[tuple[str, int]] | None:
     """("tcp" or "udp", port) of each bind a `check` command line's unit claims, as compiled;
     None when the free path could not tell (the full `check` finds out)."""
     resolved = _resolve(argv)
-    if resolved is None:
+    if resolved is None or len(resolved[0]) > _PREFETCH_PORTS:
         return None
     return [
         ("tcp" if spec[1] == _socket.SOCK_STREAM else "udp", port) for spec, port in resolved[0]
@@ -61,7 +76,7 @@ def cold_root(argv: list[str]) -> str | None:
     return parsed[0] if found and load_cache(parsed[0], found[0]) is None else None
 
 
-def lookup(units: dict[str, tuple[BindSpec, ...]], unit: str) -> Entry | None:
+def lookup(units: dict[str, Compiled], unit: str) -> Entry | None:
     """The unit's binds and, for a template instance, the instance as a port."""
     if unit in units:
         return units[unit], None
@@ -88,9 +103,12 @@ def _check_args(argv: list[str]) -> tuple[str, str | None, list[str]] | None:
 
 def _resolve(
     argv: list[str],
-) -> tuple[list[tuple[BindSpec, int]], Identity, frozenset[str] | None, str, bytes] | None:
-    """The unit's compiled binds with their ports, who binds, a socket unit's options, the
-    unit and the registry's hash."""
+) -> (
+    tuple[list[tuple[BindSpec, int]], list[PoolSpec], Identity, frozenset[str] | None, str, bytes]
+    | None
+):
+    """The unit's compiled binds with their ports, its pools, who binds, a socket unit's
+    options, the unit and the registry's hash."""
     parsed = _check_args(argv)
     if parsed is None:
         return None
@@ -111,12 +129,20 @@ def _resolve(
         return None
     specs, instance = entry
     binds = []
+    pools = []
     for spec in specs:
+        if _is_pool(spec):
+            pools.append(spec)
+            continue
         port = spec[3] if spec[3] is not None else instance
         if port is None or not 0 < port < 65536:
             return None
         binds.append((spec, port))
-    return binds, identity, socket_options, unit, found[0]
+    return binds, pools, identity, socket_options, unit, found[0]
+
+
+def _is_pool(spec: "BindSpec | PoolSpec") -> "TypeIs[PoolSpec]":
+    return len(spec) == _POOL_FIELDS
 
 
 def own_unit(proc_self_cgroup: str | None = None) -> str | None:
