@@ -7,13 +7,14 @@ import re
 import shutil
 import subprocess
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from portguard.commands import check
+from portguard.host.occupants import Occupant
 from portguard.host.probe import Outcome
 from portguard.policy.guard import Guarded
 from portguard.policy.owners import Owner, OwnerKind
@@ -161,6 +162,19 @@ def _redirect_reports() -> list[Report]:
     return [verdict(free, judge(rules, [claim], n.HERE, unit=UNIT)) for rules in shapes]
 
 
+def _pool_reports() -> list[Report]:
+    """`exhausted` with its first holder named, and with none found in the census."""
+    from tests.policy.test_pools import STRANGER, Kernel  # noqa: PLC0415
+
+    class Unseen(Kernel):
+        def census(self, ports: Iterable[tuple[Proto, int]]) -> list[Occupant]:
+            super().census(ports)
+            return []
+
+    taken = dict.fromkeys(range(49152, 49162), STRANGER)
+    return [Kernel(dict(taken)).check(), Unseen(dict(taken)).check()]
+
+
 def _check_run_fields(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, load: Callable[[Path], Registry] | None
 ) -> dict[str, str]:
@@ -188,7 +202,7 @@ def fields_by_verdict(
     found: dict[Verdict, list[dict[str, str]]] = {}
     for report in _guard_reports():
         found.setdefault(report.verdict, []).append(report.journal_fields())
-    for report in _redirect_reports():
+    for report in [*_redirect_reports(), *_pool_reports()]:
         found.setdefault(report.verdict, []).append(report.journal_fields())
     for load in (None, lambda _: Registry(), _broken):
         fields = _check_run_fields(monkeypatch, tmp_path, load)

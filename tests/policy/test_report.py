@@ -208,7 +208,7 @@ def test_exit_codes_follow_the_contract() -> None:
     assert {v: int(e) for v, e in EXIT.items()} == {
         Verdict.FREE: 0, Verdict.RELEASED: 0, Verdict.UNREGISTERED: 0,
         Verdict.UNASSIGNABLE: 68, Verdict.HELD: 69, Verdict.INTERNAL_ERROR: 70,
-        Verdict.REDIRECTED: 69, Verdict.PARTLY_REDIRECTED: 0,
+        Verdict.REDIRECTED: 69, Verdict.PARTLY_REDIRECTED: 0, Verdict.EXHAUSTED: 69,
         Verdict.DRAIN_TIMEOUT: 75, Verdict.DENIED: 77, Verdict.CONFIG_ERROR: 78,
     }  # fmt: skip
     assert Report(Verdict.HELD, None, "x").exit_code is Exit.UNAVAILABLE

@@ -116,7 +116,10 @@ def real_effects(
     def trial(claims: Iterable[Claim]) -> list[probe.Attempt]:
         return probe.probe(claims, binder)
 
-    return Effects(trial, census, attribute, wait_for_exit, time.monotonic)
+    def trial_pool(claim: Claim) -> list[probe.PoolFamily]:
+        return probe.probe_pool(claim, binder)
+
+    return Effects(trial, census, attribute, wait_for_exit, time.monotonic, trial_pool)
 
 
 def emit(report: Report, *, as_json: bool) -> int:
@@ -211,7 +214,9 @@ def _traffic(report: Report, registry: "Registry", guarded: Guarded, root: Path)
                     for p in c.ports
                 }
     ruleset = redirects.ruleset_here()
-    judged = redirects.look(guarded.claims, unit=guarded.unit, own=own, ruleset=ruleset)
+    # A pool is not asked: a redirected port of it is one the service skips (DESIGN rule 6).
+    bound = tuple(c for c in guarded.claims if c.pool is None)
+    judged = redirects.look(bound, unit=guarded.unit, own=own, ruleset=ruleset)
     key = digest(str(root))
     redirects.remember(ruleset, guarded.unit, key[0] if key else None, judged)
     judged_report = redirects.verdict(report, judged)

@@ -9,7 +9,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from portguard.freepath.binds import BindSpec, Identity, bind_errno, with_socket_options
@@ -99,6 +99,45 @@ def try_bind(bind: Bind, binder: Binder | None = None) -> Attempt:
     if code not in _OUTCOMES:
         raise OSError(code, f"trial bind of {bind}: {os.strerror(code)}")
     return Attempt(bind, _OUTCOMES[code], code)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolFamily:
+    """A pool's trial binds in one family (one bind of its claim per port), port after port
+    until min-free of them succeed: how many did, the first that found its port in use, and
+    the first refused for another reason (the address is not here, a privileged port)."""
+
+    claim: Claim
+    free: int  # up to min-free: the binds stop there
+    in_use: int
+    first_in_use: Attempt | None
+    refused: Attempt | None
+
+    @property
+    def serves(self) -> bool:
+        return self.claim.pool is not None and self.free >= self.claim.pool
+
+
+def probe_pool(claim: Claim, binder: Binder | None = None) -> list[PoolFamily]:
+    """Trial-bind a pool as the service draws from it: one family's result each."""
+    need = claim.pool or 1
+    families = []
+    for family in binds(replace(claim, last=claim.first), ipv6=ipv6_available()):
+        free = in_use = 0
+        first_in_use = refused = None
+        for port in claim.ports:
+            attempt = try_bind(replace(family, claim=claim, port=port), binder)
+            if attempt.outcome is Outcome.FREE:
+                free += 1
+                if free >= need:
+                    break
+            elif attempt.outcome is Outcome.IN_USE:
+                in_use += 1
+                first_in_use = first_in_use or attempt
+            else:
+                refused = refused or attempt
+        families.append(PoolFamily(claim, free, in_use, first_in_use, refused))
+    return families
 
 
 def ipv6_available() -> bool:

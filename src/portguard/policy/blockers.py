@@ -23,6 +23,15 @@ class Guarded:
     uid: int | None = None  # who binds: SO_REUSEPORT shares only between sockets of one uid
 
 
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Wait for these PIDs to exit, or until UNTIL_MS since the check began, then look again."""
+
+    pids: tuple[int, ...]
+    until_ms: int
+    blocker: Holding
+
+
 class Role(Enum):
     FOREIGN = auto()  # someone else: fail at once
     DELEGATED = auto()  # a socket unit in `via` holds it for the service

@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from portguard.host.occupants import Occupant
-from portguard.host.probe import Attempt, Bind, Outcome
-from portguard.policy.blockers import Guarded, Role, blockers, role
+from portguard.host.probe import Attempt, Bind, Outcome, PoolFamily
+from portguard.policy import pools
+from portguard.policy.blockers import Guarded, Role, Wait, blockers, role
 from portguard.policy.endings import (
     denied,
     drain_timeout,
@@ -35,22 +36,31 @@ class Effects:
     attribute: Callable[[list[Occupant], Sequence[str], float], Attribution]
     wait: Callable[[Sequence[int], float], None]  # until a PID exits or the seconds pass
     clock: Callable[[], float]  # monotonic seconds
-
-
-@dataclass(frozen=True, slots=True)
-class Wait:
-    pids: tuple[int, ...]
-    until_ms: int  # since the check began
-    blocker: Holding
+    probe_pool: Callable[[Claim], list[PoolFamily]] | None = None  # needed for pools only
 
 
 def check(guarded: Guarded, effects: Effects) -> Report:
-    """Decide, waiting while the unit's own remnants drain; never signals anything."""
+    """Decide, waiting while the unit's own remnants drain; never signals anything. The ports
+    the service binds at start first, then its pools."""
     start = effects.clock()
 
     def elapsed_ms() -> int:
         return int((effects.clock() - start) * 1000)
 
+    plain = replace(guarded, claims=tuple(c for c in guarded.claims if c.pool is None))
+    report = _check_binds(plain, effects, elapsed_ms)
+    if len(plain.claims) == len(guarded.claims) or report.verdict not in _STARTS:
+        return report
+    found = _check_pools(guarded, effects, elapsed_ms)
+    if found is not None:
+        return found
+    return free(guarded) if report.verdict is Verdict.FREE else report
+
+
+_STARTS = (Verdict.FREE, Verdict.RELEASED)
+
+
+def _check_binds(guarded: Guarded, effects: Effects, elapsed_ms: Callable[[], int]) -> Report:
     deadline_ms = guarded.wait_ms
     waited_for: Holding | None = None
     unexplained_retry = True
@@ -61,6 +71,9 @@ def check(guarded: Guarded, effects: Effects) -> Report:
             return early
         busy = [a for a in attempts if a.outcome is Outcome.IN_USE]
         budget_s = (deadline_ms - elapsed_ms()) / 1000
+        first = _first_foreign(guarded, busy, effects, budget_s, elapsed_ms())
+        if first is not None:
+            return first
         attribution = _look(guarded, busy, effects, budget_s)
         own = attribution.facts.get(guarded.unit)
         if own is not None and own.timeout_start_ms:
@@ -78,6 +91,56 @@ def check(guarded: Guarded, effects: Effects) -> Report:
             return decision
         waited_for = decision.blocker
         effects.wait(decision.pids, max(0, decision.until_ms - elapsed_ms()) / 1000)
+
+
+def _first_foreign(
+    guarded: Guarded, busy: list[Attempt], effects: Effects, budget_s: float, elapsed_ms: int
+) -> Report | None:
+    """A range with many ports in use (16,000 client sockets in 10000-60000 on a busy host):
+    its first busy port alone is read and attributed, and when someone else holds it that is
+    the verdict, with the rest counted; only otherwise is every busy port looked at."""
+    ports = {a.bind.port for a in busy}
+    if len(ports) < 2:
+        return None
+    head = [a for a in busy if a.bind.port == busy[0].bind.port]
+    attribution = _look(guarded, head, effects, budget_s)
+    decision = decide(guarded, head, attribution, elapsed_ms=elapsed_ms,
+                      deadline_ms=guarded.wait_ms)  # fmt: skip
+    if not isinstance(decision, Report) or decision.verdict is not Verdict.HELD:
+        return None
+    if decision.owner is None:
+        return None
+    more = f" ({len(ports) - 1:,} more of its ports are in use; 'portguard why PORT' names each)"
+    return replace(decision, summary=decision.summary + more)
+
+
+def _check_pools(
+    guarded: Guarded, effects: Effects, elapsed_ms: Callable[[], int]
+) -> Report | None:
+    """None when every pool of the unit can serve (after its own remnants drained)."""
+    assert effects.probe_pool is not None
+    for claim in (c for c in guarded.claims if c.pool is not None):
+        while True:
+            families = effects.probe_pool(claim)
+            if pools.serves(families):
+                break
+            ending = pools.refused(guarded, families)
+            if ending is not None:
+                return ending
+            attempt = pools.first_in_use(families)
+            assert attempt is not None
+            budget_s = (guarded.wait_ms - elapsed_ms()) / 1000
+            attribution = _look(guarded, [attempt], effects, budget_s)
+            decision = pools.decide(
+                guarded, families, attribution,
+                elapsed_ms=elapsed_ms(), deadline_ms=guarded.wait_ms,
+            )  # fmt: skip
+            if decision is None:
+                break
+            if isinstance(decision, Report):
+                return decision
+            effects.wait(decision.pids, max(0, decision.until_ms - elapsed_ms()) / 1000)
+    return None
 
 
 def _look(guarded: Guarded, busy: list[Attempt], effects: Effects, budget_s: float) -> Attribution:

@@ -24,6 +24,7 @@ class Verdict(StrEnum):
     HELD = "held"
     REDIRECTED = "redirected"  # NAT sends the port's traffic elsewhere (DESIGN rule 5)
     PARTLY_REDIRECTED = "partly-redirected"  # some of it: a warning, the start goes ahead
+    EXHAUSTED = "exhausted"  # a pool fewer than min-free of whose ports can be bound
     INTERNAL_ERROR = "internal-error"
     DRAIN_TIMEOUT = "drain-timeout"
     DENIED = "denied"
@@ -38,6 +39,7 @@ EXIT = {
     Verdict.HELD: Exit.UNAVAILABLE,
     Verdict.REDIRECTED: Exit.UNAVAILABLE,
     Verdict.PARTLY_REDIRECTED: Exit.OK,
+    Verdict.EXHAUSTED: Exit.UNAVAILABLE,
     Verdict.INTERNAL_ERROR: Exit.SOFTWARE,
     Verdict.DRAIN_TIMEOUT: Exit.TEMPFAIL,
     Verdict.DENIED: Exit.NOPERM,
@@ -52,6 +54,7 @@ MESSAGE_ID = {
     Verdict.HELD: "d12e92fae08c4a5791aebc7c159078ed",
     Verdict.REDIRECTED: "3151251dc9cc4c22a56390d8cb01f8d5",
     Verdict.PARTLY_REDIRECTED: "ae60ba2c632847eabb640ac82414c743",
+    Verdict.EXHAUSTED: "043fc7df49c1451ba7115f7a9aed4e50",
     Verdict.INTERNAL_ERROR: "8b4a5df3dc80473a9e661bc87a30e52f",
     Verdict.DRAIN_TIMEOUT: "841b50d89b87450288998a6c0b60b9f0",
     Verdict.DENIED: "eca52832466340798b793630d8477d99",
@@ -83,6 +86,7 @@ class Report:
     waited_ms: int | None = None
     gaps: tuple[str, ...] = ()
     taker: "Taker | None" = None  # a NAT rule that takes the port's traffic
+    pool: tuple[str, int, int] | None = None  # an exhausted pool: it, its ports in use, min-free
 
     @property
     def exit_code(self) -> Exit:
@@ -136,6 +140,9 @@ class Report:
             "PORTGUARD_REGISTERED_UNIT": self.registered_unit,
             "PORTGUARD_REGISTERED_OWNER": self.team,
             "PORTGUARD_WAITED_MS": self.waited_ms,
+            "PORTGUARD_POOL": self.pool[0] if self.pool else None,
+            "PORTGUARD_POOL_IN_USE": self.pool[1] if self.pool else None,
+            "PORTGUARD_POOL_MIN_FREE": self.pool[2] if self.pool else None,
             "PORTGUARD_REMEDY": self.remedy,
             "PORTGUARD_UNKNOWN": "; ".join(self.gaps) if self.gaps else None,
         }
