@@ -51,6 +51,11 @@ ABSENT = ("198.51.100.7", "2001:db8::99")
 FIRST_PORT = 20000  # below the namespace's ephemeral range (40000-60999)
 QUIET_PORT = 30000  # nobody else binds from here to 34999
 SHRINK_PORT = 37000  # retries of a disagreeing case with fewer sockets
+POOL_PORT = 61000  # pools, 8 ports a case at most, above the namespace's ephemeral range
+POOL_LIVE_KINDS = {
+    "tcp": ("bound", "listen", "accepted", "outbound"),
+    "udp": ("bound", "connected"),
+}
 FIRST_PRIVILEGED = 600
 NOBODY = 65534
 TCP_KINDS = ("bound", "listen", "accepted", "timewait-server", "outbound", "timewait-client")
@@ -159,7 +164,8 @@ def random_case(rng: random.Random, index: int) -> dict[str, Any]:
     return {"index": index, "port": port, "claim": claim, "foreign": foreign}
 
 
-def registry_text(claims: list[tuple[str, dict[str, Any]]], port: int, wait: str = "0s") -> str:
+def registry_text(claims: list[tuple[str, dict[str, Any]]], port: int | str,
+                  wait: str = "0s") -> str:  # fmt: skip
     lines = ["version: 1", "units:"]
     for unit, claim in claims:
         address = claim["address"]
@@ -170,6 +176,8 @@ def registry_text(claims: list[tuple[str, dict[str, Any]]], port: int, wait: str
             "    listen:",
             f'      - port: "{where}{port}/{claim["proto"]}"',
         ]
+        if "min_free" in claim:
+            lines += ["        pool: true", f"        min-free: {claim['min_free']}"]
         for option in ("v6only", "reuseaddr", "reuseport", "freebind"):
             lines.append(f"        {option}: {str(claim.get(option, False)).lower()}")
     return "\n".join(lines) + "\n"
@@ -200,6 +208,7 @@ def in_process_check(registry: Path, claim: dict[str, Any]) -> dict[str, Any]:
         lambda occupants, also, timeout: attribution.attribute(occupants, context, also),
         wait_for_exit,
         time.monotonic,
+        lambda claim: probe.probe_pool(claim, binder),
     )
     report = check(replace(guarded, uid=claim["uid"]), effects)
     return {
@@ -278,6 +287,79 @@ def run_check_case(
         "got": got,
         "problems": problems,
     }
+
+
+# --- pools (DESIGN rule 6) ---------------------------------------------------------------------
+
+
+def random_pool_case(rng: random.Random, index: int) -> dict[str, Any]:
+    """A pool of 1-8 ports at an address that is here, some of its ports held by others."""
+    claim = random_claim(rng)
+    while claim["address"] in ABSENT:
+        claim = random_claim(rng)
+    claim["freebind"] = False
+    if claim["address"] in MAPPED:
+        claim["v6only"] = False  # never bindable: lint's to refuse (the check cases cover it)
+    size = rng.randint(1, 8)
+    claim["min_free"] = rng.randint(1, size)
+    first = POOL_PORT + 8 * index
+    held: list[tuple[int, dict[str, Any]]] = []
+    for port in range(first, first + size):
+        for _ in range(rng.choice((0, 1, 1, 1, 2))):
+            spec = random_foreign(rng, claim["proto"], 0)
+            spec["kind"] = rng.choice(POOL_LIVE_KINDS[claim["proto"]])
+            if spec["kind"] == "outbound":
+                spec.update(address="::" if ":" in spec["dest"] else "0.0.0.0", v6only=False)
+            held.append((port, spec))
+    return {"index": index, "first": first, "last": first + size - 1, "claim": claim,
+            "held": held}  # fmt: skip
+
+
+def run_pool_case(
+    oracle: OracleProcess, case: dict[str, Any], workdir: Path, cli: bool
+) -> dict[str, Any]:
+    """`check` fails exactly when the service could bind fewer than min-free of the pool's
+    ports in every family: the oracle, holding what it binds, is the service."""
+    claim, first, last = case["claim"], case["first"], case["last"]
+    made = [oracle.ask(op="live", port=port, sockets=[spec])["made"][0]
+            for port, spec in case["held"]]  # fmt: skip
+    bound = oracle.ask(op="pool", first=first, last=last, claim=claim)["bound"]
+    registry = workdir / f"pool-{case['index']}.yaml"
+    registry.write_text(registry_text([(UNIT, claim)], f"{first}-{last}"))
+    got = (cli_check if cli else in_process_check)(registry, claim)
+    again = oracle.ask(op="pool", first=first, last=last, claim=claim)["bound"]
+    oracle.ask(op="clear")
+    registry.unlink()
+    want = 0 if max(bound) >= claim["min_free"] else 69
+    problems = []
+    if bound != again:
+        problems.append(f"the kernel changed its mind: {bound} then {again}")
+    if got["exit"] != want:
+        problems.append(f"check exit {got['exit']}, the kernel says {want} (bound {bound})")
+    if want == 69 and "cannot serve" not in got["summary"]:
+        problems.append(f"not an exhausted pool: {got['summary']}")
+    return {"made": made, "bound": bound, "want": want, "got": got, "problems": problems}
+
+
+def pool_cases(oracle: OracleProcess, rng: random.Random, *, count: int, cli_every: int,
+               workdir: Path, counts: Counter[str]) -> list[dict[str, Any]]:  # fmt: skip
+    disagreements = []
+    for index in range(count):
+        case = random_pool_case(rng, index)
+        cli = index % cli_every == 0
+        result = run_pool_case(oracle, case, workdir, cli)
+        size = case["last"] - case["first"] + 1
+        counts.update([
+            "pool", "pool.cli" if cli else "pool.in-process", f"pool.verdict={result['want']}",
+            f"pool.proto={case['claim']['proto']}",
+            "pool.some-held" if case["held"] else "pool.none-held",
+            "pool.partly-held" if 0 < len({p for p, _ in case["held"]}) < size else "pool.other",
+            *(f"pool.holder={spec['proto']}-{spec['kind']}" for _, spec in case["held"]),
+        ])  # fmt: skip
+        if result["problems"]:
+            registry = registry_text([(UNIT, case["claim"])], f"{case['first']}-{case['last']}")
+            disagreements.append({"case": case, "result": result, "registry": registry})
+    return disagreements
 
 
 # --- lint -------------------------------------------------------------------------------------
@@ -475,6 +557,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--checks", type=int, default=2000)
     parser.add_argument("--pairs", type=int, default=1500)
+    parser.add_argument("--pools", type=int, default=400)
     parser.add_argument("--cli-every", type=int, default=15, help="check cases")
     parser.add_argument("--lint-cli-every", type=int, default=40, help="lint pairs")
     args = parser.parse_args()
@@ -488,6 +571,8 @@ def main() -> None:
         disagreements = check_cases(oracle, rng, count=args.checks, cli_every=args.cli_every,
                                     workdir=workdir, counts=counts)  # fmt: skip
         disagreements += lint_cases(oracle, rng, count=args.pairs, cli_every=args.lint_cli_every,
+                                    workdir=workdir, counts=counts)  # fmt: skip
+        disagreements += pool_cases(oracle, rng, count=args.pools, cli_every=args.cli_every,
                                     workdir=workdir, counts=counts)  # fmt: skip
     oracle.close()
     report = {

@@ -9,7 +9,12 @@ JSON request per line on stdin and answers one JSON line on stdout:
   {"op": "timewait", "port": P, "sockets": [SPEC, ...]}  -> {"made": [true|errno, ...]}
   {"op": "service", "port": P, "claim": CLAIM}           -> {"errno": 0 | errno}
   {"op": "hold", "port": P, "claim": CLAIM}              -> the same, and the service stays
+  {"op": "pool", "first": F, "last": L, "claim": CLAIM}  -> {"bound": [N, ...]}
   {"op": "clear"}                                        -> {}
+
+`pool` is a service drawing ports from F-L as it needs them: on each of its claim's
+sockets' addresses (one per family for a bare claim), it binds (and listens on, for TCP) every
+port it can, holding them all at once, and says how many it got per address; then lets go.
 
 SPEC: {"proto", "kind", "address", "v6only", "reuseaddr", "reuseport", "uid", "dest"}, kind
 one of bound, listen, accepted, outbound, connected (live) or timewait-server,
@@ -54,10 +59,7 @@ class Oracle:
     def service(self, port: int, claim: dict, hold: bool = False) -> int:
         """The service's bind(), and listen() for TCP, on every socket of its claim at once;
         HOLD keeps them (a service that started) until the next clear."""
-        if claim["address"] is None:
-            binds = [("0.0.0.0", False), ("::", True)]
-        else:
-            binds = [(claim["address"], claim["v6only"])]
+        binds = _addresses(claim)
         sockets: list[socket.socket] = []
         try:
             with identity(claim["uid"]):
@@ -77,6 +79,29 @@ class Oracle:
         finally:
             for sock in sockets:
                 self.held.append(sock) if hold else sock.close()
+
+    def pool(self, first: int, last: int, claim: dict) -> list[int]:
+        bound = []
+        for host, v6only in _addresses(claim):
+            taken: list[socket.socket] = []
+            try:
+                with identity(claim["uid"]):
+                    for port in range(first, last + 1):
+                        sock = new_socket(claim["proto"], host, v6only, claim["reuseaddr"],
+                                          claim["reuseport"])  # fmt: skip
+                        try:
+                            sock.bind((host, port))
+                            if claim["proto"] == "tcp":
+                                sock.listen(16)
+                        except OSError:
+                            sock.close()
+                            continue
+                        taken.append(sock)
+                bound.append(len(taken))
+            finally:
+                for sock in taken:
+                    sock.close()
+        return bound
 
     def clear(self) -> None:
         for sock in self.held:
@@ -180,6 +205,13 @@ class Oracle:
                 if _peer_port(sock) == port and _local_port(sock) == PEER_PORT:
                     self.held.remove(sock)
                     sock.close()
+
+
+def _addresses(claim: dict) -> list[tuple[str, bool]]:
+    """Where a service binds its claim: (address, IPV6_V6ONLY) of each of its sockets."""
+    if claim["address"] is None:
+        return [("0.0.0.0", False), ("::", True)]
+    return [(claim["address"], claim["v6only"])]
 
 
 def _peer_port(sock: socket.socket) -> int | None:
@@ -303,6 +335,8 @@ def main() -> None:
             answer: dict = {"made": getattr(oracle, op)(request["port"], request["sockets"])}
         elif op in ("service", "hold"):
             answer = {"errno": oracle.service(request["port"], request["claim"], op == "hold")}
+        elif op == "pool":
+            answer = {"bound": oracle.pool(request["first"], request["last"], request["claim"])}
         elif op == "clear":
             oracle.clear()
             answer = {}

@@ -22,6 +22,7 @@ SRC = HERE.parent.parent / "src"
 SEED = 20261202
 CHECKS = 3000  # 200 of them through the real `portguard check`
 PAIRS = 2000  # 50 of them through the real `portguard lint`
+POOLS = 500  # pools with random holders in them (DESIGN rule 6); every 15th through the CLI
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
@@ -38,7 +39,8 @@ def seed() -> int:
 def report() -> dict:
     drawn = seed()
     command = ["unshare", "--net", sys.executable, str(HERE / "differential.py"),
-               "--seed", str(drawn), "--checks", str(CHECKS), "--pairs", str(PAIRS)]  # fmt: skip
+               "--seed", str(drawn), "--checks", str(CHECKS), "--pairs", str(PAIRS),
+               "--pools", str(POOLS)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False,
                           env={**os.environ, "PYTHONPATH": str(SRC)})  # fmt: skip
     assert done.returncode == 0, f"seed {drawn}: {done.stderr[-3000:]}"
@@ -76,3 +78,15 @@ def test_every_dimension_was_really_exercised(report: dict) -> None:
         assert counts.get(f"verdict={verdict}", 0) >= 30, verdict
     for kernel in ("error", "warning", "none"):
         assert counts.get(f"lint.kernel={kernel}", 0) >= 100, kernel
+
+
+def test_pools_were_exercised_both_ways(report: dict) -> None:
+    """`check` of a pool fails exactly when the service could bind fewer than min-free of it:
+    both answers, with pools partly held, by every kind of holder, through the CLI too."""
+    counts = report["counts"]
+    assert counts["pool"] == POOLS and counts["pool.cli"] >= 30
+    assert counts["pool.verdict=0"] >= 100 and counts["pool.verdict=69"] >= 50
+    assert counts["pool.partly-held"] >= 100
+    for kind in ("tcp-bound", "tcp-listen", "tcp-accepted", "tcp-outbound", "udp-bound",
+                 "udp-connected"):  # fmt: skip
+        assert counts.get(f"pool.holder={kind}", 0) >= 100, kind
