@@ -355,15 +355,18 @@ def test_text_is_an_aligned_table_and_a_summary(registry: Registry) -> None:
     column = lines[0].index("CLAIM")
     assert all(line[column - 2 : column] == "  " and line[column] != " " for line in lines[1:7])
     assert (
-        lines[7]
-        == "5 claims: 1 ok, 1 squatted, 1 missing, 2 idle, 0 redirected; 1 unregistered listener"
+        lines[7] == "5 claims: 1 ok, 1 squatted, 1 missing, 2 idle, 0 redirected, 0 exhausted; "
+        "1 unregistered listener"
     )
     assert len(lines) == 8
 
 
 def test_summary_says_claim_once(registry: Registry) -> None:
     audit = Audit((classify(claims_of(registry)[:1], [], None)), None, (), 0.0)
-    assert summary_line(audit) == "1 claim: 0 ok, 0 squatted, 0 missing, 1 idle, 0 redirected"
+    assert (
+        summary_line(audit)
+        == "1 claim: 0 ok, 0 squatted, 0 missing, 1 idle, 0 redirected, 0 exhausted"
+    )
 
 
 def test_json(registry: Registry) -> None:
@@ -380,6 +383,7 @@ def test_json(registry: Registry) -> None:
             "description": 'an unidentified process in cgroup /odd "dir"\\x\nnext (pid 77 a\nb)',
         }],
         "redirect": None,
+        "pool": None,
     }  # fmt: skip
     web = next(c for c in data["claims"] if c["unit"] == "web.service")
     assert (web["status"], web["team"], web["address"]) == ("ok", "web-team", None)
@@ -389,7 +393,7 @@ def test_json(registry: Registry) -> None:
     assert data["unregistered"][0]["holder"]["unit"] == "squatter.service"
     assert data["unregistered"][0]["state"] == "LISTEN"
     assert data["summary"] == {"claims": 5, "ok": 1, "squatted": 1, "missing": 1, "idle": 2,
-                               "redirected": 0, "unregistered": 1}  # fmt: skip
+                               "redirected": 0, "exhausted": 0, "unregistered": 1}  # fmt: skip
     assert data["gaps"] == ["a gap"]
 
 
@@ -424,7 +428,7 @@ def test_prometheus_passes_the_strict_parser_with_every_label_escaped(registry: 
     assert claim.series("portguard_claim", **batch, proto="tcp", address="*", holder="").value == 1
     counts = families["portguard_claims"]
     assert {s.labels["status"]: s.value for s in counts.samples} == {
-        "ok": 1, "squatted": 1, "missing": 1, "idle": 2, "redirected": 0
+        "ok": 1, "squatted": 1, "missing": 1, "idle": 2, "redirected": 0, "exhausted": 0
     }  # fmt: skip
     stray = families["portguard_unregistered_listener"].samples
     assert [(s.labels, s.value) for s in stray] == [
@@ -446,7 +450,14 @@ def test_prometheus_every_status_count_is_present_and_claims_are_one_series_each
     families = parse(render_audit(audit))
     assert len(families["portguard_claim"].samples) == 1
     counts = {s.labels["status"]: s.value for s in families["portguard_claims"].samples}
-    assert counts == {"ok": 0, "squatted": 0, "missing": 0, "idle": 2, "redirected": 0}
+    assert counts == {
+        "ok": 0,
+        "squatted": 0,
+        "missing": 0,
+        "idle": 2,
+        "redirected": 0,
+        "exhausted": 0,
+    }
     assert "portguard_unregistered_listener" not in families
 
 
@@ -486,7 +497,10 @@ def test_run_prints_the_rendering_and_returns_the_exit_code(
     if output == "prometheus":
         parse(out)
     if output == "text":
-        assert out.splitlines()[-1] == "5 claims: 1 ok, 0 squatted, 0 missing, 4 idle, 0 redirected"
+        assert (
+            out.splitlines()[-1]
+            == "5 claims: 1 ok, 0 squatted, 0 missing, 4 idle, 0 redirected, 0 exhausted"
+        )
 
 
 def test_run_with_drift_returns_1(

@@ -11,6 +11,7 @@ so is the audit's timestamp's value: it is the minute the frame stands for.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -49,7 +50,15 @@ units:
   edge.service:
     listen: [18084/tcp]
     owner: web-team
+  relay.service:
+    listen: [{port: 18090-18093/udp, pool: true, min-free: 2}]
+    owner: media-team
 """
+# During the drift three of relay's four pool ports are taken: it cannot serve (min-free 2).
+HOG = f"{PYTHON} -c " + shlex.quote(
+    "import socket, time; held = [socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) for _ in "
+    "range(3)]; [s.bind(('::', 18090 + i)) for i, s in enumerate(held)]; time.sleep(10**6)"
+)
 # During the drift a NAT rule takes edge's port (DESIGN rule 5): REDIRECT to another port.
 NAT_RULE = "-t nat -{} PREROUTING -p tcp --dport 18084 -j REDIRECT --to-ports 18085"
 SLEEPER = "/bin/sleep infinity"
@@ -70,7 +79,7 @@ def test_the_rules_pass_promtools_check() -> None:
     done = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True,
                           text=True, timeout=60, check=False)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 9 rules found" in done.stdout
+    assert "SUCCESS: 10 rules found" in done.stdout
 
 
 def audit(sandbox: Sandbox, env: dict[str, str] | None = None) -> str:
@@ -99,6 +108,7 @@ def real_outputs(sandbox: Sandbox) -> dict[str, str]:
         plain_unit(sandbox, f"{unit}.service", f"[Service]\nExecStart={listener(host, port)}\n")
     plain_unit(sandbox, "squatter.service",
                f"[Service]\nExecStart={listener('127.0.0.1', 18082)}\n")  # fmt: skip
+    plain_unit(sandbox, "hog.service", f"[Service]\nExecStart={HOG}\n")
     sandbox.daemon_reload()
     for unit in ("web.service", "api.service", "worker.service"):
         assert sandbox.start(unit).active, unit
@@ -107,10 +117,12 @@ def real_outputs(sandbox: Sandbox) -> dict[str, str]:
     outputs = {HEALTHY: audit(sandbox)}
     assert set(statuses(outputs[HEALTHY]).values()) == {"ok", "idle"}, outputs[HEALTHY]
     assert statuses(outputs[HEALTHY])["edge.service"] == "idle"
+    assert statuses(outputs[HEALTHY])["relay.service"] == "ok"  # a pool is never missing
 
     # Drift: api's port taken while it was down; worker runs but no longer listens.
     sandbox.stop("api.service")
     assert sandbox.start("squatter.service").active
+    assert sandbox.start("hog.service").active
     plain_unit(sandbox, "worker.service", f"[Service]\nExecStart={SLEEPER}\n")
     sandbox.daemon_reload()
     sandbox.run("systemctl", "restart", "worker.service")
@@ -119,12 +131,15 @@ def real_outputs(sandbox: Sandbox) -> dict[str, str]:
     outputs[DRIFT] = audit(sandbox)
     assert statuses(outputs[DRIFT]) == {
         "web.service": "ok", "api.service": "squatted", "worker.service": "missing",
-        "edge.service": "redirected",
+        "edge.service": "redirected", "relay.service": "exhausted",
     }, outputs[DRIFT]  # fmt: skip
+    held = parse(outputs[DRIFT])["portguard_pool_ports_held_by_others"].samples
+    assert [(s.labels["unit"], s.value) for s in held] == [("relay.service", 3)]
     sandbox.run("iptables", *NAT_RULE.format("D").split())
 
     # Blind: the drift fixed, but systemd cannot be asked.
     sandbox.stop("squatter.service")
+    sandbox.stop("hog.service")
     plain_unit(sandbox, "worker.service",
                f"[Service]\nExecStart={listener('0.0.0.0', 18083)}\n")  # fmt: skip
     sandbox.daemon_reload()
@@ -210,6 +225,8 @@ def test_each_alert_fires_and_resolves_on_real_audit_output(
                for h in "ab"}  # fmt: skip
     redirected = {h: alert("PortguardClaimRedirected", claim(outputs[DRIFT], "edge.service", h))
                   for h in "ab"}  # fmt: skip
+    exhausted = {h: alert("PortguardPoolExhausted", claim(outputs[DRIFT], "relay.service", h))
+                 for h in "ab"}  # fmt: skip
     textfile = {"file": TEXTFILE, "instance": "a", "job": "node"}
     gaps = alert("PortguardAuditGaps", {"instance": "a", "job": "node"}, "1")
     # At 150m the last write was at 115m: 35 minutes ago.
@@ -224,6 +241,10 @@ def test_each_alert_fires_and_resolves_on_real_audit_output(
         check(15, "PortguardClaimRedirected"),  # pending
         check(30, "PortguardClaimRedirected", redirected["a"], redirected["b"]),
         check(45, "PortguardClaimRedirected"),  # resolved: the rule went at 40m
+        check(5, "PortguardPoolExhausted"),
+        check(15, "PortguardPoolExhausted"),  # pending
+        check(30, "PortguardPoolExhausted", exhausted["a"], exhausted["b"]),
+        check(45, "PortguardPoolExhausted"),  # resolved: the hog left at 40m
         check(20, "PortguardClaimMissing"),
         check(30, "PortguardClaimMissing", missing["a"], missing["b"]),
         check(45, "PortguardClaimMissing"),

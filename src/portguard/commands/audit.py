@@ -54,11 +54,16 @@ def real_sources() -> Sources:
         here = real_context(self_cgroup=None, facts_timeout=FACTS_TIMEOUT)
         return find_owners(occupants, replace(here, facts=facts))
 
+    def pool_serves(claim: Claim) -> bool:
+        from portguard.host.probe import probe_pool  # noqa: PLC0415
+
+        return any(family.serves for family in probe_pool(claim))
+
     from portguard.host.sysctl import read_local_ports  # noqa: PLC0415
     from portguard.host.units import unit_facts  # noqa: PLC0415
 
     return Sources(unit_facts, census, listeners, attribute, read_local_ports, time.time,
-                   traffic_here())  # fmt: skip
+                   traffic_here(), pool_serves)  # fmt: skip
 
 
 def traffic_here() -> Traffic:
@@ -89,6 +94,8 @@ def render_text(audit: Audit) -> str:
         if row.taker is not None:
             some = "" if row.status is Status.REDIRECTED else "some traffic: "
             holder = f"{some}NAT to {row.taker.to} by {row.taker.name} ({row.taker.location})"
+        if row.pool is not None:
+            holder = pool_text(row)
         table.append((str(row.status), row.assignment.unit, str(row.assignment.claim), holder))
     for stray in audit.unregistered or ():
         table.append(("unregistered", "-", str(stray.occupant), describe_owner(stray.owner)))
@@ -99,6 +106,19 @@ def render_text(audit: Audit) -> str:
         for line in cells
     ]
     return "\n".join([*lines, summary_line(audit)]) + "\n"
+
+
+def pool_text(row: Row) -> str:
+    """A pool's HOLDER cell: who holds how many of its ports, and whether it can serve."""
+    use = row.pool
+    assert use is not None
+    need = row.assignment.claim.pool
+    serves = {True: f"min-free {need} bindable", False: f"fewer than min-free {need} bindable",
+              None: "not tried"}[use.serves]  # fmt: skip
+    text = f"pool: {use.others:,} port(s) held by others, {use.own:,} by its unit; {serves}"
+    if row.holders:
+        text += f"; first: {describe_owner(row.holders[0])}"
+    return text
 
 
 def summary_line(audit: Audit) -> str:
@@ -146,6 +166,19 @@ def _row_data(row: Row) -> dict[str, Any]:
         "team": a.team,
         "holders": [owner_data(o) for o in row.holders],
         "redirect": None if row.taker is None else _taker_data(row),
+        "pool": None if row.pool is None else _pool_data(row),
+    }
+
+
+def _pool_data(row: Row) -> dict[str, Any]:
+    use = row.pool
+    assert use is not None
+    return {
+        "min_free": row.assignment.claim.pool,
+        "ports": row.assignment.claim.size,
+        "held_by_others": use.others,
+        "held_by_unit": use.own,
+        "serves": use.serves,
     }
 
 

@@ -15,6 +15,7 @@ from portguard.policy.report import describe_owner
 
 CLAIM = "portguard_claim"
 CLAIMS = "portguard_claims"
+POOL_OTHERS = "portguard_pool_ports_held_by_others"
 UNREGISTERED = "portguard_unregistered_listener"
 GAPS = "portguard_audit_gaps"
 TIMESTAMP = "portguard_audit_timestamp_seconds"
@@ -22,11 +23,15 @@ TIMESTAMP = "portguard_audit_timestamp_seconds"
 HELP = {
     CLAIM: "A claim of the portguard registry and how it stands: one series per claim, "
     "value 1. status is ok (held by its unit or a via unit), squatted (held by another "
-    "owner, named in holder), redirected (nothing holds it, but a NAT rule, named in holder, "
-    "sends the traffic other hosts send to it elsewhere), missing (its unit is active but "
-    "the port is not bound) or idle (its unit is inactive and the port is free).",
-    CLAIMS: "Registry claims in each status (ok, squatted, redirected, missing, idle); every "
-    "status is always present.",
+    "owner, named in holder), exhausted (a pool fewer than min-free of whose ports could be "
+    "bound; holder names the first holder), redirected (nothing holds it, but a NAT rule, "
+    "named in holder, sends the traffic other hosts send to it elsewhere), missing (its unit "
+    "is active but the port is not bound) or idle (its unit is inactive and the port is "
+    "free). A pool (a range bound on demand) is ok or exhausted only.",
+    CLAIMS: "Registry claims in each status (ok, squatted, exhausted, redirected, missing, "
+    "idle); every status is always present.",
+    POOL_OTHERS: "Ports of a pool (a range its unit binds on demand) that someone other than "
+    "its unit or a via unit holds now; one series per pool.",
     UNREGISTERED: "Listening sockets that no registry claim covers, by address, port and "
     "owner (only with portguard audit --unregistered).",
     GAPS: "What the audit could not find out (e.g. systemd did not answer); 0 when it "
@@ -58,6 +63,11 @@ def audit_families(audit: Audit) -> list[Family]:
     for status in SUMMARY_ORDER:
         summary.samples[(("status", str(status)),)] = audit.count(status)
     families = [claims, summary]
+    pools = Family(POOL_OTHERS, "gauge", HELP[POOL_OTHERS], {})
+    for row in audit.rows:
+        if row.pool is not None:
+            pools.samples[claim_labels(row)[:5]] = row.pool.others
+    families.append(pools)
     if audit.unregistered is not None:
         strays = Family(UNREGISTERED, "gauge", HELP[UNREGISTERED], {})
         for stray in audit.unregistered:
@@ -75,6 +85,8 @@ def claim_labels(row: Row) -> Labels:
     ports = str(claim.first) if claim.first == claim.last else f"{claim.first}-{claim.last}"
     squatted = row.status is Status.SQUATTED
     holder = ", ".join(sorted({stable_name(o) for o in row.holders})) if squatted else ""
+    if row.status is Status.EXHAUSTED and row.holders:
+        holder = stable_name(row.holders[0])  # the first of many, not a label per client
     if row.status is Status.REDIRECTED and row.taker is not None:
         holder = row.taker.name
     return (

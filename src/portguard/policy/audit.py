@@ -27,6 +27,7 @@ _LISTENING = ("LISTEN", "UNCONN")
 
 class Status(StrEnum):
     SQUATTED = "squatted"
+    EXHAUSTED = "exhausted"
     REDIRECTED = "redirected"
     MISSING = "missing"
     OK = "ok"
@@ -48,17 +49,25 @@ STATUSES: dict[Status, StatusInfo] = {
     Status.SQUATTED: StatusInfo(
         "held by someone who is neither the unit nor one of its `via`", 0, 1, drift=True
     ),
+    Status.EXHAUSTED: StatusInfo(
+        "a pool fewer than min-free of whose ports could be bound now", 1, 5, drift=True
+    ),
     Status.REDIRECTED: StatusInfo(
         "nothing holds the port, but a NAT rule sends what other hosts send to it elsewhere",
-        1,
+        2,
         4,
         drift=True,
     ),
     Status.MISSING: StatusInfo(
-        "the unit (or a `via` unit) is active, yet nothing holds the port", 2, 2, drift=True
+        "the unit (or a `via` unit) is active, yet nothing holds the port", 3, 2, drift=True
     ),
-    Status.OK: StatusInfo("held by the unit or one of its `via`", 3, 0, drift=False),
-    Status.IDLE: StatusInfo("the unit is not running and the port is free", 4, 3, drift=False),
+    Status.OK: StatusInfo(
+        "held by the unit or one of its `via`; a pool: min-free of it could be bound now",
+        4,
+        0,
+        drift=False,
+    ),
+    Status.IDLE: StatusInfo("the unit is not running and the port is free", 5, 3, drift=False),
 }
 ROW_ORDER = tuple(sorted(STATUSES, key=lambda s: STATUSES[s].row_rank))
 SUMMARY_ORDER = tuple(sorted(STATUSES, key=lambda s: STATUSES[s].summary_rank))
@@ -66,14 +75,26 @@ DRIFT = frozenset(s for s, info in STATUSES.items() if info.drift)
 
 
 @dataclass(frozen=True, slots=True)
+class PoolUse:
+    """A pool's ports now: how many others hold, how many its unit (or a `via`) holds, and
+    whether min-free of it could be bound (None: not tried)."""
+
+    others: int
+    own: int
+    serves: bool | None
+
+
+@dataclass(frozen=True, slots=True)
 class Row:
     """One claim and how it stands. `holders` are whom the HOLDER column names: the foreign
-    owners of a squatted claim, the unit's own sockets' owners of an ok one, none otherwise."""
+    owners of a squatted claim (or exhausted pool), the unit's own sockets' owners of an ok
+    one, none otherwise."""
 
     assignment: Assignment
     status: Status
     holders: tuple[Owner, ...] = ()
     taker: Taker | None = None  # the NAT rule that takes its traffic (all of it: redirected)
+    pool: PoolUse | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +138,8 @@ class Sources:
     # Where NAT sends a free claim's traffic: its unit, the claim, and the (proto, port) that
     # are the unit's own (a redirect there is its plumbing).
     traffic: "Traffic" = lambda unit, claim, own: Judged()
+    # Whether min-free of a pool could be bound now (trial binds, as `check`); None: not tried.
+    pool_serves: Callable[[Claim], bool | None] = lambda claim: None
 
 
 # --- the judgement (pure) ---------------------------------------------------------------------
@@ -126,6 +149,7 @@ def classify(
     claims: Iterable[Assignment],
     holdings: Sequence[Holding],
     facts: Mapping[str, UnitFacts] | None,
+    serving: Mapping[Claim, bool | None] | None = None,
 ) -> tuple[Row, ...]:
     """Each claim's status, most important first, registry order within a status.
 
@@ -139,7 +163,13 @@ def classify(
         if not holding.occupant.is_time_wait:
             key = (holding.occupant.proto, holding.occupant.port)
             by_port.setdefault(key, []).append(holding)
-    rows = [judge(claim, _on_ports(claim.claim, by_port), facts) for claim in claims]
+    serving = serving or {}
+    rows = [
+        judge(a, _on_ports(a.claim, by_port), facts)
+        if a.claim.pool is None
+        else judge_pool(a, _on_ports(a.claim, by_port), serving.get(a.claim))
+        for a in claims
+    ]
     return tuple(sorted(rows, key=lambda row: ROW_ORDER.index(row.status)))
 
 
@@ -171,6 +201,24 @@ def judge(
     known = facts or {}
     active = any(known[u].is_active for u in assignment.holders if u in known)
     return Row(assignment, Status.MISSING if active else Status.IDLE)
+
+
+def judge_pool(assignment: Assignment, holdings: Sequence[Holding], serves: bool | None) -> Row:
+    """A pool is never missing (an idle pool is normal) and never squatted: it is ok while
+    min-free of it could be bound, exhausted otherwise; who holds its ports is counted."""
+    foreign: dict[int, Owner] = {}
+    own: set[int] = set()
+    for holding in holdings:
+        if not overlaps(holding.occupant.as_claim(), assignment.claim):
+            continue
+        if holding.owner.unit in assignment.holders:
+            own.add(holding.occupant.port)
+        else:
+            foreign.setdefault(holding.occupant.port, holding.owner)
+    use = PoolUse(len(foreign), len(own), serves)
+    if serves is False:
+        return Row(assignment, Status.EXHAUSTED, _distinct(foreign.values()), pool=use)
+    return Row(assignment, Status.OK, (), pool=use)
 
 
 def strays(
@@ -223,8 +271,9 @@ def gather(registry: Registry, sources: Sources, *, unregistered: bool) -> Audit
         raise Unavailable(f"{CENSUS_FAILED}: {exc}") from None
     everyone = list(dict.fromkeys([*occupants, *listening]))
     attribution = sources.attribute(everyone, _reusing(sources.facts, facts, names))
+    serving = {a.claim: sources.pool_serves(a.claim) for a in concrete if a.claim.pool}
     rows, traffic_gaps = _with_traffic(
-        classify(concrete, attribution.holdings, facts), concrete, sources.traffic
+        classify(concrete, attribution.holdings, facts, serving), concrete, sources.traffic
     )
     gaps += traffic_gaps
     found = None
