@@ -271,3 +271,34 @@ def test_many_container_namespaces_are_one_line_and_many_namespaces_a_count() ->
     assert len(lines) == 8
     assert lines[0] == "netns n0: web.service (pid 812 python3)"
     assert lines[-1] == "and 4 more namespaces"  # 9 service lines and the containers' line
+
+
+POOL_REGISTRY = """\
+    version: 1
+    units:
+      coturn.service:
+        listen: [3478/udp, {port: 49152-49200/udp, pool: true, min-free: 5}]
+    """
+
+
+def test_a_port_of_a_pool_says_whose_pool_it_is_and_that_no_start_is_blocked(
+    reg: Registry,
+) -> None:
+    query = parse_query("49160/udp")
+    reg.write("registry.yaml", POOL_REGISTRY)
+    registry = reg.load("registry.yaml").registry
+    assignments = [a for claim in query.claims() for a in assigned(registry, claim)]
+    client = Occupancy(WEB, (sock("ESTAB", proto=Proto.UDP, port=49160),))
+    diagnosis = diagnose(query, [client], None, assignments)
+    assert headline(diagnosis) == (
+        "49160/udp is held by web.service (pid 812 python3) — registered to "
+        "coturn.service as part of its pool 49152-49200/udp"
+    )
+    [fix] = diagnosis.fixes
+    assert fix.startswith("nothing blocks a start: coturn.service's pool 49152-49200/udp is "
+                          "bound on demand")  # fmt: skip
+    assert "'systemctl stop web.service'" in fix
+    assert "a pool (min-free 5)" in render(diagnosis)
+    [data] = as_data(diagnosis)["registry"]
+    assert data["pool"] == {"min_free": 5}
+    assert diagnosis.exit_code is Exit.OCCUPIED  # a socket is there, as `why` always says

@@ -53,8 +53,10 @@ def _registry_phrase(diagnosis: Diagnosis) -> str:
     if diagnosis.registry_note:
         return "registry not read" if diagnosis.registry_exists else "no registry"
     units = dict.fromkeys(
-        a.unit + (f" ({a.team})" if a.team else "") for a in diagnosis.assignments
-    )
+        a.unit + (f" ({a.team})" if a.team else "")
+        + (f" as part of its pool {a.claim}" if a.claim.pool is not None else "")
+        for a in diagnosis.assignments
+    )  # fmt: skip
     return f"registered to {', '.join(units)}" if units else "not in the registry"
 
 
@@ -95,6 +97,7 @@ def _registry_rows(diagnosis: Diagnosis) -> list[str]:
         return [_row("registry", diagnosis.registry_note)]
     rows = [
         f"{a.claim} → {a.unit}" + (f" ({a.team})" if a.team else "")
+        + (f", a pool (min-free {a.claim.pool})" if a.claim.pool is not None else "")
         + (f", via {', '.join(a.entry.via)}" if a.entry.via else "")
         + f"  [{a.listen.location}]"
         for a in diagnosis.assignments
@@ -195,6 +198,7 @@ def _assignment(assignment: Assignment) -> dict[str, Any]:
         "claim": str(assignment.claim),
         "team": assignment.team,
         "via": list(assignment.entry.via),
+        "pool": None if assignment.claim.pool is None else {"min_free": assignment.claim.pool},
         "location": str(assignment.listen.location),
     }
 

@@ -168,12 +168,20 @@ def _fixes(
     assignments: Sequence[Assignment],
 ) -> list[str]:
     registered = list(dict.fromkeys(a.unit for a in assignments))
+    pools = [a for a in assignments if a.claim.pool is not None]
     fixes: list[str] = []
     for occupancy in occupancies:
         if occupancy.registered:
             continue
         proto = occupancy.sockets[0].proto
-        fixes.append(_fix(occupancy.owner, registered, port=query.port, proto=proto))
+        fix = _fix(occupancy.owner, registered, port=query.port, proto=proto)
+        if pools and len(pools) == len(assignments):
+            # DESIGN rule 6: one taken port of a pool is one its service skips.
+            whose = " and ".join(dict.fromkeys(f"{a.unit}'s pool {a.claim}" for a in pools))
+            fix = (f"nothing blocks a start: {whose} is bound on demand, and its service takes "
+                   f"another port while min-free of it can be bound ('portguard audit' says "
+                   f"whether it can); to free this one anyway: {fix}")  # fmt: skip
+        fixes.append(fix)
     if time_wait is not None and not fixes:
         fixes.append(
             f"wait {time_wait.seconds_left} s, until the last TIME-WAIT ends; or "
