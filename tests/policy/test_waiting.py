@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from portguard.errors import Exit
 from portguard.host.occupants import Occupant
-from portguard.host.probe import Attempt, Bind, Outcome
+from portguard.host.probe import Attempt, Bind, Outcome, PoolFamily
 from portguard.policy.owners import Attribution, Holding, Owner, OwnerKind
 from portguard.policy.waiting import (
     POLL_MS,
@@ -157,3 +157,46 @@ def test_listening_times_out_when_nothing_listens() -> None:
     assert waited.code is Exit.TEMPFAIL
     assert waited.line == "nothing listens on 127.0.0.1:8080/tcp after 300ms"
     assert set(waited.woke_by) == {Wake.INTERVAL}
+
+
+# --- pools (DESIGN rule 6) ----------------------------------------------------------------------
+
+POOL = Claim(Proto.TCP, 8080, 8089, ipaddress.ip_address("127.0.0.1"), pool=2)
+
+
+def pool_effects(kernel: Kernel, free_ports: int) -> Effects:
+    """The pool has FREE_PORTS bindable beside 8080 while the kernel holds 8080, and one more
+    once it lets go."""
+
+    def probe_pool(claim: Claim) -> list[PoolFamily]:
+        free = free_ports + (0 if kernel.held() else 1)
+        first = Attempt(BIND, Outcome.IN_USE) if kernel.held() else None
+        return [PoolFamily(claim, min(free, claim.pool or 1), 10 - free, first, None)]
+
+    def probe(claims: Sequence[Claim]) -> list[Attempt]:
+        assert not claims  # the pool is probed as one, never bind by bind
+        return []
+
+    return Effects(probe, kernel.census, kernel.attribute, kernel.sleep, lambda: kernel.now,
+                   probe_pool)  # fmt: skip
+
+
+def test_a_pool_that_can_serve_is_free_without_waiting_for_its_holders() -> None:
+    kernel = Kernel(released_at=None)
+    waited = until_free([POOL], 5_000, pool_effects(kernel, free_ports=2))
+    assert (waited.code, kernel.sleeps) == (Exit.OK, [])
+    assert waited.line == "min-free 2 of pool 127.0.0.1:8080-8089/tcp free after 0ms"
+
+
+def test_a_pool_short_of_min_free_waits_for_the_holder_of_its_first_port_in_use() -> None:
+    kernel = Kernel(released_at=1.5, wake=Wake.EXIT)
+    waited = until_free([POOL], 5_000, pool_effects(kernel, free_ports=1))
+    assert waited.code is Exit.OK and waited.elapsed_ms == 1500
+    assert kernel.sleeps[0][0] == (42,)  # the holder's pidfd
+
+
+def test_a_pool_that_stays_short_times_out_naming_a_holder() -> None:
+    kernel = Kernel(released_at=None)
+    waited = until_free([POOL], 2_000, pool_effects(kernel, free_ports=0))
+    assert waited.code is Exit.TEMPFAIL
+    assert "old.service" in waited.line

@@ -35,6 +35,13 @@ def run(
     units: tuple[str, ...] = ()
     if unit is not None:
         claims, units = _unit_claims(unit, reuseaddr, registry)
+    if listening:
+        # A pool has nothing listening until a client asks for a port of it.
+        claims = tuple(c for c in claims if c.pool is None)
+        if not claims:
+            raise UsageError(f"{unit}'s claims are all pools, bound on demand: nothing listens "
+                             "on them to wait for (wait without --listening for them to be "
+                             "free)")  # fmt: skip
     with sockwatch.DestroyWatch({c.proto for c in claims}) as watch:
         effects = real_effects(watch)
         if listening:
@@ -42,7 +49,8 @@ def run(
         else:
             waited = until_free(claims, timeout_ms, effects)
     if waited.code == 0 and not listening:
-        waited = until_not_redirected(waited, claims, timeout_ms, unit=unit)
+        bound = [c for c in claims if c.pool is None]  # a redirected pool port is skipped
+        waited = until_not_redirected(waited, bound, timeout_ms, unit=unit)
     return report(waited, claims, listening=listening, as_json=as_json)
 
 
@@ -112,7 +120,10 @@ def real_effects(watch: sockwatch.DestroyWatch) -> Effects:
         woken = sockwatch.sleep(pids, cookies, seconds, watch)
         return Wake(woken) if woken else None
 
-    return Effects(trial, census, attribute, sleep, time.monotonic)
+    def trial_pool(claim: Claim) -> list[probe.PoolFamily]:
+        return probe.probe_pool(claim, None)
+
+    return Effects(trial, census, attribute, sleep, time.monotonic, trial_pool)
 
 
 def report(waited: Waited, claims: Sequence[Claim], *, listening: bool, as_json: bool) -> int:

@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from portguard.errors import Exit
 from portguard.host.occupants import Occupant
-from portguard.host.probe import Attempt, Outcome
+from portguard.host.probe import Attempt, Outcome, PoolFamily
 from portguard.policy.owners import CENSUS_FAILED, Attribution, Holding, OwnerKind
 from portguard.policy.report import describe_owner, remedy_for
 from portguard.registry.claims import Claim, Proto, overlaps
@@ -46,6 +46,7 @@ class Effects:
     # SECONDS pass (None).
     sleep: Callable[[Sequence[int], Sequence[int], float], Wake | None]
     clock: Callable[[], float]  # monotonic seconds
+    probe_pool: Callable[[Claim], list[PoolFamily]] | None = None  # needed for pools only
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,11 @@ def until_free(claims: Sequence[Claim], timeout_ms: int, effects: Effects) -> Wa
     # Holders' PIDs by the sockets they hold: attribution (cgroups, fds, systemd) runs again
     # only when the blocking sockets change, not at every wake of a long wait.
     holders: dict[frozenset[Occupant], tuple[int, ...]] = {}
+    bound = [c for c in claims if c.pool is None]
+    pools = [c for c in claims if c.pool is not None]
     while True:
-        attempts = effects.probe(claims)
-        final = _settled(attempts, elapsed_ms(), tuple(woke))
+        attempts = effects.probe(bound) + [a for c in pools for a in _pool_attempts(c, effects)]
+        final = _settled(attempts, elapsed_ms(), tuple(woke), pools)
         if final is not None:
             return final
         busy = [a for a in attempts if a.outcome is Outcome.IN_USE]
@@ -98,7 +101,21 @@ def until_free(claims: Sequence[Claim], timeout_ms: int, effects: Effects) -> Wa
         woke.append(woken or (Wake.TIMER if timer is not None else Wake.INTERVAL))
 
 
-def _settled(attempts: list[Attempt], elapsed_ms: int, woke: tuple[Wake, ...]) -> Waited | None:
+def _pool_attempts(claim: Claim, effects: Effects) -> list[Attempt]:
+    """None when min-free of the pool could be bound (DESIGN rule 6); else the one attempt
+    that stands for it: its first port in use (whose holder is waited for), or why none
+    binds (the address is not here, the binds are denied)."""
+    assert effects.probe_pool is not None
+    families = effects.probe_pool(claim)
+    if any(family.serves for family in families):
+        return []
+    first = next((f.first_in_use for f in families if f.first_in_use is not None), None)
+    return [first] if first else [f.refused for f in families if f.refused is not None][:1]
+
+
+def _settled(
+    attempts: list[Attempt], elapsed_ms: int, woke: tuple[Wake, ...], pools: Sequence[Claim] = ()
+) -> Waited | None:
     for attempt in attempts:
         if attempt.outcome is Outcome.UNASSIGNABLE:
             line = f"{attempt.bind}: the address is not on this host (EADDRNOTAVAIL)"
@@ -109,7 +126,8 @@ def _settled(attempts: list[Attempt], elapsed_ms: int, woke: tuple[Wake, ...]) -
             return Waited(Exit.NOPERM, f"{line}; waiting cannot change that", elapsed_ms, woke)
     if any(a.outcome is Outcome.IN_USE for a in attempts):
         return None
-    binds = ", ".join(str(a.bind) for a in attempts)
+    binds = ", ".join([*(str(a.bind) for a in attempts),
+                       *(f"min-free {c.pool} of pool {c}" for c in pools)])  # fmt: skip
     return Waited(Exit.OK, f"{binds} free after {format_ms(elapsed_ms)}", elapsed_ms, woke)
 
 
