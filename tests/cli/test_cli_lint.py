@@ -556,3 +556,26 @@ def test_python_m_uses_this_checkout() -> None:
     assert done.stdout.strip() == str(SRC / "portguard" / "__init__.py")
     version = run("--version")
     assert (version.returncode, version.stdout) == (0, f"portguard {portguard.__version__}\n")
+
+
+POOL = "version: 1\nunits:\n  coturn.service:\n    listen: [{port: 61000-65535/udp, pool: true}]\n"
+
+
+def test_target_version_fails_a_registry_an_older_release_would_refuse(
+    capsys: pytest.CaptureFixture[str], reg: Registry
+) -> None:
+    path = reg.write("registry.yaml", POOL)
+    assert lint(capsys, str(path))[:2] == (0, "")
+    code, out, err = lint(capsys, "--target-version", "0.1", str(path))
+    assert code == 78 and out.endswith("[target-version]\n") and err.startswith("invalid: ")
+    assert lint(capsys, "--target-version", "0.2.0", str(path))[:2] == (0, "")
+
+
+@pytest.mark.parametrize("value", ["1", "0.0", "x.y", "", "0.", "-1.2"])
+def test_a_bad_target_version_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], reg: Registry, value: str
+) -> None:
+    path = reg.write("registry.yaml", POOL)
+    code, out, err = lint(capsys, "--target-version", value, str(path))
+    assert (code, out) == (64, "")
+    assert "is not a portguard release X.Y from 0.1 on" in err and "Traceback" not in err

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from portguard.cli import main
 from portguard.commands import reserve
 from portguard.freepath import cache
-from portguard.host.sysctl import RESERVED_PORTS
+from portguard.host.sysctl import PORT_RANGE, RESERVED_PORTS
 from portguard.registry.entries import Registry, RegistrySource
 from portguard.registry.localports import PortSet
 from portguard.registry.model import load
@@ -293,3 +293,32 @@ def test_apply_needs_nothing_without_claims(host: Host, capsys: pytest.CaptureFi
     assert (code, out) == (0, "\n")
     assert "nothing written" in err
     assert host.reserved() == ""
+
+
+POOLS = """\
+    version: 1
+    units:
+      coturn.service:
+        listen: [3478/udp, {port: 49152-65535/udp, pool: true}]
+"""
+
+
+def test_reserving_more_than_half_the_ephemeral_range_is_warned_of(
+    host: Host, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (host.proc_sys / PORT_RANGE).write_text("32768\t60999\n")
+    host.write_registry(POOLS)  # coturn's default pool: 11,848 of 28,232 ports, 41%
+    code, _, err = host.run(capsys)
+    assert code == 0 and "warning" not in err
+    host.write_registry(
+        POOLS + "      rtp.service: {listen: [{port: 40000-47000/udp, pool: true}]}\n"
+    )
+    code, out, err = host.run(capsys, "--apply")
+    assert code == 0 and host.reserved() == out.strip() == "3478,40000-47000,49152-65535"
+    [warning] = [line for line in err.splitlines() if "warning" in line]
+    assert warning == (
+        "portguard: warning: the reserved ports would take 18,849 of the 28,232 ports of the "
+        "ephemeral range 32768-60999 (66%), leaving outgoing connections fewer than half: narrow "
+        "the widest pool or range (e.g. coturn's min-port/max-port), or move "
+        "net.ipv4.ip_local_port_range away from it"
+    )

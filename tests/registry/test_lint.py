@@ -375,6 +375,52 @@ def test_fully_reserved_range_does_not_warn(reg: Registry) -> None:
     assert reg.lint_text(text, local_ports=local) == ()
 
 
+POOLS = """\
+version: 1
+units:
+  coturn.service:
+    listen: [3478/udp, {port: 49152-65535/udp, pool: true}]
+  rtp.service:
+    listen: [{port: 40000-47000/udp, pool: true}]
+"""
+
+
+def test_reservations_over_half_the_ephemeral_range_warn_at_the_widest_claim(
+    reg: Registry,
+) -> None:
+    findings = reg.lint_text(POOLS)
+    shares = [f for f in findings if f.rule == "ephemeral-share"]
+    assert [(f.severity, f.location.line, f.location.column) for f in shares] == [
+        (Severity.WARNING, 4, 31)
+    ]
+    assert shares[0].message == (
+        "the reserved ports would take 18,849 of the 28,232 ports of the ephemeral range "
+        "32768-60999 (66%), leaving outgoing connections fewer than half: narrow the widest "
+        "pool or range (e.g. coturn's min-port/max-port), or move net.ipv4.ip_local_port_range "
+        "away from it (the widest: coturn.service's 49152-65535/udp)"
+    )
+    # coturn's default pool alone is 42% of the default range: a pool, unreserved, is still
+    # an `ephemeral` warning, but not crowding.
+    alone = reg.lint_text(POOLS.split("  rtp.service", maxsplit=1)[0])
+    assert [f.rule for f in alone] == ["ephemeral"]
+    assert "port 49152-60999 of 49152-65535/udp" in alone[0].message
+
+
+def test_target_version_fails_on_pools_an_older_release_would_refuse(reg: Registry) -> None:
+    reg.write("registry.yaml", POOLS)
+    loaded = reg.load("registry.yaml")
+    old = [f for f in check_registry(loaded, None, (0, 1)) if f.rule == "target-version"]
+    assert [(f.severity, f.location.line) for f in old] == [
+        (Severity.ERROR, 4),
+        (Severity.ERROR, 6),
+    ]
+    assert old[0].message.startswith(
+        "coturn.service: 'pool' and 'min-free' are new in portguard 0.2: portguard 0.1 refuses "
+        "this whole registry (an unknown key), and its generator then guards no unit"
+    )
+    assert check_registry(loaded, None, (0, 2)) == ()
+
+
 # --- scale ---------------------------------------------------------------------------------
 
 

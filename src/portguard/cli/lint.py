@@ -51,7 +51,30 @@ def register(verbs: "argparse._SubParsersAction[Any]", common: argparse.Argument
         "reserved ports (the default for the installed registry); 'none': no such warnings "
         "(the default for files given, which may be for another host)",
     )
+    parser.add_argument(
+        "--target-version",
+        type=_release,
+        metavar="X.Y",
+        help="also fail on keys an older portguard does not know (it would refuse the whole "
+        "registry, and its generator guard nothing): the oldest release your fleet runs",
+    )
     parser.set_defaults(handler=run)
+
+
+def _release(text: str) -> tuple[int, int]:
+    from portguard import __version__  # noqa: PLC0415
+    from portguard.registry.keys import FIRST_RELEASE  # noqa: PLC0415
+
+    major, dot, minor = text.partition(".")
+    minor = minor.split(".")[0]  # 0.1.0 is 0.1
+    if dot and major.isdigit() and minor.isdigit():
+        release = (int(major), int(minor))
+        if release >= FIRST_RELEASE:
+            return release
+    first = ".".join(map(str, FIRST_RELEASE))
+    raise argparse.ArgumentTypeError(
+        f"'{text}' is not a portguard release X.Y from {first} on (this is {__version__})"
+    )
 
 
 def _ephemeral_range(text: str) -> str | tuple[int, int]:
@@ -77,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         sources = [RegistrySource.from_paths(paths)]
     installed = not args.whole and paths == [REGISTRY_DIR]
     local_ports = _local_ports(args.ephemeral_range or (HOST if installed else NONE))
-    reports = [_lint(source, local_ports) for source in sources]
+    reports = [_lint(source, local_ports, args.target_version) for source in sources]
     if args.json:
         data = [_as_data(source, units, findings) for source, units, findings in reports]
         print(json.dumps(data if args.whole else data[0], indent=2))
@@ -91,13 +114,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _lint(
-    source: "RegistrySource", local_ports: "LocalPorts | None"
+    source: "RegistrySource", local_ports: "LocalPorts | None", target: tuple[int, int] | None
 ) -> "tuple[RegistrySource, int, tuple[Finding, ...]]":
     from portguard.registry.lint import check_registry  # noqa: PLC0415
     from portguard.registry.model import load  # noqa: PLC0415
 
     loaded = load(source)
-    return source, len(loaded.registry.units), check_registry(loaded, local_ports)
+    return source, len(loaded.registry.units), check_registry(loaded, local_ports, target)
 
 
 def _local_ports(choice: str | tuple[int, int]) -> "LocalPorts | None":

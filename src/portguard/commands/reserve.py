@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from portguard.errors import CannotWrite, Denied, Exit, Unavailable
-from portguard.host.sysctl import PROC_SYS, RESERVED_PORTS, read_sysctl
+from portguard.host.sysctl import PROC_SYS, RESERVED_PORTS, read_local_ports, read_sysctl
 from portguard.registry.entries import REGISTRY_DIR, Registry
-from portguard.registry.localports import PortSet
+from portguard.registry.localports import LocalPorts, PortSet
 
 SYSCTL_NAME = "net.ipv4.ip_local_reserved_ports"
 # The kernel parses at most a page less one byte per write() and ORs each later write on the
@@ -100,8 +100,16 @@ def write_reserved(path: Path, ports: PortSet) -> None:
         )
 
 
-def run(registry: Path | None, *, apply: bool, proc_sys: Path | None = None) -> int:
-    """Print the merged list on stdout, what it adds on stderr; with APPLY, write it."""
+def run(
+    registry: Path | None,
+    *,
+    apply: bool,
+    proc_sys: Path | None = None,
+    local_ports: LocalPorts | None = None,
+) -> int:
+    """Print the merged list on stdout, what it adds on stderr; with APPLY, write it. Warn
+    when the reservations would take more than half of the ephemeral range (LOCAL_PORTS:
+    this kernel's when not given)."""
     from portguard.commands.trusted import registry_at  # noqa: PLC0415 - YAML only when needed
 
     loaded = registry_at(registry or REGISTRY_DIR)
@@ -111,6 +119,10 @@ def run(registry: Path | None, *, apply: bool, proc_sys: Path | None = None) -> 
     if apply and added.ranges:
         write_reserved(sysctl, merged)
     # Said after the write, so that a failure is the only line.
+    settings = local_ports or read_local_ports(proc_sys or PROC_SYS)
+    crowding = settings.crowding(merged) if settings is not None else None
+    if crowding is not None:
+        _say(f"warning: {crowding}")
     for unit, claim in reservation.left_out:
         _say(f"left out {claim} of {unit}: a template's port is known only per instance")
     if not added.ranges:

@@ -29,3 +29,9 @@ POOL_KEYS = ("pool", "min-free")
 LISTEN_KEYS = ("port", *POOL_KEYS,
                *(key for key, (_, on_listen) in OPTIONS.items() if on_listen))  # fmt: skip
 BOOL_KEYS = tuple(key for key, (value, _) in OPTIONS.items() if value == "bool")
+
+# The release that first knew a key: an older portguard refuses a registry that uses it (an
+# unknown key) and its generator then guards nothing on that host. `lint --target-version`
+# holds a registry to the oldest release a fleet runs.
+FIRST_RELEASE = (0, 1)
+SINCE: dict[str, tuple[int, int]] = {"pool": (0, 2), "min-free": (0, 2)}

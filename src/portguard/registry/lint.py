@@ -9,19 +9,27 @@ from portguard.registry.claims import Claim, Proto
 from portguard.registry.collisions import LIMIT, Placed, Rule, collisions
 from portguard.registry.entries import LoadResult, Registry
 from portguard.registry.findings import Finding, Member, Severity
-from portguard.registry.localports import LocalPorts
+from portguard.registry.keys import SINCE
+from portguard.registry.localports import LocalPorts, PortSet
 from portguard.registry.model import without_cycle_collector
 
 
-def check_registry(loaded: LoadResult, local_ports: LocalPorts | None) -> tuple[Finding, ...]:
-    """Every finding for a loaded registry: the loader's, then overlaps, then ephemeral ports."""
+def check_registry(
+    loaded: LoadResult, local_ports: LocalPorts | None, target: tuple[int, int] | None = None
+) -> tuple[Finding, ...]:
+    """Every finding for a loaded registry: the loader's, then overlaps, then ephemeral ports;
+    with TARGET (a release), the keys that release does not know."""
     with without_cycle_collector():
-        return _check_registry(loaded, local_ports)
+        return _check_registry(loaded, local_ports, target)
 
 
-def _check_registry(loaded: LoadResult, local_ports: LocalPorts | None) -> tuple[Finding, ...]:
+def _check_registry(
+    loaded: LoadResult, local_ports: LocalPorts | None, target: tuple[int, int] | None
+) -> tuple[Finding, ...]:
     placed = list(_placed_claims(loaded.registry))
     findings = [*loaded.findings, *_overlap_findings(placed, loaded.registry)]
+    if target is not None:
+        findings.extend(_newer_than(loaded.registry, target))
     if local_ports is not None:
         findings.extend(_ephemeral_findings(placed, local_ports))
     order = {path: index for index, path in enumerate(loaded.registry.files)}
@@ -39,6 +47,27 @@ def _placed_claims(registry: Registry) -> Iterator[Placed]:
                 continue
             yield Placed(listen.claim(), unit, listen, order)
             order += 1
+
+
+def _newer_than(registry: Registry, target: tuple[int, int]) -> Iterator[Finding]:
+    """Each pool of REGISTRY when TARGET predates pools: that release refuses the registry."""
+    since = SINCE["pool"]
+    if target >= since:
+        return
+    release = ".".join(map(str, target))
+    for unit in registry.units.values():
+        for listen in unit.listen:
+            if listen.pool is not None:
+                yield Finding(
+                    Severity.ERROR,
+                    listen.location,
+                    f"{unit.name}: 'pool' and 'min-free' are new in portguard "
+                    f"{'.'.join(map(str, since))}: portguard {release} refuses this whole "
+                    "registry (an unknown key), and its generator then guards no unit on that "
+                    "host; upgrade the fleet first, and until then leave the pool out (as a "
+                    "plain range, one client socket in it would block its service)",
+                    "target-version",
+                )
 
 
 def _via(registry: Registry) -> dict[str, frozenset[str]]:
@@ -140,6 +169,13 @@ def _terms(a: Claim, b: Claim) -> str:
 
 
 def _ephemeral_findings(placed: list[Placed], local_ports: LocalPorts) -> Iterator[Finding]:
+    registered = PortSet.of([(p.claim.first, p.claim.last) for p in placed])
+    crowding = local_ports.crowding(registered)
+    if crowding is not None:
+        widest = max(placed, key=lambda p: p.claim.size)
+        yield Finding(Severity.WARNING, widest.listen.location,
+                      f"{crowding} (the widest: {widest.unit.name}'s {widest.claim})",
+                      "ephemeral-share")  # fmt: skip
     low, high = local_ports.ephemeral
     for item in placed:
         exposed = local_ports.unprotected(item.claim.first, item.claim.last)

@@ -41,6 +41,10 @@ class PortSet:
     def __or__(self, other: "PortSet") -> "PortSet":
         return PortSet.of([*self.ranges, *other.ranges])
 
+    def count(self, first: int = 1, last: int = 65535) -> int:
+        """How many ports of first..last are in this set."""
+        return sum(max(0, min(b, last) - max(a, first) + 1) for a, b in self.ranges)
+
     def missing(self, first: int, last: int) -> "PortSet":
         """The ports of first..last that are not in this set."""
         gaps: list[tuple[int, int]] = []
@@ -71,3 +75,24 @@ class LocalPorts:
         if low > high:
             return PortSet()
         return self.reserved.missing(low, high)
+
+    def reserved_share(self, registered: PortSet) -> tuple[int, int]:
+        """(ports, of how many): what the reservations with REGISTERED added would take of the
+        ephemeral range. Past half of it, outgoing connections run short sooner (a busy
+        proxy or resolver), and `reserve` and lint say so."""
+        low, high = self.ephemeral
+        return (self.reserved | registered).count(low, high), high - low + 1
+
+    def crowding(self, registered: PortSet) -> str | None:
+        """The warning when the reservations would take more than half of the ephemeral
+        range, with the fix; None when they would not."""
+        taken, size = self.reserved_share(registered)
+        if 2 * taken <= size:
+            return None
+        low, high = self.ephemeral
+        return (
+            f"the reserved ports would take {taken:,} of the {size:,} ports of the ephemeral "
+            f"range {low}-{high} ({100 * taken // size}%), leaving outgoing connections fewer "
+            "than half: narrow the widest pool or range (e.g. coturn's min-port/max-port), or "
+            "move net.ipv4.ip_local_port_range away from it"
+        )
