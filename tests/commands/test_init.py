@@ -560,3 +560,43 @@ def test_overlaps_are_judged_as_lint_judges_them() -> None:
     captured = capture((sock("::", 80, v6only=True), service("a.service")),
                        (sock("0.0.0.0", 80), service("b.service")))  # fmt: skip
     assert [u.name for u in plan(captured).units] == ["a.service", "b.service"]
+
+
+# --- pools a daemon's own configuration names (host/daemonconf.py) -----------------------------
+
+TURN_POOL = Claim(Proto.UDP, 49152, 65535, reuseaddr=False, pool=1)
+FTP_POOL = Claim(Proto.TCP, 40000, 40100, pool=1)
+
+
+def test_a_daemons_configured_pool_is_claimed_as_a_pool_covering_its_sockets(
+    tmp_path: Path,
+) -> None:
+    captured = capture(
+        (sock("0.0.0.0", 3478, "udp"), service("coturn.service")),
+        (sock("0.0.0.0", 50000, "udp"), service("coturn.service")),  # a relay allocation
+        (sock("::", 21), service("vsftpd.service")),
+        (sock("::", 40007), service("vsftpd.service")),  # a passive transfer under way
+        local_ports=LocalPorts((32768, 48000), PortSet()),
+        pools={"coturn.service": (TURN_POOL,), "vsftpd.service": (FTP_POOL,),
+               "absent.service": (Claim(Proto.TCP, 1000, 1010, pool=1),)},
+    )  # fmt: skip
+    text = write(captured)
+    registry, findings = read_back(text, tmp_path)
+    assert errors(findings) == []
+    assert listens(registry, "coturn.service") == ["0.0.0.0:3478/udp", "49152-65535/udp"]
+    assert listens(registry, "vsftpd.service") == ["21/tcp", "40000-40100/tcp"]
+    assert [listen.pool for listen in registry.units["coturn.service"].listen] == [None, 1]
+    assert "absent.service" not in registry.units  # a pool alone names no unit to guard
+    assert "{port: 49152-65535/udp, pool: true}" in text
+
+
+def test_a_pool_that_overlaps_another_units_port_is_left_out(tmp_path: Path) -> None:
+    captured = capture(
+        (sock("0.0.0.0", 3478, "udp"), service("coturn.service")),
+        (sock("0.0.0.0", 50000, "udp"), service("aaa-media.service")),
+        local_ports=LocalPorts((32768, 48000), PortSet()),
+        pools={"coturn.service": (TURN_POOL,)},
+    )
+    registry, findings = read_back(write(captured), tmp_path)
+    assert errors(findings) == []
+    assert listens(registry, "coturn.service") == ["0.0.0.0:3478/udp"]

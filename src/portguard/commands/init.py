@@ -17,6 +17,7 @@ from typing import IO, Any
 import yaml
 
 from portguard.errors import PortguardError, Unavailable
+from portguard.host.daemonconf import pools
 from portguard.host.nfsconf import statd_ports
 from portguard.host.sysctl import read_local_ports
 from portguard.host.units import FactsUnavailable, UnitFacts
@@ -176,6 +177,7 @@ def capture_here() -> Capture:
         statd_ports=statd_ports(),
         host=os.uname().nodename,
         redirected=tuple(redirected),
+        pools=pools(),
     )
 
 

@@ -36,6 +36,9 @@ class Capture:
     host: str = "localhost"
     taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     redirected: tuple[str, ...] = ()  # what NAT rules take, one comment line each
+    # The pools daemons' own configuration names, by unit (host/daemonconf.py): claimed for
+    # a unit found listening, and covering its sockets inside them.
+    pools: Mapping[str, tuple[Claim, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +172,10 @@ def claim_order(claim: Claim) -> tuple[str, int, int, int]:
 def claim_text(claim: Claim) -> str | dict[str, Any]:
     """A listen entry: text, or the mapping form for a v6only wildcard or a shared UDP port."""
     entry: dict[str, Any] = {"port": str(claim)}
+    if claim.pool is not None:
+        entry["pool"] = True
+        if claim.pool != 1:
+            entry["min-free"] = claim.pool
     if claim.v6only and claim.address == _ANY6:
         entry["v6only"] = True
     if claim.proto is Proto.UDP and claim.reuseport:
@@ -208,10 +215,12 @@ def plan(capture: Capture) -> Plan:
         if reason is not None:
             volatile.setdefault(f"{where.unit}: {reason}", []).append(holding.occupant)
             continue
+        if any(overlaps(holding.occupant.as_claim(), p) for p in capture.pools.get(where.unit, ())):
+            continue  # a port its pool covers: one it drew on demand
         by_unit.setdefault(where.unit, []).append(holding.occupant)
         if where.via:
             via.setdefault(where.unit, set()).add(where.via)
-    units, conflicts = _without_overlaps(by_unit, via, capture.facts, shared)
+    units, conflicts = _without_overlaps(by_unit, via, capture.facts, shared, capture.pools)
     return Plan(
         units=units,
         unmapped=_notes(unmapped),
@@ -236,6 +245,7 @@ def _without_overlaps(
     via: Mapping[str, set[str]],
     facts: Mapping[str, UnitFacts],
     shared: set[int],
+    pools: Mapping[str, tuple[Claim, ...]],
 ) -> tuple[tuple[PlannedUnit, ...], tuple[str, ...]]:
     """Units in name order; a claim overlapping one already given to another unit becomes a
     comment, since the registry would otherwise be invalid (lint's rule: unless via excuses it).
@@ -246,7 +256,7 @@ def _without_overlaps(
     for name in sorted(by_unit):
         own_via = tuple(sorted(via.get(name, ())))
         kept: list[Claim] = []
-        for claim in merge_claims(by_unit[name], shared):
+        for claim in [*merge_claims(by_unit[name], shared), *pools.get(name, ())]:
             clash = next(
                 (
                     (other, earlier) for other, earlier in given
