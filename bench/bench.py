@@ -871,6 +871,15 @@ def busy_host(runs: int) -> tuple[list[str], list[str]]:
         sandbox.run("mkdir", "-p", ranged)
         ranged_text = "version: 1\nunits:\n  range.service:\n    listen: [10000-60000/tcp]\n"
         sandbox.write_file(f"{ranged}/registry.yaml", ranged_text)
+        # Pools (DESIGN rule 6): one as wide, free while one port of it binds; and one that
+        # the squatter's port alone makes up, so it cannot serve.
+        pooled, drained = f"{bighost.DIR}/pooled", f"{bighost.DIR}/drained"
+        sandbox.run("mkdir", "-p", pooled, drained)
+        head = "version: 1\nunits:\n  pool.service:\n    listen: "
+        sandbox.write_file(f"{pooled}/registry.yaml",
+                           head + "[{port: 10000-60000/tcp, pool: true}]\n")  # fmt: skip
+        alone = f"[{{port: {squatted}-{squatted}/tcp, pool: true}}]\n"
+        sandbox.write_file(f"{drained}/registry.yaml", head + alone)
         pg, registry = bighost.portguard, ["--registry", host.registry]
         commands = {
             "why, service owner": pg("why", f"{squatted}/tcp", "--json", *registry),
@@ -881,6 +890,9 @@ def busy_host(runs: int) -> tuple[list[str], list[str]]:
             "check, held, range 10000-60000/tcp": pg("check", "--registry", ranged,
                                                      "range.service"),
             "audit, range 10000-60000/tcp": pg("audit", "--format", "json", "--registry", ranged),
+            "check, pool 10000-60000/tcp (free)": pg("check", "--registry", pooled,
+                                                     "pool.service"),
+            "check, pool exhausted": pg("check", "--registry", drained, "pool.service"),
             "`/usr/bin/portguard check`, free (as installed)": [
                 "/usr/bin/portguard", "check", *registry, free_unit,
             ],
@@ -895,8 +907,8 @@ def busy_host(runs: int) -> tuple[list[str], list[str]]:
         }  # fmt: skip
         ok = {"why, service owner": [1], "why, container owner": [1], "check, held": [69],
               "audit, 1,000 units": [1], "check, held, range 10000-60000/tcp": [69],
-              "audit, range 10000-60000/tcp": [1]}  # fmt: skip
-        for root in (host.registry, ranged):  # compiled once, as after a registry change
+              "audit, range 10000-60000/tcp": [1], "check, pool exhausted": [69]}  # fmt: skip
+        for root in (host.registry, ranged, pooled, drained):  # compiled once, as after a change
             sandbox.run(*pg("audit", "--registry", root), check=False, timeout=600)
         idle = bighost.timed(sandbox, commands, runs, ok)
         bighost.start_load(host)
