@@ -286,3 +286,37 @@ def test_a_client_connection_from_the_ephemeral_range_is_told_apart() -> None:
     remedy = client_remedy(Owner(OwnerKind.SERVICE, "curl-job.service"), _connection(45000, 443))
     assert remedy.startswith("a client connection of curl-job.service to 10.0.0.9:443 took 45000")
     assert "portguard reserve --apply" in remedy
+
+
+def test_a_holder_outside_any_unit_is_named_with_its_connection_and_how_it_got_the_port() -> None:
+    """Seen by the kernel differential: a client socket held by a plain process, which the
+    guard (root) could name, was "an unknown holder" with only an `ss` command as the fix."""
+    stray = Owner(OwnerKind.UNKNOWN, pid=4242, comm="nc", user="alice",
+                  cgroup="/user.slice/user-1000.slice")  # fmt: skip
+    plain = remedy_for(stray, unit="myapp.service", port=8080, proto="tcp")
+    assert plain.startswith(
+        "pid 4242 (nc), user alice runs outside any unit (cgroup /user.slice/user-1000.slice): "
+        "end it through whoever started it"
+    )
+    assert "'ps -o pid,ppid,user,lstart,args -p 4242'" in plain
+    assert not SIGNALLING.search(plain)
+    local = LocalPorts((32768, 60999), PortSet())
+
+    def verdict(occupant: Occupant) -> Report:
+        port = occupant.port
+        claim = Claim(Proto.TCP, port, port, ipaddress.ip_address("0.0.0.0"))
+        attempt = Attempt(next(binds(claim)), Outcome.IN_USE)
+        attribution = Attribution((Holding(occupant, stray),), local_ports=local)
+        decided = decide(Guarded("myapp.service", (claim,), 0), [attempt], attribution,
+                         elapsed_ms=0, deadline_ms=0)  # fmt: skip
+        assert isinstance(decided, Report)
+        return decided
+
+    bound = verdict(_connection(8080, 443))  # outside the range: its program chose 8080
+    assert bound.remedy is not None and bound.remedy.startswith(
+        "a connection of an unidentified process in cgroup /user.slice/user-1000.slice (pid 4242"
+        " nc) to 10.0.0.9:443 holds 8080, bound to it on purpose"
+    )
+    assert "'portguard reserve' would not have kept it off" in bound.remedy
+    chosen = verdict(_connection(45000, 443))  # the kernel's ephemeral choice
+    assert chosen.remedy is not None and "portguard reserve --apply" in chosen.remedy

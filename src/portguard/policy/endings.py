@@ -4,10 +4,11 @@ denied, and a pool exhausted."""
 from portguard.host.probe import Bind, PoolFamily
 from portguard.policy.blockers import Guarded
 from portguard.policy.kinds import find_holder
-from portguard.policy.owners import Attribution, Holding
+from portguard.policy.owners import Attribution, Holding, OwnerKind
 from portguard.policy.report import (
     Report,
     Verdict,
+    bound_connection_remedy,
     client_remedy,
     describe_owner,
     remedy_for,
@@ -62,9 +63,14 @@ def _report(
 
 
 def _remedy(guarded: Guarded, bind: Bind, holding: Holding, attribution: Attribution) -> str:
-    if took_from_ephemeral_range(holding.occupant, attribution.local_ports):
-        return client_remedy(holding.owner, holding.occupant)
-    return remedy_for(holding.owner, unit=guarded.unit, port=bind.port, proto=bind.claim.proto)
+    occupant, owner = holding.occupant, holding.owner
+    if took_from_ephemeral_range(occupant, attribution.local_ports):
+        return client_remedy(owner, occupant)
+    connection = occupant.peer is not None and occupant.state not in ("LISTEN", "UNCONN")
+    if connection and owner.kind is OwnerKind.UNKNOWN and attribution.local_ports is not None:
+        # Outside any unit, and not the kernel's choice: its program bound the port itself.
+        return bound_connection_remedy(owner, occupant, guarded.unit)
+    return remedy_for(owner, unit=guarded.unit, port=bind.port, proto=bind.claim.proto)
 
 
 def held(guarded: Guarded, bind: Bind, holding: Holding, attribution: Attribution) -> Report:

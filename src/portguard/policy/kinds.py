@@ -233,7 +233,18 @@ def _unknown_rows(occupying: "Occupying") -> Rows:
 
 
 def _unknown_remedy(owner: Owner, fix: Fix) -> str:
-    return find_holder(fix.port, fix.proto)
+    """A process outside any unit: named when its PID is known (the guard runs as root and
+    reads it), with the command that shows who started it; never a signal."""
+    if owner.pid is None:
+        return find_holder(fix.port, fix.proto)
+    who = f"pid {owner.pid}" + (f" ({owner.comm})" if owner.comm else "")
+    user = f", user {owner.user}" if owner.user else ""
+    where = f"cgroup {owner.cgroup}" if owner.cgroup else "a cgroup of no unit"
+    return (
+        f"{who}{user} runs outside any unit ({where}): end it through whoever started it "
+        f"('ps -o pid,ppid,user,lstart,args -p {owner.pid}' shows its parent and command), "
+        f"or give {fix.unit or 'the registered unit'} another port"
+    )
 
 
 def _unit_describe(owner: Owner, process: str) -> str:

@@ -192,6 +192,21 @@ def took_from_ephemeral_range(occupant: Occupant, local_ports: LocalPorts | None
     return in_range and not reserved and not low <= occupant.peer[1] <= high
 
 
+def bound_connection_remedy(owner: Owner, occupant: Occupant, unit: str) -> str:
+    """The fix for a connection on a registered port that the kernel did not choose for it
+    (outside net.ipv4.ip_local_port_range, or reserved): its program bound the port itself,
+    or accepted it on a listener since closed, so reserving would not have kept it off."""
+    assert occupant.peer is not None
+    peer = f"{host_text(occupant.peer[0])}:{occupant.peer[1]}"
+    plain = remedy_for(owner, unit=unit, port=occupant.port, proto=str(occupant.proto))
+    return (
+        f"a connection of {describe_owner(owner)} to {peer} holds {occupant.port}, bound to it "
+        "on purpose (the kernel never picks a port outside net.ipv4.ip_local_port_range or a "
+        f"reserved one, so 'portguard reserve' would not have kept it off); it frees when the "
+        f"connection closes; {plain}"
+    )
+
+
 def client_remedy(owner: Owner, occupant: Occupant) -> str:
     """The fix for a registered port taken by an outgoing connection."""
     assert occupant.peer is not None
