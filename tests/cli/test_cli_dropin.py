@@ -201,14 +201,13 @@ def test_a_unit_the_guard_cannot_mirror_is_refused_and_the_others_are_done(
 ) -> None:
     fragments(tmp_path, "a.service")
     (tmp_path / "usr/lib/systemd/system/b.service").write_text(
-        "[Service]\nExecStart=/usr/bin/b\nDynamicUser=yes\n"
+        "[Service]\nExecStart=/usr/bin/b\nUser=%i\n"
     )
     code, out, err = dropin(capsys, "--root", str(tmp_path), "a.service", "b.service", "c.service")
     assert code == 78
     assert out.splitlines() == [f"written {conf(tmp_path, 'a.service')}"]
     assert err.splitlines() == [
-        "portguard: b.service: not guarded: DynamicUser=yes: its uid is only known once it has "
-        "started",
+        "portguard: b.service: not guarded: User=%i uses a specifier",
         "portguard: c.service: not guarded: no unit file on disk (not readable before boot)",
     ]
     assert files_below(tmp_path) == [conf(tmp_path, "a.service")]

@@ -279,3 +279,56 @@ def test_emit_repeats_the_entry_on_stderr_only_when_it_may_be_missing(
     assert portguard.commands.check.emit(HELD, as_json=False) == 69
     assert [f["PORTGUARD_VERDICT"] for f in sent] == ["held"]
     assert capsys.readouterr().err == ("" if line is None else line + "\n")
+
+
+# --- DynamicUser= units: `check --user dynamic` ------------------------------------------------
+
+
+def _free_port(kind: socket.SocketKind) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="taking on another uid needs root (CI runs as root)")
+def test_a_dynamic_user_unit_binds_unprivileged_and_leaves_reuseport_claims_unjudged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tcp, udp = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
+    registry = tmp_path / "portguard"
+    registry.mkdir(mode=0o755)
+    (registry / "registry.yaml").write_text(
+        "version: 1\nunits:\n  dyn.service:\n    listen:\n"
+        f"      - 127.0.0.1:{tcp}/tcp\n"
+        f"      - {{port: '127.0.0.1:{udp}/udp', reuseport: true, reuseaddr: true}}\n"
+        "  low.service:\n    listen: [127.0.0.1:1/tcp]\n"
+    )  # fmt: skip
+    stand_for_root(monkeypatch)
+    monkeypatch.setattr(cache, "CACHE_DIR", str(tmp_path / "cache"))
+    sent: list[dict[str, str]] = []
+    monkeypatch.setattr("portguard.host.journal.send", sent.append)
+    run = portguard.commands.check.run
+    # A root socket sharing the UDP port by SO_REUSEPORT: the dynamic uid could not join it,
+    # or could, were it root's; which uid systemd picks is not known before the start.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", udp))
+        for _ in range(2):
+            code = run("dyn.service", registry, as_json=False, debug=False,
+                       bind_options=["--user", "dynamic"])  # fmt: skip
+            assert code == 0
+    [notice] = [f for f in sent if "DynamicUser=" in f["MESSAGE"]]  # once a boot, not a start
+    assert notice["PRIORITY"] == "5" and notice["PORTGUARD_UNIT"] == "dyn.service"
+    assert f"127.0.0.1:{udp}/udp of dyn.service not judged: it sets reuseport" in notice["MESSAGE"]
+    # As an unprivileged uid: a privileged port is denied, unless the unit grants the capability.
+    assert run("low.service", registry, as_json=False, debug=False,
+               bind_options=["--user", "dynamic"]) == 77  # fmt: skip
+    assert run("low.service", registry, as_json=False, debug=False,
+               bind_options=["--user", "dynamic", "--caps", "net_bind_service"]) == 0  # fmt: skip
+    # The TCP claim is judged: held is held, whoever the dynamic uid turns out to be.
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", tcp))
+        squatter.listen()
+        assert run("dyn.service", registry, as_json=False, debug=False,
+                   bind_options=["--user", "dynamic"]) == 69  # fmt: skip
+    capsys.readouterr()

@@ -851,8 +851,6 @@ def test_a_drop_in_of_the_unit_changes_what_the_guard_mirrors(setup: Setup) -> N
         (None, "web.service: not guarded: no unit file on disk"),
         ("[Service]\nExecStart=/bin/a\nExecStart=!/bin/b\nType=oneshot\n",
          "web.service: not guarded: its ExecStart= lines run with different identities"),
-        ("[Service]\nExecStart=/bin/a\nDynamicUser=yes\n",
-         "web.service: not guarded: DynamicUser=yes"),
         ("[Service]\nExecStart=/bin/a\nUser=%i\n",
          "web.service: not guarded: User=%i uses a specifier"),
     ],

@@ -77,7 +77,6 @@ def test_a_socket_unit_is_probed_as_pid_1_binds_it(text: str, expected: tuple[st
     [
         ("[Service]\nType=oneshot\n", "no ExecStart="),
         ("[Service]\nExecStart=/a\nExecStart=!/b\n", "different identities"),
-        ("[Service]\nExecStart=/a\nDynamicUser=yes\n", "DynamicUser=yes"),
         ("[Service]\nExecStart=/a\nUser=%i\n", "specifier"),
         ("[Service]\nExecStart=/a\nPrivateUsers=yes\nPrivateNetwork=yes\n", "PrivateUsers="),
         ("[Service]\nExecStart=/a\nPrivateUsers=maybe\n", "PrivateUsers=maybe"),
@@ -87,6 +86,34 @@ def test_a_socket_unit_is_probed_as_pid_1_binds_it(text: str, expected: tuple[st
 def test_what_cannot_be_mirrored_is_declined_with_the_reason(text: str, reason: str) -> None:
     with pytest.raises(Decline, match=reason):
         args("a.service", text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[Service]\nExecStart=/a\nDynamicUser=yes\n", ("--user", "dynamic")),
+        ("[Service]\nExecStart=/a\nDynamicUser=yes\nUser=gateway\n", ("--user", "dynamic")),
+        ("[Service]\nExecStart=/a\nDynamicUser=yes\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n",
+         ("--user", "dynamic", "--caps", "net_bind_service")),
+        ("[Service]\nExecStart=/a\nDynamicUser=yes\nUser=root\n", ()),
+        ("[Service]\nExecStart=+/a\nDynamicUser=yes\n", ()),
+    ],
+)  # fmt: skip
+def test_a_dynamic_user_unit_binds_as_an_unprivileged_uid(
+    text: str, expected: tuple[str, ...]
+) -> None:
+    """Its uid is picked at start; a bind looks at no more than whether it is unprivileged,
+    except SO_REUSEPORT, whose claims `check --user dynamic` leaves unjudged."""
+    assert args("a.service", text) == expected
+
+
+def test_the_dynamic_identity_is_spelled_as_the_free_path_reads_it() -> None:
+    from portguard.freepath import binds  # noqa: PLC0415
+    from portguard.policy import mirror  # noqa: PLC0415
+
+    assert mirror.DYNAMIC == binds.DYNAMIC
+    identity, _, dynamic = binds.parse_bind_options(["--user", mirror.DYNAMIC])
+    assert (identity, dynamic) == ((binds.NOBODY, False), True)
 
 
 def test_a_bad_socket_option_is_declined() -> None:

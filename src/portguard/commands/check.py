@@ -72,7 +72,7 @@ def guarded_for(registry: "Registry", unit: str) -> Guarded | None:
 def binder_of(bind_options: list[str]) -> probe.Binder:
     """Who the probe binds as, from the drop-in's options; UsageError when they are wrong."""
     try:
-        identity, socket_options = parse_bind_options(list(bind_options))
+        identity, socket_options, dynamic = parse_bind_options(list(bind_options))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if identity not in (None, (0, True)) and os.geteuid() != 0:
@@ -80,7 +80,7 @@ def binder_of(bind_options: list[str]) -> probe.Binder:
             "taking on the unit's identity (--user, --caps) needs root",
             hint="the guard's drop-in runs it as ExecStartPre=+",
         )
-    return probe.Binder(identity, socket_options)
+    return probe.Binder(identity, socket_options, dynamic)
 
 
 def real_effects(
@@ -185,6 +185,12 @@ def _decide(
             f"{unit} has no claims in the registry, so there is nothing to check",
             f"add {unit} to the registry, or remove its portguard drop-in",
         )
+    unjudged: tuple[Claim, ...] = ()
+    if binder.dynamic:
+        # DynamicUser=: systemd picks the uid at start, and SO_REUSEPORT shares a port only
+        # between sockets of one uid, so whether a reuseport claim is free cannot be told.
+        unjudged = tuple(c for c in guarded.claims if c.reuseport)
+        guarded = replace(guarded, claims=tuple(c for c in guarded.claims if not c.reuseport))
     own = own_cgroup()
     self_cgroup = own if own and unit_of(own) == unit else None
     uid = binder.identity[0] if binder.identity else os.geteuid()
@@ -193,7 +199,25 @@ def _decide(
         report = check(replace(guarded, uid=uid), effects)
     if report.verdict not in (Verdict.FREE, Verdict.RELEASED):
         return report  # held wins over redirected: the bind itself fails
+    if unjudged:
+        _say_unjudged(unit, unjudged)
     return _traffic(report, registry, guarded, registry_path)
+
+
+def _say_unjudged(unit: str, claims: tuple[Claim, ...]) -> None:
+    """A notice in the unit's journal, once per boot, of the claims a DynamicUser= unit's
+    guard does not judge; never a failed start."""
+    from portguard.commands.redirects import first_this_boot  # noqa: PLC0415
+
+    if not first_this_boot(unit, "dynamic"):
+        return
+    shown = ", ".join(str(c) for c in claims)
+    journal.send({
+        "MESSAGE": f"{shown} of {unit} not judged: it sets reuseport, and SO_REUSEPORT shares "
+        "a port only between sockets of one uid, which DynamicUser= picks at start",
+        "PRIORITY": "5", "SYSLOG_IDENTIFIER": "portguard", "OBJECT_SYSTEMD_UNIT": unit,
+        "PORTGUARD_UNIT": unit, "PORTGUARD_UNKNOWN": f"whether {shown} is free for its uid",
+    })  # fmt: skip
 
 
 def _traffic(report: Report, registry: "Registry", guarded: Guarded, root: Path) -> Report:

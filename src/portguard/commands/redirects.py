@@ -113,10 +113,10 @@ def taken_here() -> tuple[list[str], list[str]]:
     return taken_lines(judged.taken), [f"what NAT takes: {g}" for g in judged.gaps]
 
 
-def first_this_boot(unit: str) -> bool:
-    """Whether UNIT's unjudged NAT is news since boot (/run is emptied at every boot); a
-    guard that may not write there says it every time."""
-    path = Path(f"{nat.marker(unit)}.unjudged")
+def first_this_boot(unit: str, what: str = "unjudged") -> bool:
+    """Whether WHAT of UNIT (its unjudged NAT, by default) is news since boot (/run is emptied
+    at every boot); a guard that may not write there says it every time."""
+    path = Path(f"{nat.marker(unit)}.{what}")
     try:
         os.makedirs(path.parent, mode=0o755, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)

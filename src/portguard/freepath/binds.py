@@ -16,6 +16,10 @@ PoolSpec = tuple[int, int, int, tuple[BindSpec, ...]]
 Identity = tuple[int, bool] | None
 # `check`'s options that say how the unit binds (the drop-in writes them; policy/mirror.py).
 BIND_OPTIONS = ("--user", "--caps", "--socket-options")
+# `--user dynamic`: a DynamicUser= unit, whose uid systemd picks at start. It binds as an
+# unprivileged user, which is all a bind looks at, except for SO_REUSEPORT (shared within
+# one uid): a claim with reuseport is then not judged.
+DYNAMIC = "dynamic"
 SOCKET_OPTIONS = ("reuseaddr", "reuseport", "freebind", "transparent", "v6only")
 _IP_FREEBIND = 15  # linux/in.h; it lets an AF_INET6 socket bind a missing address too
 _EACCES = 13  # errno's, without importing it on the free path
@@ -81,9 +85,10 @@ def _bind(spec: BindSpec, port: int) -> int:
     return 0
 
 
-def parse_bind_options(args: list[str]) -> tuple[Identity, frozenset[str] | None]:
-    """The identity and the socket options (None: the registry's) of --user, --caps and
-    --socket-options; raises ValueError naming what is wrong."""
+def parse_bind_options(args: list[str]) -> tuple[Identity, frozenset[str] | None, bool]:
+    """The identity, the socket options (None: the registry's) and whether the user is a
+    DynamicUser= one, of --user, --caps and --socket-options; raises ValueError naming what
+    is wrong."""
     values: dict[str, str] = {}
     while args:
         flag, equals, value = args.pop(0).partition("=")
@@ -95,8 +100,9 @@ def parse_bind_options(args: list[str]) -> tuple[Identity, frozenset[str] | None
             value = args.pop(0)
         values[flag] = value
     identity: Identity = None
+    dynamic = values.get("--user") == DYNAMIC
     if "--user" in values or "--caps" in values:
-        uid = user_id(values.get("--user", "root"))
+        uid = NOBODY if dynamic else user_id(values.get("--user", "root"))
         caps = values.get("--caps", "net_bind_service" if uid == 0 else "none")
         if caps not in ("net_bind_service", "none"):
             raise ValueError(f"--caps {caps}: expected net_bind_service or none")
@@ -107,7 +113,7 @@ def parse_bind_options(args: list[str]) -> tuple[Identity, frozenset[str] | None
         unknown = sorted(options - set(SOCKET_OPTIONS))
         if unknown:
             raise ValueError(f"--socket-options: unknown {', '.join(unknown)}")
-    return identity, options
+    return identity, options, dynamic
 
 
 def user_id(user: str) -> int:

@@ -114,7 +114,7 @@ def _resolve(
         return None
     root, unit, args = parsed
     try:
-        identity, socket_options = parse_bind_options(args)
+        identity, socket_options, dynamic = parse_bind_options(args)
     except ValueError:
         return None  # the full command says what is wrong
     if identity not in (None, (0, True)) and posix.geteuid() != 0:
@@ -131,6 +131,8 @@ def _resolve(
     binds = []
     pools = []
     for spec in specs:
+        if dynamic and (spec[3][0][5] if _is_pool(spec) else spec[5]):
+            return None  # SO_REUSEPORT under a uid picked at start: the full check says so
         if _is_pool(spec):
             pools.append(spec)
             continue

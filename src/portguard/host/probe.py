@@ -87,6 +87,7 @@ class Binder:
 
     identity: Identity = None
     socket_options: frozenset[str] | None = None
+    dynamic: bool = False  # a DynamicUser= unit: its uid is picked at start (binds.DYNAMIC)
 
 
 def try_bind(bind: Bind, binder: Binder | None = None) -> Attempt:
