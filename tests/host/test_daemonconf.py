@@ -26,9 +26,10 @@ def test_coturn_unset_is_its_documented_default_and_set_is_what_it_says() -> Non
     shipped = pools_of({daemonconf.TURNSERVER_CONF: COTURN_SHIPPED})
     assert shipped == {"coturn.service": (Claim(Proto.UDP, 49152, 65535, reuseaddr=False,
                                                 pool=1),)}  # fmt: skip
-    narrowed = COTURN_SHIPPED + "min-port=60000\nmax-port = 60999\n"
+    narrowed = COTURN_SHIPPED + "min-port=60000\nmax-port = 60999\nrelay-ip=192.0.2.7\n"
     [pool] = pools_of({daemonconf.TURNSERVER_CONF: narrowed})["coturn.service"]
-    assert (pool.first, pool.last, pool.pool) == (60000, 60999, 1)
+    assert (pool.first, pool.last, pool.pool, str(pool.address)) == (60000, 60999, 1, "192.0.2.7")
+    assert pools_of({daemonconf.TURNSERVER_CONF: "relay-ip=eth0\n"}) == {}
 
 
 def test_an_unreadable_or_nonsense_configuration_names_no_pool() -> None:
@@ -45,6 +46,11 @@ def test_vsftpd_needs_both_bounds_and_passive_mode() -> None:
     assert pools_of({conf: both}) == {"vsftpd.service": (Claim(Proto.TCP, 40000, 40100,
                                                                 pool=1),)}  # fmt: skip
     assert pools_of({conf: both + "pasv_enable=NO\n"}) == {}
+    # listen=YES alone is IPv4's: its data ports are bound on IPv4 addresses only.
+    [pool] = pools_of({conf: both + "listen=YES\nlisten_ipv6=NO\n"})["vsftpd.service"]
+    assert str(pool) == "0.0.0.0:40000-40100/tcp"
+    [pool] = pools_of({conf: both + "listen=NO\nlisten_ipv6=YES\n"})["vsftpd.service"]
+    assert str(pool) == "40000-40100/tcp"
 
 
 def test_the_real_files_are_read_when_there(tmp_path: Path, monkeypatch: object) -> None:

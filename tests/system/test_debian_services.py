@@ -62,6 +62,11 @@ IN_USE = {
 }
 
 
+# The pools prepare() configures, and what the FTP server serves.
+TURN_POOL = (61160, 61163)  # outside the ephemeral range, as an admin picks it
+FTP_POOL = (61100, 61103)
+FTP_TEXT = "served from a pool\n"
+
 # Daemons whose start goes on without the port they could not bind.
 KEEPS_RUNNING = ("chrony.service",)
 # Daemons that log to a file of their own, not to the journal.
@@ -81,6 +86,24 @@ def prepare(root: Path) -> None:
     resolved = root / "etc/systemd/resolved.conf.d"
     resolved.mkdir(parents=True, exist_ok=True)
     (resolved / "mdns.conf").write_text("[Resolve]\nMulticastDNS=yes\n")
+    # Pools, as an admin narrows them (DESIGN rule 6): coturn's relay ports on loopback, open
+    # to anyone (no-auth) and to a peer on loopback; vsftpd's passive ports, anonymous.
+    with (root / "etc/turnserver.conf").open("a") as turn:
+        turn.write(f"\nlistening-ip=127.0.0.1\nrelay-ip=127.0.0.1\nmin-port={TURN_POOL[0]}\n"
+                   f"max-port={TURN_POOL[1]}\nallow-loopback-peers\nno-auth\nno-tls\n"
+                   "no-dtls\nno-cli\n")  # fmt: skip
+    vsftpd = root / "etc/vsftpd.conf"
+    text = vsftpd.read_text().replace("listen=NO", "listen=YES").replace(
+        "listen_ipv6=YES", "listen_ipv6=NO").replace(
+        "anonymous_enable=NO", "anonymous_enable=YES")  # fmt: skip
+    vsftpd.write_text(text + f"pasv_min_port={FTP_POOL[0]}\npasv_max_port={FTP_POOL[1]}\n")
+    (root / "srv/ftp/hello.txt").write_text(FTP_TEXT)
+    # journal-gatewayd (DynamicUser=, socket-activated): its socket enabled, as an admin does.
+    sockets = root / "etc/systemd/system/sockets.target.wants"
+    sockets.mkdir(parents=True, exist_ok=True)
+    (sockets / "systemd-journal-gatewayd.socket").symlink_to(
+        "/usr/lib/systemd/system/systemd-journal-gatewayd.socket"
+    )
 
 
 @dataclass
@@ -558,3 +581,210 @@ ASK_HTTP = (
     " print((c.recv(100).decode(errors='replace') or 'nothing').split()[0])\n"
     "except OSError as e:\n print(type(e).__name__)"
 )
+
+
+# --- pools a daemon binds on demand (DESIGN rule 6), DynamicUser= units -----------------------
+
+# One process holding sockets, as a plain service: (kind, address, port) each; "listen" and
+# "udp" hold a port, "client" is a connection bound to a port of the pool (to PEER).
+HOLDERS = """\
+import socket, sys, time
+held = []
+for spec in sys.argv[1:]:
+    kind, address, port, peer = spec.split(",")
+    tcp = kind in ("listen", "client")
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+    if tcp:  # past the TIME-WAIT of the pool's last transfers, as vsftpd's own binds pass it
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((address, int(port)))
+    if kind == "listen":
+        s.listen()
+    elif peer:
+        s.connect(("127.0.0.1", int(peer)))
+    held.append(s)
+time.sleep(10**6)
+"""
+
+
+def hold(host: Host, unit: str, *specs: str) -> None:
+    """UNIT: a plain service holding SPECS (HOLDERS' form), started and checked to hold them."""
+    sandbox = host.sandbox
+    sandbox.write_file("/usr/local/lib/holders.py", HOLDERS)
+    command = shlex.join(["/usr/bin/python3", "/usr/local/lib/holders.py", *specs])
+    plain_unit(sandbox, unit, f"[Service]\nExecStart={command}\n")
+    sandbox.daemon_reload()
+    assert sandbox.start(unit).active, sandbox.systemctl("status", unit, check=False)
+    ports = [spec.split(",")[2] for spec in specs]
+
+    def holding() -> bool | None:
+        shown = sandbox.run("ss", "-Htuanp").stdout
+        return all(f":{p} " in shown for p in ports) or None
+
+    wait_for(holding, timeout=10, what=f"{unit} holding {ports}")
+
+
+def pool_start(host: Host, unit: str) -> tuple[bool, dict[str, Any] | None]:
+    """Start UNIT guarded: whether it is active, and the guard's journal entry if any."""
+    sandbox = host.sandbox
+    sandbox.run("systemctl", "reset-failed", unit, check=False)
+    cursor = sandbox.journal_cursor()
+    sandbox.run("systemctl", "start", unit, check=False, timeout=90)
+    entries = [e for e in sandbox.journal(unit, since_cursor=cursor)
+               if e.get("PORTGUARD_VERDICT")]  # fmt: skip
+    return _active(sandbox, unit) is True, (entries[0] if entries else None)
+
+
+def turn_allocation(host: Host) -> str:
+    """A TURN allocation on coturn with a peer on loopback, relaying three messages."""
+    sandbox = host.sandbox
+    sandbox.run("systemd-run", "--unit", "turn-peer", "--collect", "/usr/bin/turnutils_peer",
+                "-L", "127.0.0.1", "-p", "3480", check=False)  # fmt: skip
+    wait_for(lambda: ":3480 " in sandbox.run("ss", "-Hulnp").stdout or None, timeout=10,
+             what="turnutils_peer")  # fmt: skip
+    done = sandbox.run(
+        "timeout",
+        "20",
+        "turnutils_uclient",
+        "-c",
+        "-n",
+        "3",
+        "-m",
+        "1",
+        "-e",
+        "127.0.0.1",
+        "-r",
+        "3480",
+        "127.0.0.1",
+        check=False,
+        timeout=30,
+    )
+    return done.stdout + done.stderr
+
+
+def passive_transfer(host: Host) -> tuple[str, str]:
+    """A passive-mode download: what came, and the dialogue (curl -v)."""
+    done = host.sandbox.run("curl", "-v", "-sS", "-m", "20", "ftp://127.0.0.1/hello.txt",
+                            check=False, timeout=30)  # fmt: skip
+    return done.stdout, done.stderr
+
+
+def test_init_claims_the_daemons_pools_and_guards_the_dynamic_user_unit(host: Host) -> None:
+    units = host.registry["units"]
+    turn = f"127.0.0.1:{TURN_POOL[0]}-{TURN_POOL[1]}/udp"
+    assert {"port": turn, "pool": True} in units["coturn.service"]["listen"], host.captured
+    ftp = f"0.0.0.0:{FTP_POOL[0]}-{FTP_POOL[1]}/tcp"  # listen=YES: IPv4 alone
+    assert {"port": ftp, "pool": True} in units["vsftpd.service"]["listen"], host.captured
+    gateway = units["systemd-journal-gatewayd.service"]
+    assert gateway["via"] == ["systemd-journal-gatewayd.socket"], host.captured
+    dropin = generated_dropin(host.sandbox, "systemd-journal-gatewayd.service")
+    assert dropin is not None and dropin.rstrip().endswith("portguard check --user dynamic")
+
+
+def test_coturn_serves_from_its_pool_around_holders_and_an_exhausted_pool_is_named(
+    host: Host,
+) -> None:
+    """coturn's relay pool with a foreign listener and a client connection in it: coturn
+    starts guarded and relays (a TURN allocation); the pool wholly taken: the guard fails the
+    start naming a holder, and without the guard coturn starts but cannot allocate."""
+    sandbox, (first, last) = host.sandbox, TURN_POOL
+    unit = "coturn.service"
+    sandbox.run("systemctl", "stop", unit, timeout=60)
+    try:
+        # At the top of the pool: coturn 4.6.1 takes its pool's ports in order and, with its
+        # first port held, retries that one until the allocation fails (508), whatever else
+        # is free -- its own limit, which a guard that lets it start does not change.
+        hold(host, "pool-squatter.service", f"udp,127.0.0.1,{last - 1},",
+             f"udp,127.0.0.1,{last},3480")  # fmt: skip
+        active, entry = pool_start(host, unit)
+        assert active and entry is None, entry
+        assert "status=0" in guard_run(sandbox, unit)
+        relayed = turn_allocation(host)
+        assert "tot_send_msgs=3, tot_recv_msgs=3" in relayed, relayed
+        sandbox.run("systemctl", "stop", unit, "pool-squatter.service", timeout=60)
+
+        hold(host, "pool-hog.service", *(f"udp,127.0.0.1,{p}," for p in range(first, last + 1)))
+        active, entry = pool_start(host, unit)
+        assert not active and entry is not None
+        assert entry["PORTGUARD_VERDICT"] == "exhausted", entry
+        assert entry["PORTGUARD_OWNER_UNIT"] == "pool-hog.service", entry
+        assert entry["PORTGUARD_POOL"] == f"127.0.0.1:{first}-{last}/udp", entry
+        assert entry["PORTGUARD_POOL_IN_USE"] == str(last - first + 1), entry
+
+        enforce_for(host, unit, host.registry["units"][unit]["listen"], "", "audit")
+        cursor = sandbox.journal_cursor()
+        active, _ = pool_start(host, unit)
+        assert active  # the daemon starts: a pool is bound on demand
+        refused = turn_allocation(host)
+        assert "error 508 (Cannot create socket)" in refused, refused
+        said = "\n".join(str(e.get("MESSAGE", "")) for e in
+                         sandbox.journal(unit, since_cursor=cursor))  # fmt: skip
+        ports = "|".join(str(p) for p in range(first, last + 1))
+        assert re.search(rf"Trying to bind fd \d+ to <127\.0\.0\.1:(?:{ports})>: errno=98", said)
+    finally:
+        sandbox.run("systemctl", "stop", unit, "pool-squatter.service", "pool-hog.service",
+                    "turn-peer.service", check=False, timeout=60)  # fmt: skip
+        host.write_registry(host.registry)
+        sandbox.run("systemctl", "reset-failed", check=False)
+        sandbox.run("systemctl", "start", unit, check=False, timeout=60)
+
+
+def test_vsftpd_transfers_through_its_passive_pool_and_an_exhausted_pool_is_named(
+    host: Host,
+) -> None:
+    sandbox, (first, last) = host.sandbox, FTP_POOL
+    unit = "vsftpd.service"
+    sandbox.run("systemctl", "stop", unit, timeout=60)
+    try:
+        hold(host, "pool-squatter.service", f"listen,0.0.0.0,{first},",
+             f"client,127.0.0.1,{first + 1},80")  # fmt: skip
+        active, entry = pool_start(host, unit)
+        assert active and entry is None, entry
+        assert "status=0" in guard_run(sandbox, unit)
+        assert passive_transfer(host)[0] == FTP_TEXT
+        sandbox.run("systemctl", "stop", unit, "pool-squatter.service", timeout=60)
+
+        hold(host, "pool-hog.service", *(f"listen,0.0.0.0,{p}," for p in range(first, last + 1)))
+        active, entry = pool_start(host, unit)
+        assert not active and entry is not None
+        assert entry["PORTGUARD_VERDICT"] == "exhausted", entry
+        assert entry["PORTGUARD_OWNER_UNIT"] == "pool-hog.service", entry
+
+        enforce_for(host, unit, host.registry["units"][unit]["listen"], "", "audit")
+        active, _ = pool_start(host, unit)
+        assert active
+        got, said = passive_transfer(host)
+        assert got == "" and "500 OOPS: vsf_sysutil_bind" in said, said  # its passive bind
+    finally:
+        sandbox.run("systemctl", "stop", unit, "pool-squatter.service", "pool-hog.service",
+                    check=False, timeout=60)  # fmt: skip
+        host.write_registry(host.registry)
+        sandbox.run("systemctl", "reset-failed", check=False)
+        sandbox.run("systemctl", "start", unit, check=False, timeout=60)
+
+
+def test_a_dynamic_user_unit_whose_port_is_taken_fails_naming_the_holder(host: Host) -> None:
+    """Journal-gatewayd (DynamicUser=, socket-activated) restarts guarded in
+    test_every_captured_unit_restarts_guarded; here a DynamicUser= service binding its own
+    port, which a squatter holds."""
+    sandbox = host.sandbox
+    unit, port = "dynamic-app.service", 18230
+    command = listener("0.0.0.0", port)
+    plain_unit(sandbox, unit, f"[Service]\nDynamicUser=yes\nExecStart={command}\n")
+    registry = yaml.safe_load(yaml.safe_dump(host.registry))
+    registry["units"][unit] = {"listen": [f"{port}/tcp"]}
+    host.write_registry(registry)
+    try:
+        dropin = generated_dropin(sandbox, unit)
+        assert dropin is not None and dropin.rstrip().endswith("check --user dynamic"), dropin
+        active, entry = pool_start(host, unit)
+        assert active and entry is None, entry
+        sandbox.run("systemctl", "stop", unit, timeout=60)
+        squatter(port)(host)
+        active, entry = pool_start(host, unit)
+        assert not active and entry is not None
+        assert entry["PORTGUARD_VERDICT"] == "held", entry
+        assert entry["PORTGUARD_OWNER_UNIT"] == "squatter.service", entry
+    finally:
+        sandbox.run("systemctl", "stop", unit, "squatter.service", check=False, timeout=60)
+        sandbox.run("systemctl", "reset-failed", check=False)
+        host.write_registry(host.registry)

@@ -5,6 +5,7 @@ Read only when the file is readable, and only what it says (or the daemon's docu
 default when it says nothing); never guessed from the ports in use.
 """
 
+import ipaddress
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,21 +28,31 @@ class Daemon:
 
 
 def _coturn(settings: dict[str, str]) -> Iterator[Claim]:
-    """Relay ports, one per allocation, UDP (TCP relays, RFC 6062, draw from them too)."""
+    """Relay ports, one per allocation, UDP (TCP relays, RFC 6062, draw from them too), on
+    its relay-ip when it names one (the last one named: a registry claim has one address)."""
     first = _port(settings.get("min-port"), COTURN_DEFAULT[0])
     last = _port(settings.get("max-port"), COTURN_DEFAULT[1])
+    try:
+        address = ipaddress.ip_address(settings["relay-ip"]) if "relay-ip" in settings else None
+    except ValueError:
+        return  # a relay-ip not written as an address: nothing certain to claim
     if first is not None and last is not None and first <= last:
-        yield Claim(Proto.UDP, first, last, reuseaddr=False, pool=1)
+        yield Claim(Proto.UDP, first, last, address, reuseaddr=False, pool=1)
 
 
 def _vsftpd(settings: dict[str, str]) -> Iterator[Claim]:
-    """Passive-mode data ports; without both bounds vsftpd takes any port: no pool."""
+    """Passive-mode data ports; without both bounds vsftpd takes any port: no pool. A data
+    port is bound on the control connection's address, so its family is the listener's:
+    IPv4 alone under listen=YES, both under listen_ipv6=YES (Debian's default)."""
     if settings.get("pasv_enable", "YES").upper() == "NO":
         return
     first = _port(settings.get("pasv_min_port"), None)
     last = _port(settings.get("pasv_max_port"), None)
+    ipv4_only = (settings.get("listen", "NO").upper() == "YES"
+                 and settings.get("listen_ipv6", "NO").upper() != "YES")  # fmt: skip
+    address = ipaddress.IPv4Address(0) if ipv4_only else None
     if first is not None and last is not None and first <= last:
-        yield Claim(Proto.TCP, first, last, pool=1)
+        yield Claim(Proto.TCP, first, last, address, pool=1)
 
 
 DAEMONS = (
