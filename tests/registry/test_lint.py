@@ -415,10 +415,20 @@ def test_target_version_fails_on_pools_an_older_release_would_refuse(reg: Regist
         (Severity.ERROR, 6),
     ]
     assert old[0].message.startswith(
-        "coturn.service: 'pool' and 'min-free' are new in portguard 0.2: portguard 0.1 refuses "
-        "this whole registry (an unknown key), and its generator then guards no unit"
+        "coturn.service: 'pool' is new in portguard 0.2: portguard 0.1 refuses this whole "
+        "registry (an unknown key), and its generator then guards no unit"
     )
     assert check_registry(loaded, None, (0, 2)) == ()
+    # Any use of the key, not only a pool: 0.1 refuses `pool: false` just the same.
+    reg.write("registry.yaml", "version: 1\nunits:\n  a.service:\n    listen:\n"
+              "      - {port: 8080, pool: false}\n      - {port: 9000-9009, pool: true, "
+              "min-free: 2}\n")  # fmt: skip
+    loaded = reg.load("registry.yaml")
+    found = [f.message for f in check_registry(loaded, None, (0, 1))]
+    assert [m.split(" new in")[0] for m in found] == [
+        "a.service: 'pool' is",
+        "a.service: 'pool' and 'min-free' are",
+    ]
 
 
 # --- scale ---------------------------------------------------------------------------------

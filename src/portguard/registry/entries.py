@@ -56,6 +56,9 @@ class Listen:
     reuseport: bool
     freebind: bool = False
     pool: int | None = None  # a pool's min-free (Claim.pool); None: bound whole at start
+    # The keys it uses that not every release knows (keys.SINCE), for `lint --target-version`;
+    # not kept in the compiled form, which `check` reads.
+    newer_keys: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def is_template(self) -> bool:

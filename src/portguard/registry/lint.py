@@ -50,18 +50,19 @@ def _placed_claims(registry: Registry) -> Iterator[Placed]:
 
 
 def _newer_than(registry: Registry, target: tuple[int, int]) -> Iterator[Finding]:
-    """Each pool of REGISTRY when TARGET predates pools: that release refuses the registry."""
-    since = SINCE["pool"]
-    if target >= since:
-        return
+    """Each listen entry with a key TARGET does not know (`pool: false` too): that release
+    refuses the whole registry."""
     release = ".".join(map(str, target))
     for unit in registry.units.values():
         for listen in unit.listen:
-            if listen.pool is not None:
+            newer = [key for key in listen.newer_keys if SINCE[key] > target]
+            if newer:
+                since = max(SINCE[key] for key in newer)
                 yield Finding(
                     Severity.ERROR,
                     listen.location,
-                    f"{unit.name}: 'pool' and 'min-free' are new in portguard "
+                    f"{unit.name}: {' and '.join(repr(k) for k in newer)} "
+                    f"{'is' if len(newer) == 1 else 'are'} new in portguard "
                     f"{'.'.join(map(str, since))}: portguard {release} refuses this whole "
                     "registry (an unknown key), and its generator then guards no unit on that "
                     "host; upgrade the fleet first, and until then leave the pool out (as a "

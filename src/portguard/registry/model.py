@@ -31,7 +31,7 @@ from portguard.registry.entries import (
     UnitEntry,
 )
 from portguard.registry.findings import Finding, Location, Severity
-from portguard.registry.keys import DEFAULT_KEYS, LISTEN_KEYS, TOP_KEYS, UNIT_KEYS
+from portguard.registry.keys import DEFAULT_KEYS, LISTEN_KEYS, SINCE, TOP_KEYS, UNIT_KEYS
 from portguard.registry.timespan import TimespanError, parse_timespan_ms
 from portguard.registry.unitname import (
     UnitNameKind,
@@ -363,6 +363,7 @@ class _FileParser:
             options.udp_reuseport if udp else options.reuseport,
             options.freebind,
             self._pool(rest, parts, text),
+            tuple(key for key in rest if key in SINCE),
         )
 
     def _pool(self, rest: dict[str, tuple[yaml.Node, yaml.Node]], parts: ListenParts, text: str
