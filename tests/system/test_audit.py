@@ -121,7 +121,7 @@ def test_four_statuses_three_formats_and_the_fix(sandbox: Sandbox) -> None:
         "squatted.service", "missing.service", "ok.service", "web.service",
         "redis@18086.service", "dns.service", "idle.service",
     ]  # fmt: skip
-    summary = "7 claims: 4 ok, 1 squatted, 1 missing, 1 idle, 0 redirected"
+    summary = "7 claims: 4 ok, 1 squatted, 1 missing, 1 idle, 0 redirected, 0 exhausted"
     assert text.stdout.splitlines()[-1] == summary
 
     as_json = audit(sandbox, "--format", "json")
@@ -137,7 +137,8 @@ def test_four_statuses_three_formats_and_the_fix(sandbox: Sandbox) -> None:
         (h["kind"], h["unit"], h["pid"], h["comm"], h["user"]) for h in squatted["holders"]
     ] == [("service", "squatter.service", squatter, "python3", "root")]
     assert data["summary"] == {
-        "claims": 7, "ok": 4, "squatted": 1, "missing": 1, "idle": 1, "redirected": 0
+        "claims": 7, "ok": 4, "squatted": 1, "missing": 1, "idle": 1, "redirected": 0,
+        "exhausted": 0,
     }  # fmt: skip
     assert data["gaps"] == []
     assert data["unregistered"] is None
@@ -160,7 +161,8 @@ def test_four_statuses_three_formats_and_the_fix(sandbox: Sandbox) -> None:
         team="web-team", status="ok", holder="",
     )  # fmt: skip
     counts = {s.labels["status"]: s.value for s in families["portguard_claims"].samples}
-    assert counts == {"ok": 4, "squatted": 1, "missing": 1, "idle": 1, "redirected": 0}
+    assert counts == {"ok": 4, "squatted": 1, "missing": 1, "idle": 1, "redirected": 0,
+                      "exhausted": 0}  # fmt: skip
     assert families["portguard_audit_gaps"].samples[0].value == 0
 
     strays = audit(sandbox, "--unregistered")
