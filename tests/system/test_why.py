@@ -99,7 +99,7 @@ def test_service_holder_named_with_the_registered_owner_and_a_systemctl_fix(
     ]
     assert data["registry"] == [{
         "unit": "api.service", "claim": "8080/tcp", "team": "payments-team", "via": [],
-        "location": "/etc/portguard/registry.yaml:4:14",
+        "pool": None, "location": "/etc/portguard/registry.yaml:4:14",
     }]  # fmt: skip
     assert data["fixes"] == [fix]
 
