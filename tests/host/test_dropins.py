@@ -39,7 +39,8 @@ def test_warn_mode_ignores_the_guards_failure() -> None:
 
 
 def test_the_guard_runs_with_full_privileges_and_takes_the_units_identity_by_its_args() -> None:
-    """`+`: outside the exec sandbox, as root; the args say who the probe binds as (README)."""
+    """`+`: outside the exec sandbox, as root; the args say who the probe binds as
+    (packaging/README.md)."""
     for blocking in Blocking:
         text = dropin_text("a.service", origin="o", blocking=blocking,
                            args=("--user", "redis", "--caps", "none"))  # fmt: skip

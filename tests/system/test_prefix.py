@@ -221,7 +221,8 @@ def test_a_restart_loop_ends_at_the_start_limit_and_the_journal_keeps_every_owne
     """Restart=always on a held port: the guard adds no Restart*/StartLimit* setting, so the
     loop ends at systemd's start limit. `systemctl status` then shows only the refused start
     (systemd's lines since the unit last left `inactive`, and the guard's status=69), so the
-    owner is in `journalctl -u UNIT -t portguard`, once per attempt, which README points to.
+    owner is in `journalctl -u UNIT -t portguard`, once per attempt, which packaging/README.md
+    points to.
     """
     squat(sandbox, "squatter.service", listener("0.0.0.0", 8080), 8080)
     write_registry(sandbox, registry_for("myapp.service", "8080/tcp"))

@@ -64,7 +64,7 @@ def dropin_text(
     section = _SECTION[unit_type(unit)]
     # `+`: the guard runs outside the unit's exec sandbox (a NoExecPaths= unit could not even
     # start it) and as root, yet in its cgroup and network namespace; it takes on the
-    # identity the service binds with for the probe alone (ARGS). README: "How the guard
-    # runs"; tests/system/test_prefix.py.
+    # identity the service binds with for the probe alone (ARGS). packaging/README.md, "How
+    # the guard runs"; tests/system/test_prefix.py.
     command = " ".join((guard, "check", *args))
     return f"{MARK} for {unit}\n# {origin}\n[{section}]\nExecStartPre={blocking.value}+{command}\n"
