@@ -289,15 +289,22 @@ def test_a_port_of_a_pool_says_whose_pool_it_is_and_that_no_start_is_blocked(
     registry = reg.load("registry.yaml").registry
     assignments = [a for claim in query.claims() for a in assigned(registry, claim)]
     client = Occupancy(WEB, (sock("ESTAB", proto=Proto.UDP, port=49160),))
-    diagnosis = diagnose(query, [client], None, assignments)
+    pool = assignments[0].claim
+    diagnosis = diagnose(query, [client], None, assignments, serving={pool: True})
     assert headline(diagnosis) == (
         "49160/udp is held by web.service (pid 812 python3) — registered to "
         "coturn.service as part of its pool 49152-49200/udp"
     )
     [fix] = diagnosis.fixes
     assert fix.startswith("nothing blocks a start: coturn.service's pool 49152-49200/udp is "
-                          "bound on demand")  # fmt: skip
+                          "bound on demand and can serve")  # fmt: skip
     assert "'systemctl stop web.service'" in fix
+    # The same holder in a pool that cannot serve any more: that is the blocked start.
+    [short] = diagnose(query, [client], None, assignments, serving={pool: False}).fixes
+    assert short.startswith("coturn.service's pool 49152-49200/udp cannot serve: fewer than "
+                            "min-free 5 of it can be bound")  # fmt: skip
+    [unknown] = diagnose(query, [client], None, assignments).fixes  # not tried: said so
+    assert "blocks a start only when fewer than min-free of the pool can be bound" in unknown
     assert "a pool (min-free 5)" in render(diagnosis)
     [data] = as_data(diagnosis)["registry"]
     assert data["pool"] == {"min_free": 5}

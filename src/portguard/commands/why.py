@@ -33,7 +33,7 @@ from portguard.policy.diagnosis import (
 )
 from portguard.policy.owners import CENSUS_FAILED, Owner, OwnerKind
 from portguard.registry.assignments import Assignment, assigned
-from portguard.registry.claims import overlaps
+from portguard.registry.claims import Claim, overlaps
 from portguard.registry.entries import REGISTRY_DIR
 
 if TYPE_CHECKING:
@@ -128,7 +128,16 @@ def investigate(
         elsewhere = _elsewhere(query, gaps)
     return diagnose(query, occupancies, time_wait, assignments, gaps=gaps, netns=netns,
                     registry_note=note, registry_exists=registry.exists(),
-                    elsewhere=elsewhere)  # fmt: skip
+                    elsewhere=elsewhere, serving=_serving(assignments))  # fmt: skip
+
+
+def _serving(assignments: Sequence[Assignment]) -> dict[Claim, bool]:
+    """Whether each pool among ASSIGNMENTS can serve now: trial binds, as `check` makes them
+    (as this process, which is the unit's identity when root runs `why` for it)."""
+    from portguard.host.probe import probe_pool  # noqa: PLC0415
+
+    pools = {a.claim for a in assignments if a.claim.pool is not None}
+    return {claim: any(f.serves for f in probe_pool(claim)) for claim in pools}
 
 
 def _elsewhere(query: Query, gaps: list[str]) -> list[Elsewhere]:

@@ -4,7 +4,7 @@ The facts come in gathered (why.py does the census, attribution and /proc reads)
 module orders them most important first and picks the fix. It never suggests a signal.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from portguard.errors import Exit
@@ -152,10 +152,12 @@ def diagnose(
     registry_note: str | None = None,
     registry_exists: bool = True,
     elsewhere: Sequence[Elsewhere] = (),
+    serving: Mapping[Claim, bool] | None = None,
 ) -> Diagnosis:
-    """Order the occupants (foreign listeners first: they are what breaks a start) and fix."""
+    """Order the occupants (foreign listeners first: they are what breaks a start) and fix.
+    SERVING: whether each pool of the assignments can serve now (min-free of it binds)."""
     ordered = sorted(occupancies, key=lambda o: (o.registered, not o.listening))
-    fixes = _fixes(query, ordered, time_wait, assignments)
+    fixes = _fixes(query, ordered, time_wait, assignments, serving or {})
     return Diagnosis(query, tuple(ordered), time_wait, tuple(assignments), tuple(fixes),
                      tuple(dict.fromkeys(gaps)), netns, registry_note, registry_exists,
                      tuple(elsewhere))  # fmt: skip
@@ -166,6 +168,7 @@ def _fixes(
     occupancies: Sequence[Occupancy],
     time_wait: TimeWait | None,
     assignments: Sequence[Assignment],
+    serving: Mapping[Claim, bool],
 ) -> list[str]:
     registered = list(dict.fromkeys(a.unit for a in assignments))
     pools = [a for a in assignments if a.claim.pool is not None]
@@ -176,11 +179,7 @@ def _fixes(
         proto = occupancy.sockets[0].proto
         fix = _fix(occupancy.owner, registered, port=query.port, proto=proto)
         if pools and len(pools) == len(assignments):
-            # DESIGN rule 6: one taken port of a pool is one its service skips.
-            whose = " and ".join(dict.fromkeys(f"{a.unit}'s pool {a.claim}" for a in pools))
-            fix = (f"nothing blocks a start: {whose} is bound on demand, and its service takes "
-                   f"another port while min-free of it can be bound ('portguard audit' says "
-                   f"whether it can); to free this one anyway: {fix}")  # fmt: skip
+            fix = _pool_fix(pools, serving, fix)
         fixes.append(fix)
     if time_wait is not None and not fixes:
         fixes.append(
@@ -191,6 +190,28 @@ def _fixes(
         holders = ", ".join(dict.fromkeys(o.owner.unit or "" for o in occupancies))
         fixes.append(f"nothing to fix: {holders} holds it, as the registry says")
     return list(dict.fromkeys(fixes))
+
+
+def _pool_fix(pools: Sequence[Assignment], serving: Mapping[Claim, bool], fix: str) -> str:
+    """A holder in a pool (DESIGN rule 6): one taken port is one its service skips, so it
+    blocks a start only when the pool cannot serve (fewer than min-free bindable)."""
+    whose = " and ".join(dict.fromkeys(f"{a.unit}'s pool {a.claim}" for a in pools))
+    short = [a for a in pools if serving.get(a.claim) is False]
+    if short:
+        need = short[0].claim.pool
+        return (
+            f"{whose} cannot serve: fewer than min-free {need} of it can be bound, so its "
+            f"unit's start fails ('exhausted'); free ports of it, this one first: {fix}"
+        )
+    if all(serving.get(a.claim) for a in pools):
+        return (
+            f"nothing blocks a start: {whose} is bound on demand and can serve (min-free "
+            f"of it can be bound), its service skips this port; to free it anyway: {fix}"
+        )
+    return (
+        f"{whose} is bound on demand: this port blocks a start only when fewer than "
+        f"min-free of the pool can be bound ('portguard audit' says); to free it: {fix}"
+    )
 
 
 def _fix(owner: Owner, registered: Sequence[str], *, port: int, proto: Proto) -> str:
