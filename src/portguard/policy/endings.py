@@ -1,6 +1,8 @@
 """The Report for each way a check ends: free, released, held, drain-timeout, unassignable,
 denied, and a pool exhausted."""
 
+from dataclasses import replace
+
 from portguard.host.probe import Bind, PoolFamily
 from portguard.policy.blockers import Guarded
 from portguard.policy.kinds import find_holder
@@ -79,37 +81,22 @@ def held(guarded: Guarded, bind: Bind, holding: Holding, attribution: Attributio
                    bind=bind, holding=holding, gaps=attribution.gaps)  # fmt: skip
 
 
-def exhausted(
-    guarded: Guarded,
-    families: list[PoolFamily],
-    bind: Bind,
-    holding: Holding | None,
-    attribution: Attribution,
-) -> Report:
-    """A pool fewer than min-free of whose ports bind in every family: named by the holder of
-    its first port in use, the others counted from the probe, not attributed one by one."""
+def exhausted(held_report: Report, families: list[PoolFamily]) -> Report:
+    """A pool fewer than min-free of whose ports bind in every family, from the `held` verdict
+    on its first port in use: that holder named, the others counted from the probe."""
     claim = families[0].claim
     need = claim.pool or 1
     in_use = max(f.in_use for f in families)
-    holder = describe_owner(holding.owner) if holding else "an unknown holder"
     summary = (
         f"pool {claim} cannot serve: {in_use:,} of its {claim.size:,} ports are in use and it "
-        f"needs {need:,} free; {bind} is held by {holder} — {_registered(guarded)}"
-    )
-    first = (
-        _remedy(guarded, bind, holding, attribution)
-        if holding
-        else find_holder(bind.port, bind.claim.proto)
+        f"needs {need:,} free; {held_report.summary}"
     )
     remedy = (
-        f"{first}; for the other ports in use, 'portguard audit' counts the pool's holders; or "
-        f"widen the pool (its 'port' in the registry and the service's own setting)"
+        f"{held_report.remedy}; for the other ports in use, 'portguard audit' counts the pool's "
+        "holders; or widen the pool (its 'port' in the registry and the service's own setting)"
     )
-    gaps = attribution.gaps
-    if holding is None and not attribution.census_failed:
-        gaps = (*gaps, "no socket on this port was found in this network namespace")
-    return _report(Verdict.EXHAUSTED, guarded, summary, remedy, bind=bind, holding=holding,
-                   gaps=gaps, pool=(str(claim), in_use, need))  # fmt: skip
+    return replace(held_report, verdict=Verdict.EXHAUSTED, summary=summary, remedy=remedy,
+                   pool=(str(claim), in_use, need))  # fmt: skip
 
 
 def held_unknown(guarded: Guarded, bind: Bind, attribution: Attribution) -> Report:

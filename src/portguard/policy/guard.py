@@ -13,6 +13,7 @@ from portguard.policy.blockers import Guarded, Role, Wait, blockers, role
 from portguard.policy.endings import (
     denied,
     drain_timeout,
+    exhausted,
     free,
     held,
     held_unknown,
@@ -127,19 +128,20 @@ def _check_pools(
             ending = pools.refused(guarded, families)
             if ending is not None:
                 return ending
+            # Its first port in use, judged as any claim's: someone else's makes the pool
+            # exhausted; the unit's own remnant is waited for; a `via` socket unit's serves it.
             attempt = pools.first_in_use(families)
             assert attempt is not None
             budget_s = (guarded.wait_ms - elapsed_ms()) / 1000
             attribution = _look(guarded, [attempt], effects, budget_s)
-            decision = pools.decide(
-                guarded, families, attribution,
-                elapsed_ms=elapsed_ms(), deadline_ms=guarded.wait_ms,
-            )  # fmt: skip
-            if decision is None:
+            decision = decide(guarded, [attempt], attribution, elapsed_ms=elapsed_ms(),
+                              deadline_ms=guarded.wait_ms)  # fmt: skip
+            if isinstance(decision, Wait):
+                effects.wait(decision.pids, max(0, decision.until_ms - elapsed_ms()) / 1000)
+                continue
+            if decision.verdict is Verdict.FREE:
                 break
-            if isinstance(decision, Report):
-                return decision
-            effects.wait(decision.pids, max(0, decision.until_ms - elapsed_ms()) / 1000)
+            return exhausted(decision, families) if decision.verdict is Verdict.HELD else decision
     return None
 
 
