@@ -56,8 +56,9 @@ def real_sources() -> Sources:
 
     def pool_serves(claim: Claim) -> bool:
         from portguard.host.probe import probe_pool  # noqa: PLC0415
+        from portguard.policy.pools import serves  # noqa: PLC0415
 
-        return any(family.serves for family in probe_pool(claim))
+        return serves(probe_pool(claim))
 
     from portguard.host.sysctl import read_local_ports  # noqa: PLC0415
     from portguard.host.units import unit_facts  # noqa: PLC0415

@@ -135,9 +135,10 @@ def _serving(assignments: Sequence[Assignment]) -> dict[Claim, bool]:
     """Whether each pool among ASSIGNMENTS can serve now: trial binds, as `check` makes them
     (as this process, which is the unit's identity when root runs `why` for it)."""
     from portguard.host.probe import probe_pool  # noqa: PLC0415
+    from portguard.policy.pools import serves  # noqa: PLC0415
 
     pools = {a.claim for a in assignments if a.claim.pool is not None}
-    return {claim: any(f.serves for f in probe_pool(claim)) for claim in pools}
+    return {claim: serves(probe_pool(claim)) for claim in pools}
 
 
 def _elsewhere(query: Query, gaps: list[str]) -> list[Elsewhere]:

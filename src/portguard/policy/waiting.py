@@ -14,6 +14,7 @@ from enum import StrEnum
 from portguard.errors import Exit
 from portguard.host.occupants import Occupant
 from portguard.host.probe import Attempt, Outcome, PoolFamily
+from portguard.policy import pools
 from portguard.policy.owners import CENSUS_FAILED, Attribution, Holding, OwnerKind
 from portguard.policy.report import describe_owner, remedy_for
 from portguard.registry.claims import Claim, Proto, overlaps
@@ -107,9 +108,9 @@ def _pool_attempts(claim: Claim, effects: Effects) -> list[Attempt]:
     binds (the address is not here, the binds are denied)."""
     assert effects.probe_pool is not None
     families = effects.probe_pool(claim)
-    if any(family.serves for family in families):
+    if pools.serves(families):
         return []
-    first = next((f.first_in_use for f in families if f.first_in_use is not None), None)
+    first = pools.first_in_use(families)
     return [first] if first else [f.refused for f in families if f.refused is not None][:1]
 
 
