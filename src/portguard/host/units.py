@@ -271,10 +271,13 @@ def _ask_bus(  # pragma: no cover - child
         name, description, load_state, active_state, sub_state = map(_text, row[:5])
         if load_state in ("not-found", "stub") and active_state == "inactive":
             continue  # not loaded: nothing to say about it
-        found[name] = _facts(bus, row[6], name, apply_signature) | {
-            "name": name, "active_state": active_state, "sub_state": sub_state,
-            "description": description,
-        }  # fmt: skip
+        found[name] = {"name": name, "active_state": active_state, "sub_state": sub_state,
+                       "description": description}  # fmt: skip
+        if active_state != "inactive":
+            # An inactive unit has no process and holds no socket, so nothing below is read
+            # of it: a registry of 1,000 units with their files on disk, few of them running,
+            # then costs one call, not 4,000 (2.2 s, past audit's timeout for systemd).
+            found[name] |= _facts(bus, row[6], name, apply_signature)
     return found
 
 
@@ -290,11 +293,10 @@ def _facts(bus: Any, path: bytes, name: str, sign: Any) -> dict[str, Any]:  # pr
             sign(b"ss", [(_IFACE + interface).encode(), prop.encode()]),
         ).body  # fmt: skip
 
-    data: dict[str, Any] = {
-        "triggers": [_text(t) for t in get("Unit", "Triggers")],
-        "triggered_by": [_text(t) for t in get("Unit", "TriggeredBy")],
-    }
-    if name.endswith(".service"):
+    data: dict[str, Any] = {"triggered_by": [_text(t) for t in get("Unit", "TriggeredBy")]}
+    if not name.endswith(".service"):
+        data["triggers"] = [_text(t) for t in get("Unit", "Triggers")]  # a service has none
+    else:
         data["main_pid"] = int(get("Service", "MainPID"))
         usec = int(get("Service", "TimeoutStartUSec"))
         # UINT64_MAX is "infinity"; 0 means none was set (also infinite).
