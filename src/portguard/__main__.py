@@ -2,6 +2,10 @@
 
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from portguard.host.prefetch import Early
+
 
 def main() -> int:
     from portguard.freepath.check import run  # noqa: PLC0415 - nothing heavy before we need it
@@ -30,15 +34,34 @@ def beyond_the_free_path(argv: list[str]) -> int:
     # loads (host/prefetch.py).
     from portguard.host.prefetch import Early  # noqa: PLC0415
 
-    ports = claimed_ports(argv) or why_ports(argv)
-    early = Early(ports) if ports else None
-    from portguard.cli import main as full  # noqa: PLC0415
-
+    claimed = claimed_ports(argv)
+    ports = claimed or why_ports(argv)
+    # A held check looks at the listeners first (policy/guard.py); why at everything.
+    early = Early(ports, listening=claimed is not None) if ports else None
     try:
+        if claimed is not None:
+            return held_check(argv, early)
+        from portguard.cli import main as full  # noqa: PLC0415
+
         return full(early=early)
     finally:
         if early is not None:
             early.close()
+
+
+def held_check(argv: list[str], early: "Early | None") -> int:
+    """A `check` whose command line the free path read whole (its registry compiled, its
+    unit in it, its options valid) and found a port busy: judged and reported without the
+    command line's parser and every verb's options (argparse is for --help and errors)."""
+    from portguard.commands.check import run as check  # noqa: PLC0415
+    from portguard.errors import shielded  # noqa: PLC0415
+    from portguard.freepath.check import check_args  # noqa: PLC0415
+
+    parsed = check_args(argv)
+    assert parsed is not None  # claimed_ports read it
+    root, unit, bind_options = parsed
+    return shielded(lambda: check(unit, root, as_json=False, debug=False,
+                                  bind_options=bind_options, early=early), debug=False)  # fmt: skip
 
 
 def why_ports(argv: list[str]) -> list[tuple[str, int]] | None:

@@ -5,6 +5,7 @@ never a traceback. A module's own control flow (the fast reader declining, lint 
 a tangled registry) stays a private class of that module.
 """
 
+from collections.abc import Callable
 from enum import IntEnum
 
 
@@ -73,3 +74,38 @@ class Refused(PortguardError):
     """The unit's own configuration keeps the guard from mirroring its start: not guarded."""
 
     exit_code = Exit.CONFIG
+
+
+def shielded(command: Callable[[], int], *, debug: bool) -> int:
+    """COMMAND's exit code; whatever it raises, one line on stderr and an exit code, a
+    traceback only with DEBUG. The command line's (cli.main) and a held `check`'s, which
+    comes here without argparse."""
+    import sys  # noqa: PLC0415 - the floor imports nothing it need not
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr)
+
+    try:
+        return command()
+    except PortguardError as exc:
+        say(f"portguard: {exc.message}")
+        if exc.hint:
+            say(f"portguard: hint: {exc.hint}")
+        return int(exc.exit_code)
+    except SystemExit as exc:  # --help and --version end through argparse's exit()
+        return exc.code if isinstance(exc.code, int) else int(Exit.OK)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        import os  # noqa: PLC0415
+
+        # Output piped into `head`: not an error; keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return int(Exit.OK)
+    except Exception as exc:  # the last line of defence against tracebacks
+        if debug:
+            import traceback  # noqa: PLC0415 - only for --debug: it costs ~14 ms to load
+
+            traceback.print_exc()
+        say(f"portguard: internal error: {type(exc).__name__}: {exc} (a bug; rerun with --debug)")
+        return int(Exit.SOFTWARE)

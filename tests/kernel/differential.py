@@ -209,6 +209,7 @@ def in_process_check(registry: Path, claim: dict[str, Any]) -> dict[str, Any]:
         wait_for_exit,
         time.monotonic,
         lambda claim: probe.probe_pool(claim, binder),
+        sockets.listening_census,  # the listeners first, as the guard looks (issue 29)
     )
     report = check(replace(guarded, uid=claim["uid"]), effects)
     return {

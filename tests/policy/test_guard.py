@@ -510,3 +510,59 @@ def test_every_other_owner_kind_is_held_at_once(owner: Owner) -> None:
     assert report.verdict is Verdict.HELD
     assert report.owner == owner
     assert world.waits == []
+
+
+# --- the listeners first (issue 29) -------------------------------------------------------------
+
+
+@dataclass
+class ListeningWorld(World):
+    """The host with a census of listeners alone beside the whole one, as the guard has."""
+
+    listened: list[set[tuple[Proto, int]]] = field(default_factory=list)
+
+    def listening(self, ports: Iterable[tuple[Proto, int]]) -> list[Occupant]:
+        self.listened.append(set(ports))
+        occupants = [h.occupant for h in self.holdings] if self.busy else []
+        return [o for o in occupants if o.state == "LISTEN"]
+
+    def effects(self) -> Effects:
+        return replace(super().effects(), listening=self.listening)
+
+
+def test_a_foreign_listener_is_held_without_reading_the_connections() -> None:
+    world = ListeningWorld(holdings=held_by(SERVICE))
+    report = world.check()
+    assert report.verdict is Verdict.HELD and report.owner == SERVICE
+    assert world.listened == [{(Proto.TCP, PORT)}]
+    assert world.censuses == []  # the whole table was never asked for
+
+
+def test_with_no_listener_the_whole_census_finds_the_connection() -> None:
+    """A client connection given the port: no listener explains the bind error."""
+    world = ListeningWorld(holdings=held_by(SERVICE, connection("0.0.0.0")))
+    report = world.check()
+    assert report.verdict is Verdict.HELD and report.owner == SERVICE
+    assert world.listened == [{(Proto.TCP, PORT)}]
+    assert world.censuses == [{(Proto.TCP, PORT)}]
+
+
+def test_the_units_own_listener_is_judged_on_every_socket() -> None:
+    """Its own leftover listener, and someone else's connection that blocks the bind as well:
+    the whole census is read, and the foreign socket fails the start at once, as it did when
+    the whole census was all there was."""
+    holdings = [*held_by(SELF), Holding(connection("::1"), SERVICE, options())]
+    subject = guarded(Claim(Proto.TCP, PORT, PORT, ANY_V4))
+    world = ListeningWorld(holdings=holdings)
+    report = world.check(subject)
+    assert report.verdict is Verdict.HELD and report.owner == SERVICE
+    assert world.censuses == [{(Proto.TCP, PORT)}]
+    assert world.waits == []
+    assert report == World(holdings=holdings).check(subject)
+
+
+def test_the_units_own_listener_alone_is_still_waited_for() -> None:
+    world = ListeningWorld(holdings=held_by(SELF), busy_until=0.25, exits_at=0.25)
+    report = world.check()
+    assert report.verdict is Verdict.RELEASED
+    assert world.waits == [((900, 901), 10.0)]

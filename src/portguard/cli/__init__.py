@@ -12,7 +12,7 @@ from portguard import __version__
 
 if TYPE_CHECKING:
     from portguard.host.prefetch import Early
-from portguard.errors import Exit, PortguardError, UsageError
+from portguard.errors import Exit, UsageError, shielded
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -94,33 +94,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, early: "Early | None" = None) -> int:
     """The command line's exit code; EARLY: what a busy check or why began (host/prefetch.py)."""
     argv = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in argv
-    try:
+
+    def command() -> int:
         args = build_parser(argv).parse_args(argv)
         args.early = early
         handler: Handler = args.handler
         return handler(args)
-    except PortguardError as exc:
-        _say(f"portguard: {exc.message}")
-        if exc.hint:
-            _say(f"portguard: hint: {exc.hint}")
-        return int(exc.exit_code)
-    except SystemExit as exc:  # --help and --version end through argparse's exit()
-        return exc.code if isinstance(exc.code, int) else int(Exit.OK)
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        # Output piped into `head`: not an error; keep Python from complaining at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return int(Exit.OK)
-    except Exception as exc:  # the last line of defence against tracebacks
-        if debug:
-            import traceback  # noqa: PLC0415 - only for --debug: it costs ~14 ms to load
 
-            traceback.print_exc()
-        _say(f"portguard: internal error: {type(exc).__name__}: {exc} (a bug; rerun with --debug)")
-        return int(Exit.SOFTWARE)
-
-
-def _say(line: str) -> None:
-    print(line, file=sys.stderr)
+    return shielded(command, debug="--debug" in argv)

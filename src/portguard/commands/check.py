@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from portguard.commands.trusted import registry_at
@@ -31,6 +30,8 @@ from portguard.registry.claims import Claim, ClaimSyntaxError, Proto
 from portguard.registry.unitname import unit_name_problem
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from portguard.host.prefetch import Early
     from portguard.registry.entries import Registry
 
@@ -93,16 +94,20 @@ def real_effects(
     soon as a port turns out busy, which connects while the socket table is read; with
     EARLY, the first census is the one a child began before the policy was loaded."""
 
-    def census(ports: Iterable[tuple[Proto, int]]) -> list[Occupant]:
+    def census(ports: Iterable[tuple[Proto, int]], *, listening: bool = False) -> list[Occupant]:
         if facts is not None:
             facts.start()
         ports = list(ports)
-        found = early.census(ports, _EARLY_CENSUS_S) if early is not None else None
+        begun = early is not None and early.listening is listening
+        found = early.census(ports, _EARLY_CENSUS_S) if early is not None and begun else None
         if found is not None:
             return found
-        from portguard.host.sockets import census as kernel_census  # noqa: PLC0415
+        from portguard.host import sockets  # noqa: PLC0415
 
-        return kernel_census(ports)
+        return sockets.listening_census(ports) if listening else sockets.census(ports)
+
+    def listening(ports: Iterable[tuple[Proto, int]]) -> list[Occupant]:
+        return census(ports, listening=True)
 
     def attribute(occupants: list[Occupant], also: Sequence[str], timeout: float) -> Attribution:
         from portguard.commands.attribution import here  # noqa: PLC0415
@@ -119,7 +124,7 @@ def real_effects(
     def trial_pool(claim: Claim) -> list[probe.PoolFamily]:
         return probe.probe_pool(claim, binder)
 
-    return Effects(trial, census, attribute, wait_for_exit, time.monotonic, trial_pool)
+    return Effects(trial, census, attribute, wait_for_exit, time.monotonic, trial_pool, listening)
 
 
 def emit(report: Report, *, as_json: bool) -> int:
@@ -145,7 +150,7 @@ def emit(report: Report, *, as_json: bool) -> int:
 
 def run(
     unit_arg: str | None,
-    registry: Path | None,
+    registry: "str | Path | None",
     *,
     as_json: bool,
     debug: bool,
@@ -154,7 +159,7 @@ def run(
 ) -> int:
     unit = which_unit(unit_arg)
     binder = binder_of(bind_options or [])
-    registry_path = registry or Path(REGISTRY_DIR)
+    registry_path = registry or REGISTRY_DIR
     try:
         return emit(_decide(unit, registry_path, binder, early), as_json=as_json)
     except ConfigError as exc:
@@ -174,7 +179,7 @@ def run(
 
 
 def _decide(
-    unit: str, registry_path: Path, binder: probe.Binder, early: "Early | None" = None
+    unit: str, registry_path: "str | Path", binder: probe.Binder, early: "Early | None" = None
 ) -> Report:
     registry = registry_at(registry_path)
     guarded = guarded_for(registry, unit)
@@ -220,7 +225,7 @@ def _say_unjudged(unit: str, claims: tuple[Claim, ...]) -> None:
     })  # fmt: skip
 
 
-def _traffic(report: Report, registry: "Registry", guarded: Guarded, root: Path) -> Report:
+def _traffic(report: Report, registry: "Registry", guarded: Guarded, root: "str | Path") -> Report:
     """A port free for bind() may still have its traffic taken by NAT (DESIGN rule 5)."""
     from portguard.commands import redirects  # noqa: PLC0415
     from portguard.freepath.trust import digest  # noqa: PLC0415

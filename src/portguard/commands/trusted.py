@@ -21,12 +21,12 @@ if TYPE_CHECKING:
     from portguard.registry.entries import Registry
 
 
-def registry_at(path: Path) -> "Registry":
+def registry_at(path: "str | Path") -> "Registry":
     """The registry at PATH (a directory or one file) as every verb trusts it; NoRegistry when
     there is none, ConfigError when it is invalid or unsafe."""
-    if not path.exists():
+    if not os.path.exists(path):
         raise NoRegistry(f"no registry at {path}")
-    return compiled_registry(path) or load_registry(path)
+    return compiled_registry(path) or load_registry(Path(path))
 
 
 def load_registry(path: Path) -> "Registry":
@@ -55,10 +55,10 @@ def load_registry(path: Path) -> "Registry":
     return loaded.registry
 
 
-def compiled_registry(root: Path) -> "Registry | None":
+def compiled_registry(root: "str | Path") -> "Registry | None":
     """The registry from its compiled form when that matches the files now (a busy port's
     check, `why` and `audit` then parse no YAML); None when only the YAML can say."""
-    if not root.is_dir():
+    if not os.path.isdir(root):
         return None
     found = trust.digest(str(root))
     return (

@@ -69,7 +69,7 @@ def claimed_ports(argv: list[str]) -> list[tuple[str, int]] | None:
 def cold_root(argv: list[str]) -> str | None:
     """The registry root of a `check` whose compiled form is missing or stale (the first start
     after a registry change), when this process (root) may write it; else None."""
-    parsed = _check_args(argv)
+    parsed = check_args(argv)
     if parsed is None or posix.geteuid() != 0 or not is_dir(parsed[0]):
         return None
     found = digest(parsed[0])
@@ -88,7 +88,7 @@ def lookup(units: dict[str, Compiled], unit: str) -> Entry | None:
     return None if template is None else (template, int(instance))
 
 
-def _check_args(argv: list[str]) -> tuple[str, str | None, list[str]] | None:
+def check_args(argv: list[str]) -> tuple[str, str | None, list[str]] | None:
     """(registry root, unit, the rest) of a `check` command line; None for anything else."""
     args = list(argv)
     if not args or args.pop(0) != "check":
@@ -109,7 +109,7 @@ def _resolve(
 ):
     """The unit's compiled binds with their ports, its pools, who binds, a socket unit's
     options, the unit and the registry's hash."""
-    parsed = _check_args(argv)
+    parsed = check_args(argv)
     if parsed is None:
         return None
     root, unit, args = parsed

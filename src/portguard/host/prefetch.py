@@ -27,16 +27,19 @@ Port = tuple[str, int]  # ("tcp" or "udp", port)
 
 
 class Early:
-    """A census of PORTS under way in a child (`census` takes its answer once), and FACTS, a
-    child connecting to systemd; `close` ends both in any case."""
+    """A census of PORTS under way in a child (`census` takes its answer once): of every
+    socket on them, or with LISTENING of their listeners only (sockets.listening_census, the
+    first look a held `check` takes); and FACTS, a child connecting to systemd; `close` ends
+    both in any case."""
 
-    def __init__(self, ports: Iterable[Port]) -> None:
+    def __init__(self, ports: Iterable[Port], *, listening: bool = False) -> None:
         self.ports = frozenset(ports)
+        self.listening = listening
         read_end, write_end = posix.pipe()
         pid = posix.fork()
         if pid == 0:  # pragma: no cover - runs in the child; covered by the system tests
             posix.close(read_end)
-            _serve(write_end, self.ports)
+            _serve(write_end, self.ports, listening)
         posix.close(write_end)
         self._pid: int | None = pid
         self._answer = read_end
@@ -87,13 +90,14 @@ class Early:
             self._pid = None
 
 
-def _serve(answer: int, ports: frozenset[Port]) -> None:  # pragma: no cover - child
+def _serve(answer: int, ports: frozenset[Port], listening: bool) -> None:  # pragma: no cover
     import json  # noqa: PLC0415
 
     try:
-        from portguard.host.sockets import census  # noqa: PLC0415 - pyroute2, in the child
+        from portguard.host import sockets  # noqa: PLC0415 - pyroute2, in the child
         from portguard.registry.claims import Proto  # noqa: PLC0415
 
+        census = sockets.listening_census if listening else sockets.census
         found = census((Proto(proto), port) for proto, port in ports)
         result: dict[str, object] = {"occupants": [_row(o) for o in found]}
     except Exception as exc:  # the parent reads the table itself and meets it there

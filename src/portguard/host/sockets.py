@@ -82,6 +82,14 @@ def census(ports: Iterable[tuple[Proto, int]]) -> list[Occupant]:
     return _census(_by_proto(ports), {Proto.TCP: _ALL_STATES, Proto.UDP: _ALL_STATES})
 
 
+def listening_census(ports: Iterable[tuple[Proto, int]]) -> list[Occupant]:
+    """The listeners on PORTS (TCP), and every UDP socket on them: the usual holder of a busy
+    port, read without walking the table of connections (states filtered in the kernel: 47,000
+    ESTABLISHED and TIME-WAIT sockets on a busy host are never visited). A UDP dump walks all
+    UDP sockets whatever the states, so UDP gets them all."""
+    return _census(_by_proto(ports), {Proto.TCP: 1 << _TCP_LISTEN, Proto.UDP: _ALL_STATES})
+
+
 def holders_census(ports: Iterable[tuple[Proto, int]]) -> list[Occupant]:
     """Who holds PORTS, as `audit` asks: every listener and bound socket on them; and on the
     ports none of those hold, every other socket but TIME-WAIT (a client connection that was

@@ -38,6 +38,9 @@ class Effects:
     wait: Callable[[Sequence[int], float], None]  # until a PID exits or the seconds pass
     clock: Callable[[], float]  # monotonic seconds
     probe_pool: Callable[[Claim], list[PoolFamily]] | None = None  # needed for pools only
+    # The listeners on the ports alone (and any UDP socket): a census that need not walk the
+    # connections, looked at first; None: the census alone.
+    listening: Callable[[Iterable[tuple[Proto, int]]], list[Occupant]] | None = None
 
 
 def check(guarded: Guarded, effects: Effects) -> Report:
@@ -75,6 +78,16 @@ def _check_binds(guarded: Guarded, effects: Effects, elapsed_ms: Callable[[], in
         first = _first_foreign(guarded, busy, effects, budget_s, elapsed_ms())
         if first is not None:
             return first
+        if effects.listening is not None:
+            # A listener someone else owns is the usual holder, and it alone makes the bind
+            # fail: then the table of connections is never read. Anything else (the unit's
+            # own listener, no listener at all) is judged on every socket on the ports.
+            attribution = _look(guarded, busy, effects, budget_s, effects.listening)
+            decision = decide(guarded, busy, attribution, elapsed_ms=elapsed_ms(),
+                              deadline_ms=deadline_ms, waited_for=waited_for)  # fmt: skip
+            if _foreign(decision):
+                assert isinstance(decision, Report)
+                return decision
         attribution = _look(guarded, busy, effects, budget_s)
         own = attribution.facts.get(guarded.unit)
         if own is not None and own.timeout_start_ms:
@@ -107,10 +120,9 @@ def _first_foreign(
     attribution = _look(guarded, head, effects, budget_s)
     decision = decide(guarded, head, attribution, elapsed_ms=elapsed_ms,
                       deadline_ms=guarded.wait_ms)  # fmt: skip
-    if not isinstance(decision, Report) or decision.verdict is not Verdict.HELD:
+    if not _foreign(decision):
         return None
-    if decision.owner is None:
-        return None
+    assert isinstance(decision, Report)
     more = f" ({len(ports) - 1:,} more of its ports are in use; 'portguard why PORT' names each)"
     return replace(decision, summary=decision.summary + more)
 
@@ -145,11 +157,27 @@ def _check_pools(
     return None
 
 
-def _look(guarded: Guarded, busy: list[Attempt], effects: Effects, budget_s: float) -> Attribution:
-    """Who holds the busy binds, or, when the socket table cannot be read, only why not."""
+def _foreign(decision: Report | Wait) -> bool:
+    """Whether DECISION is `held` by a holder it names (who is not the unit nor its `via`)."""
+    return (
+        isinstance(decision, Report)
+        and decision.verdict is Verdict.HELD
+        and decision.owner is not None
+    )
+
+
+def _look(
+    guarded: Guarded,
+    busy: list[Attempt],
+    effects: Effects,
+    budget_s: float,
+    census: Callable[[Iterable[tuple[Proto, int]]], list[Occupant]] | None = None,
+) -> Attribution:
+    """Who holds the busy binds (from CENSUS, by default the whole one), or, when the socket
+    table cannot be read, only why not."""
     facts_timeout = max(0.2, min(1.0, budget_s))  # a silent bus costs at most this
     try:
-        occupants = effects.census({(a.bind.claim.proto, a.bind.port) for a in busy})
+        occupants = (census or effects.census)({(a.bind.claim.proto, a.bind.port) for a in busy})
     except (OSError, ImportError) as exc:
         # The probe's verdict stands; the report says what could not be found out.
         attribution = effects.attribute([], (guarded.unit,), facts_timeout)
