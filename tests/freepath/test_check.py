@@ -2,6 +2,7 @@
 registry's files and every bind is free now; None, so the full `check` decides, in every other
 case."""
 
+import marshal
 import os
 import socket
 import subprocess
@@ -152,9 +153,9 @@ def test_template_instance_uses_the_instance_as_port(tree: Tree, ports: tuple[in
 
 
 def test_lookup_of_redis_6379() -> None:
-    spec: BindSpec = (socket.AF_INET, socket.SOCK_STREAM, "0.0.0.0", None, True, False,
+    spec: BindSpec = (int(socket.AF_INET), int(socket.SOCK_STREAM), "0.0.0.0", None, True, False,
                               False)  # fmt: skip
-    units: dict[str, tuple[BindSpec, ...]] = {"redis@.service": (spec,)}
+    units = {"redis@.service": marshal.dumps((spec,))}  # as cache.load_cache gives them
     assert check.lookup(units, "redis@6379.service") == ((spec,), 6379)
     assert check.lookup(units, "redis@main.service") is None
     assert check.lookup(units, "other@6379.service") is None

@@ -18,7 +18,7 @@ from portguard.freepath.binds import (
     pool_serves,
     with_socket_options,
 )
-from portguard.freepath.cache import load_cache
+from portguard.freepath.cache import Packed, load_cache, unpack
 from portguard.freepath.nat import untouched
 from portguard.freepath.trust import REGISTRY_DIR, digest, is_dir
 
@@ -76,16 +76,18 @@ def cold_root(argv: list[str]) -> str | None:
     return parsed[0] if found and load_cache(parsed[0], found[0]) is None else None
 
 
-def lookup(units: dict[str, Compiled], unit: str) -> Entry | None:
+def lookup(units: dict[str, Packed], unit: str) -> Entry | None:
     """The unit's binds and, for a template instance, the instance as a port."""
     if unit in units:
-        return units[unit], None
+        found = unpack(units[unit])
+        return None if found is None else (found, None)
     prefix, dot, suffix = unit.rpartition(".")
     head, at, instance = prefix.partition("@")
     if not (dot and at and instance.isdigit()):
         return None
     template = units.get(f"{head}@.{suffix}")
-    return None if template is None else (template, int(instance))
+    found = None if template is None else unpack(template)
+    return None if found is None else (found, int(instance))
 
 
 def check_args(argv: list[str]) -> tuple[str, str | None, list[str]] | None:
