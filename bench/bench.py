@@ -42,7 +42,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SRC = REPO / "src"
 PYTHON = "/usr/bin/python3"
-TARGET_RATIO = 2.5
+TARGET_RATIO = 2.5  # through a pip console script (its `import re` and metadata)
+TARGET_MODULE_RATIO = 1.9  # `python3 -m portguard` (issue 29)
 TARGET_RSS_KIB = 20 * 1024
 TARGET_RELEASE_MS = 50.0
 SMALL_UNITS = 3
@@ -287,8 +288,9 @@ def free_path(workdir: Path, runs: int) -> tuple[list[str], list[str]]:
         if s is bare:
             target = "—"
         else:
-            ok = ratio <= TARGET_RATIO and max(s.rss) <= TARGET_RSS_KIB
-            target = f"{'met' if ok else 'MISSED'} (≤ {TARGET_RATIO}x, ≤ 20 MiB)"
+            limit = TARGET_RATIO if "console script" in s.label else TARGET_MODULE_RATIO
+            ok = ratio <= limit and max(s.rss) <= TARGET_RSS_KIB
+            target = f"{'met' if ok else 'MISSED'} (≤ {limit}x, ≤ 20 MiB)"
         p90 = statistics.quantiles(s.wall, n=10)[-1]
         rows.append(
             f"| {s.label} | {len(s.wall)} | {s.median:.1f} | {p90:.1f} | "
@@ -835,7 +837,7 @@ TARGET_WHY_VS_SS = 3.0  # and within 3x of `ss -ltn`
 TARGET_HELD_BIG_MS, TARGET_HELD_IDLE_MS = 150.0, 100.0
 TARGET_AUDIT_MS = 1000.0
 TARGET_FLAT = 1.2
-TARGET_INSTALLED = 1.3
+TARGET_INSTALLED = 1.05  # `/usr/bin/portguard` (-I -S) against `python3 -I -S -c pass`
 
 
 def busy_host(runs: int) -> tuple[list[str], list[str]]:
@@ -904,6 +906,7 @@ def busy_host(runs: int) -> tuple[list[str], list[str]]:
             ],
             f"`fuser -n tcp {squatted}`": ["fuser", "-n", "tcp", str(squatted)],
             "`python3 -I -c pass`": [bighost.PYTHON, "-I", "-c", "pass"],
+            "`python3 -I -S -c pass`": [bighost.PYTHON, "-I", "-S", "-c", "pass"],
         }  # fmt: skip
         ok = {"why, service owner": [1], "why, container owner": [1], "check, held": [69],
               "audit, 1,000 units": [1], "check, held, range 10000-60000/tcp": [69],
@@ -942,13 +945,13 @@ def _busy_table(
         "check, free": lambda m, i, y: (m <= TARGET_FLAT * i, f"big ≤ {TARGET_FLAT:g}x idle"),
         "audit, 1,000 units": lambda m, i, y: (m <= TARGET_AUDIT_MS, f"≤ {TARGET_AUDIT_MS:g} ms"),
         installed: lambda m, i, y: (
-            m <= TARGET_INSTALLED * y["`python3 -I -c pass`"],
-            f"≤ {TARGET_INSTALLED:g}x `python3 -I -c pass`",
+            m <= TARGET_INSTALLED * y["`python3 -I -S -c pass`"],
+            f"≤ {TARGET_INSTALLED:g}x `python3 -I -S -c pass`",
         ),
     }
     yardstick = {"why, service owner": "`ss -ltnp`", "why, container owner": "`ss -ltnp`",
                  "audit, 1,000 units": "`ss -ltunp`",
-                 installed: "`python3 -I -c pass`"}  # fmt: skip
+                 installed: "`python3 -I -S -c pass`"}  # fmt: skip
     rows = [
         "| on a busy host (medians) | runs | idle host ms | big host ms | big ÷ idle | yardstick "
         "on the big host | target |",

@@ -31,9 +31,11 @@ REPO = Path(__file__).resolve().parent.parent
 STORM_UNITS = 200
 FILLER_UNITS = 800  # with the storm's and nginx: a 1,001-unit registry, compiled when cold
 FIRST_PORT = 20000
-TARGET_STORM_MS = 4.0  # wall added per guarded unit
+# The guard's own share: what a guarded start adds beyond the same start with an interpreter
+# that does nothing (`ExecStartPre=+/usr/bin/python3 -IS -c pass`), paired run by run (issue 29;
+# systemd's cost of running any command, and an interpreter's start, are not the guard's).
+TARGET_SHARE_MS = 1.5  # per unit of a storm, and per restart
 TARGET_COLD = 1.2  # a storm right after a registry change, against a warm one
-TARGET_RESTART_MS = 10.0
 REGISTRY = "/etc/portguard/registry.yaml"
 PYTHON = "/usr/bin/python3"
 
@@ -173,14 +175,18 @@ def _measure(
 def _table(storms: dict[str, list[float]], restarts: dict[str, list[float]]) -> list[str]:
     med = {kind: statistics.median(walls) for kind, walls in storms.items()}
     bare = med["bare"]
-    guard = restarts["nginx.service"]
     plain = restarts["nginx-bare.service"]
 
     def verdict(met: bool, text: str) -> str:
         return f"{'met' if met else 'MISSED'} ({text})"
 
-    def paired(unit: str) -> float:
-        return statistics.median(g - p for g, p in zip(restarts[unit], plain, strict=True))
+    def paired(unit: str, beside: list[float] = plain) -> float:
+        return statistics.median(g - p for g, p in zip(restarts[unit], beside, strict=True))
+
+    def storm_share(kind: str) -> float:
+        """Per unit, beyond the interpreter's storm of the same run (interleaved, paired)."""
+        pairs = zip(storms[kind], storms["python"], strict=True)
+        return statistics.median(g - p for g, p in pairs) / STORM_UNITS
 
     storm_labels = {
         "bare": f"{STORM_UNITS} units started at once, no ExecStartPre=",
@@ -191,18 +197,21 @@ def _table(storms: dict[str, list[float]], restarts: dict[str, list[float]]) -> 
     }
     rows = [
         "| boot storm and restart (installed .deb) | runs | median ms | added to no "
-        "ExecStartPre= | target |",
-        "|---|---:|---:|---:|---|",
+        "ExecStartPre= | the guard's own share (paired, beyond `python3 -IS -c pass`) | target |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     per_unit = {kind: (med[kind] - bare) / STORM_UNITS for kind in med}
+    share = {kind: storm_share(kind) for kind in ("warm", "cold")}
     targets = {
-        "warm": verdict(per_unit["warm"] <= TARGET_STORM_MS, f"≤ {TARGET_STORM_MS:g} ms per unit"),
+        "warm": verdict(share["warm"] <= TARGET_SHARE_MS,
+                        f"share ≤ {TARGET_SHARE_MS:g} ms per unit"),
         "cold": verdict(med["cold"] <= TARGET_COLD * med["warm"],
                         f"cold {med['cold'] / med['warm']:.2f}x warm, ≤ {TARGET_COLD:g}x"),
     }  # fmt: skip
     for kind, label in storm_labels.items():
         added = "—" if kind == "bare" else f"{per_unit[kind]:.1f} ms per unit"
-        rows.append(f"| {label} | {len(storms[kind])} | {med[kind]:.0f} | {added} | "
+        own = f"{share[kind]:.2f} ms per unit" if kind in share else "—"
+        rows.append(f"| {label} | {len(storms[kind])} | {med[kind]:.0f} | {added} | {own} | "
                     f"{targets.get(kind, '—')} |")  # fmt: skip
     restart_labels = {
         "nginx-bare.service": "`systemctl restart` of nginx, no guard",
@@ -212,8 +221,11 @@ def _table(storms: dict[str, list[float]], restarts: dict[str, list[float]]) -> 
     }
     for unit, label in restart_labels.items():
         added = "—" if unit == "nginx-bare.service" else f"{paired(unit):.1f} ms (paired)"
-        target = (verdict(paired(unit) <= TARGET_RESTART_MS, f"≤ {TARGET_RESTART_MS:g} ms")
-                  if restarts[unit] is guard else "—")  # fmt: skip
+        own, target = "—", "—"
+        if unit == "nginx.service":
+            mine = paired(unit, restarts["nginx-python.service"])
+            own = f"{mine:.1f} ms"
+            target = verdict(mine <= TARGET_SHARE_MS, f"share ≤ {TARGET_SHARE_MS:g} ms")
         rows.append(f"| {label} | {len(restarts[unit])} | {statistics.median(restarts[unit]):.1f} "
-                    f"| {added} | {target} |")  # fmt: skip
+                    f"| {added} | {own} | {target} |")  # fmt: skip
     return rows
