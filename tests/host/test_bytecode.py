@@ -152,7 +152,7 @@ with _Diag() as diag:
                 raw += _dump(diag, family, proto, states=_ALL_STATES, program=program)
 print(json.dumps({"made": [[("tcp", "udp")[i % 2], p] for i, p in enumerate(ports)],
                   "asked": sorted([str(proto), p] for proto, p in asked),
-                  "raw": sorted([str(o.proto), o.port] for o in raw),
+                  "raw": sorted([row[0], row[3]] for row in raw),
                   "found": sorted([str(o.proto), o.port] for o in census(asked))}))
 """
 

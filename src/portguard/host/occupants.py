@@ -3,6 +3,8 @@ Stdlib only, so the policy and the reports can name occupants without loading py
 host/sockets.py fills them from sock_diag.
 """
 
+import ipaddress
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from portguard.registry.claims import Claim, IPAddress, Proto, host_text
@@ -43,3 +45,26 @@ class Occupant:
 
     def __str__(self) -> str:
         return f"{host_text(self.address)}:{self.port}/{self.proto}"
+
+
+# A socket as sock_diag reports it, in plain types (host/sockets.py's rows, what the early
+# census child sends its parent): proto ("tcp" or "udp"), state (its number), address, port,
+# the peer's address and port (None, 0 when unconnected), inode, uid, cgroup id (None for
+# TIME-WAIT), v6only, expires (ms, TIME-WAIT only), cookie.
+Row = tuple[str, int, str, int, str | None, int, int, int, int | None, bool, int | None, int]
+
+
+def from_rows(rows: Iterable[Sequence[object]]) -> list[Occupant]:
+    """ROWS (each a Row, or the list JSON makes of one) as the policy reads them."""
+    found = []
+    for row in rows:
+        proto, state, address, port, peer, peer_port = row[:6]
+        inode, uid, cgroup_id, v6only, expires, cookie = row[6:]
+        found.append(Occupant(
+            Proto(str(proto)), STATE_NAMES.get(int(str(state)), str(state)),
+            ipaddress.ip_address(str(address)), int(str(port)),
+            None if peer is None else (ipaddress.ip_address(str(peer)), int(str(peer_port))),
+            int(str(inode)), int(str(uid)), None if cgroup_id is None else int(str(cgroup_id)),
+            bool(v6only), None if expires is None else int(str(expires)), int(str(cookie)),
+        ))  # fmt: skip
+    return found

@@ -72,8 +72,9 @@ class Early:
         answer = json.loads(payload) if payload else {}
         if "occupants" not in answer:
             return None
-        found = [_occupant(row) for row in answer["occupants"]]
-        return [o for o in found if (str(o.proto), o.port) in wanted]
+        from portguard.host.occupants import from_rows  # noqa: PLC0415
+
+        return [o for o in from_rows(answer["occupants"]) if (str(o.proto), o.port) in wanted]
 
     def close(self) -> None:
         self.facts.close()
@@ -95,11 +96,8 @@ def _serve(answer: int, ports: frozenset[Port], listening: bool) -> None:  # pra
 
     try:
         from portguard.host import sockets  # noqa: PLC0415 - pyroute2, in the child
-        from portguard.registry.claims import Proto  # noqa: PLC0415
 
-        census = sockets.listening_census if listening else sockets.census
-        found = census((Proto(proto), port) for proto, port in ports)
-        result: dict[str, object] = {"occupants": [_row(o) for o in found]}
+        result: dict[str, object] = {"occupants": sockets.rows(ports, listening=listening)}
     except Exception as exc:  # the parent reads the table itself and meets it there
         result = {"error": f"{type(exc).__name__}: {exc}"}
     try:
@@ -108,25 +106,3 @@ def _serve(answer: int, ports: frozenset[Port], listening: bool) -> None:  # pra
             data = data[posix.write(answer, data) :]
     finally:
         posix._exit(0)
-
-
-def _row(o: Occupant) -> list[object]:
-    peer = [str(o.peer[0]), o.peer[1]] if o.peer else None
-    return [str(o.proto), o.state, str(o.address), o.port, peer, o.inode, o.uid, o.cgroup_id,
-            o.v6only, o.expires_ms]  # fmt: skip
-
-
-def _occupant(row: list[object]) -> Occupant:
-    import ipaddress  # noqa: PLC0415
-
-    from portguard.host.occupants import Occupant  # noqa: PLC0415
-    from portguard.registry.claims import Proto  # noqa: PLC0415
-
-    proto, state, address, port, peer, inode, uid, cgroup_id, v6only, expires_ms = row
-    assert isinstance(peer, list | None)
-    return Occupant(
-        Proto(str(proto)), str(state), ipaddress.ip_address(str(address)), int(str(port)),
-        (ipaddress.ip_address(str(peer[0])), int(peer[1])) if peer else None,
-        int(str(inode)), int(str(uid)), None if cgroup_id is None else int(str(cgroup_id)),
-        bool(v6only), None if expires_ms is None else int(str(expires_ms)),
-    )  # fmt: skip

@@ -5,11 +5,12 @@ attribute nor a port filter, and with 0.9 (current PyPI): we bring our own messa
 and request classes instead of relying on either's `get_sock_stats`.
 """
 
-import ipaddress
+from __future__ import annotations
+
 import socket
 import struct
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portguard.packages import without_init
 
@@ -25,16 +26,20 @@ from pyroute2.netlink.diag import (  # noqa: E402
     inet_diag_req,
 )
 
-from portguard.host.occupants import STATE_NAMES, TCP_TIME_WAIT, Occupant  # noqa: E402
-from portguard.registry.claims import Proto  # noqa: E402
+if TYPE_CHECKING:
+    # Not at run time: the early census child (prefetch.py) sends its rows as they are, and
+    # loads none of the dataclasses and enums an Occupant needs (its answer is on a held
+    # check's critical path).
+    from portguard.host.occupants import Occupant, Row
 
 # Numbers from linux/inet_diag.h and linux/tcp_states.h.
 INET_DIAG_CGROUP_ID = 21
 _ALL_STATES = 0xFFFFFFFF
+_TCP_TIME_WAIT = 6
 _TCP_LISTEN = 10
 _TCP_CLOSE = 7  # an unconnected UDP socket: ss's UNCONN
 _BOUND_STATES = (1 << _TCP_LISTEN) | (1 << _TCP_CLOSE)
-_TIME_WAIT = 1 << TCP_TIME_WAIT
+_TIME_WAIT = 1 << _TCP_TIME_WAIT
 _BC_JMP, _BC_S_GE, _BC_S_LE = 1, 2, 3  # bytecode: jump; source port >= / <= next op's `no`
 _RANGE_BYTES = 20
 # A bytecode op's longest jump is 65,535 bytes, 20 bytes per port range: this many ranges fit
@@ -72,47 +77,53 @@ class _Diag(DiagSocket):  # type: ignore[misc]
             self.marshal = _Marshal()
 
 
-def census(ports: Iterable[tuple[Proto, int]]) -> list[Occupant]:
-    """Every TCP/UDP, IPv4/IPv6 socket bound to one of PORTS, in this network namespace.
+def census(ports: Iterable[tuple[str, int]]) -> list[Occupant]:
+    """Every TCP/UDP, IPv4/IPv6 socket bound to one of PORTS (("tcp" or "udp", port); a Proto
+    is one), in this network namespace.
 
     One dump per family and protocol, whatever the number of ports: the kernel runs a
     bytecode filter of port ranges over its tables (as ss's filters do), so neither 20,000
     unrelated connections nor a claim of 50,000 ports costs a dump each.
     """
-    return _census(_by_proto(ports), {Proto.TCP: _ALL_STATES, Proto.UDP: _ALL_STATES})
+    return occupants(rows(ports))
 
 
-def listening_census(ports: Iterable[tuple[Proto, int]]) -> list[Occupant]:
+def listening_census(ports: Iterable[tuple[str, int]]) -> list[Occupant]:
     """The listeners on PORTS (TCP), and every UDP socket on them: the usual holder of a busy
     port, read without walking the table of connections (states filtered in the kernel: 47,000
     ESTABLISHED and TIME-WAIT sockets on a busy host are never visited). A UDP dump walks all
     UDP sockets whatever the states, so UDP gets them all."""
-    return _census(_by_proto(ports), {Proto.TCP: 1 << _TCP_LISTEN, Proto.UDP: _ALL_STATES})
+    return occupants(rows(ports, listening=True))
 
 
-def holders_census(ports: Iterable[tuple[Proto, int]]) -> list[Occupant]:
+def rows(ports: Iterable[tuple[str, int]], *, listening: bool = False) -> list[Row]:
+    """`census` (with LISTENING, `listening_census`) as plain rows."""
+    tcp = 1 << _TCP_LISTEN if listening else _ALL_STATES
+    return _census(_by_proto(ports), {"tcp": tcp, "udp": _ALL_STATES})
+
+
+def holders_census(ports: Iterable[tuple[str, int]]) -> list[Occupant]:
     """Who holds PORTS, as `audit` asks: every listener and bound socket on them; and on the
     ports none of those hold, every other socket but TIME-WAIT (a client connection that was
     given the port). A listener's accepted connections, tens of thousands on a busy host,
     say nothing more of who holds its port, and TIME-WAIT names no one."""
     wanted = _by_proto(ports)
-    found = _census(wanted, {Proto.TCP: _BOUND_STATES, Proto.UDP: _ALL_STATES})
-    held = {(o.proto, o.port) for o in found}
-    rest: dict[Proto, set[int]] = {
-        Proto.TCP: {port for port in wanted.get(Proto.TCP, ()) if (Proto.TCP, port) not in held}
-    }
-    return found + _census(rest, {Proto.TCP: _ALL_STATES & ~_BOUND_STATES & ~_TIME_WAIT})
+    found = _census(wanted, {"tcp": _BOUND_STATES, "udp": _ALL_STATES})
+    held = {(row[0], row[3]) for row in found}
+    rest = {"tcp": {port for port in wanted.get("tcp", ()) if ("tcp", port) not in held}}
+    others = _census(rest, {"tcp": _ALL_STATES & ~_BOUND_STATES & ~_TIME_WAIT})
+    return occupants(found + others)
 
 
-def _by_proto(ports: Iterable[tuple[Proto, int]]) -> dict[Proto, set[int]]:
-    wanted: dict[Proto, set[int]] = {}
+def _by_proto(ports: Iterable[tuple[str, int]]) -> dict[str, set[int]]:
+    wanted: dict[str, set[int]] = {}
     for proto, port in ports:
-        wanted.setdefault(proto, set()).add(port)
+        wanted.setdefault(str(proto), set()).add(port)
     return wanted
 
 
-def _census(wanted: dict[Proto, set[int]], states: dict[Proto, int]) -> list[Occupant]:
-    found: list[Occupant] = []
+def _census(wanted: dict[str, set[int]], states: dict[str, int]) -> list[Row]:
+    found: list[Row] = []
     if not any(wanted.values()):
         return found
     with _Diag() as diag:
@@ -122,9 +133,9 @@ def _census(wanted: dict[Proto, set[int]], states: dict[Proto, int]) -> list[Occ
             for start in range(0, len(spans), _RANGES_PER_DUMP):
                 program = bytecode(spans[start : start + _RANGES_PER_DUMP])
                 for family in (socket.AF_INET, socket.AF_INET6):
-                    found.extend(o for o in _dump(diag, family, proto, states=states[proto],
-                                                  program=program)
-                                 if o.port in wanted[proto])  # fmt: skip
+                    found.extend(row for row in _dump(diag, family, proto, states=states[proto],
+                                                      program=program)
+                                 if row[3] in wanted[proto])  # fmt: skip
     return found
 
 
@@ -165,51 +176,48 @@ def bytecode(spans: Sequence[tuple[int, int]]) -> bytes:
 
 def listeners() -> list[Occupant]:
     """Every listening TCP and bound, unconnected UDP socket in this network namespace."""
-    found: list[Occupant] = []
+    found: list[Row] = []
     with _Diag() as diag:
         diag.bind()
-        for proto, state in ((Proto.TCP, _TCP_LISTEN), (Proto.UDP, _TCP_CLOSE)):
+        for proto, state in (("tcp", _TCP_LISTEN), ("udp", _TCP_CLOSE)):
             for family in (socket.AF_INET, socket.AF_INET6):
                 # The kernel filters by state, so established connections are never sent.
                 found.extend(_dump(diag, family, proto, states=1 << state))
-    return found
+    return occupants(found)
 
 
 def _dump(
-    diag: _Diag, family: int, proto: Proto, *, states: int, program: bytes | None = None
-) -> Iterator[Occupant]:
+    diag: _Diag, family: int, proto: str, *, states: int, program: bytes | None = None
+) -> Iterator[Row]:
     request = _diag_req()
     request["sdiag_family"] = family
-    request["sdiag_protocol"] = socket.IPPROTO_TCP if proto is Proto.TCP else socket.IPPROTO_UDP
+    request["sdiag_protocol"] = socket.IPPROTO_TCP if proto == "tcp" else socket.IPPROTO_UDP
     request["idiag_states"] = states
     if program:
         request["attrs"] = [("INET_DIAG_REQ_BYTECODE", program)]
     for message in diag.nlm_request(request, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP):
-        occupant = _occupant(message, proto)
-        if occupant is not None:
-            yield occupant
+        row = _row(message, proto)
+        if row is not None:
+            yield row
 
 
-def _occupant(message: Any, proto: Proto) -> Occupant | None:
+def _row(message: Any, proto: str) -> Row | None:
     if message.get("header", {}).get("type") != SOCK_DIAG_BY_FAMILY:
         return None
     state = message["idiag_state"]
-    time_wait = state == TCP_TIME_WAIT
-    peer = None
+    time_wait = state == _TCP_TIME_WAIT
     dport = message["idiag_dport"]
-    if dport:
-        peer = (ipaddress.ip_address(message["idiag_dst"]), dport)
     cgroup_id = message.get_attr("INET_DIAG_CGROUP_ID")
-    return Occupant(
-        proto=proto,
-        state=STATE_NAMES.get(state, str(state)),
-        address=ipaddress.ip_address(message["idiag_src"]),
-        port=message["idiag_sport"],
-        peer=peer,
-        inode=message["idiag_inode"],
-        uid=message["idiag_uid"],
-        cgroup_id=None if time_wait or not cgroup_id else int(cgroup_id),
-        v6only=bool(message.get_attr("INET_DIAG_SKV6ONLY")),
-        expires_ms=message["idiag_expires"] if time_wait else None,
-        cookie=message["idiag_cookie"],
-    )
+    return (
+        proto, state, str(message["idiag_src"]), message["idiag_sport"],
+        str(message["idiag_dst"]) if dport else None, dport, message["idiag_inode"],
+        message["idiag_uid"], None if time_wait or not cgroup_id else int(cgroup_id),
+        bool(message.get_attr("INET_DIAG_SKV6ONLY")),
+        message["idiag_expires"] if time_wait else None, message["idiag_cookie"],
+    )  # fmt: skip
+
+
+def occupants(found: Iterable[Row]) -> list[Occupant]:
+    from portguard.host.occupants import from_rows  # noqa: PLC0415 - see TYPE_CHECKING above
+
+    return from_rows(found)
