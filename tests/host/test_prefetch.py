@@ -65,3 +65,22 @@ def test_children_never_asked_are_ended() -> None:
         assert pid is not None
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
+
+
+def test_the_census_child_loads_no_dataclasses() -> None:
+    """Issue 29: what the child imports to answer (sockets.rows) is pyroute2's netlink core
+    and no model of ours: its answer is on a held check's critical path."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from tests.conftest import SRC  # noqa: PLC0415
+
+    script = (f"import sys; sys.path.insert(0, {str(SRC)!r}); from portguard.host import "
+              "sockets; print(' '.join(sys.modules))")  # fmt: skip
+    done = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)  # fmt: skip
+    modules = set(done.stdout.split())
+    assert "pyroute2.netlink.diag" in modules
+    for heavy in ("dataclasses", "ipaddress", "portguard.host.occupants",
+                  "portguard.registry.claims"):  # fmt: skip
+        assert heavy not in modules, heavy
