@@ -41,6 +41,9 @@ def beyond_the_free_path(argv: list[str]) -> int:
     try:
         if claimed is not None:
             return held_check(argv, early)
+        asked = why_args(argv) if ports else None
+        if asked is not None:
+            return plain_why(ports or [], *asked, early)
         from portguard.cli import main as full  # noqa: PLC0415
 
         return full(early=early)
@@ -62,6 +65,38 @@ def held_check(argv: list[str], early: "Early | None") -> int:
     root, unit, bind_options = parsed
     return shielded(lambda: check(unit, root, as_json=False, debug=False,
                                   bind_options=bind_options, early=early), debug=False)  # fmt: skip
+
+
+def why_args(argv: list[str]) -> tuple[str | None, bool] | None:
+    """(--registry, --json) of `why PORT[/PROTO]` followed by no other option; None for any
+    other command line (argparse reads it, and says what is wrong with it)."""
+    rest, registry, as_json = argv[2:], None, False
+    while rest:
+        option = rest.pop(0)
+        if option == "--json" and not as_json:
+            as_json = True
+        elif option == "--registry" and registry is None and rest and rest[0][:1] not in "-":
+            registry = rest.pop(0)
+        else:
+            return None
+    return registry, as_json
+
+
+def plain_why(
+    ports: list[tuple[str, int]], registry: str | None, as_json: bool, early: "Early | None"
+) -> int:
+    """`why PORT[/PROTO]` (its PORTS), answered without argparse, as a held check is."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from portguard.commands.why import run as why  # noqa: PLC0415
+    from portguard.errors import shielded  # noqa: PLC0415
+    from portguard.policy.diagnosis import Query  # noqa: PLC0415
+    from portguard.registry.claims import Proto  # noqa: PLC0415
+
+    query = Query(ports[0][1], tuple(Proto(proto) for proto, _ in ports), None)
+    where = None if registry is None else Path(registry)
+    return shielded(lambda: why(query, netns_target=None, registry=where, as_json=as_json,
+                                early=early), debug=False)  # fmt: skip
 
 
 def why_ports(argv: list[str]) -> list[tuple[str, int]] | None:
