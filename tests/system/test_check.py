@@ -274,6 +274,27 @@ def test_own_leftover_process_is_waited_for(
         assert took < 2 + 2.5
 
 
+def test_the_wait_stays_below_the_units_start_timeout(sandbox: Sandbox) -> None:
+    """`wait: 60s`, but TimeoutStartSec=4s: the guard reads the start's timeout of its unit,
+    which is starting (systemd is asked it of an activating unit only), and gives up at 3 s,
+    so the verdict logged is the guard's (75), not systemd's timeout."""
+    write_registry(sandbox, registry_for("myapp.service", "8080/tcp", wait="60s"))
+    guarded_unit(sandbox, "myapp.service", exec_start=leftover_service(30.0),
+                 extra="KillMode=process\nTimeoutStartSec=4s\n")  # fmt: skip
+    sandbox.daemon_reload()
+    assert start_guarded(sandbox, "myapp.service").result.active
+    wait_listening(sandbox, 8080)
+    sandbox.stop("myapp.service")
+    wait_listening(sandbox, 8080)  # the child still holds it
+
+    started = start_guarded(sandbox, "myapp.service")
+    entry = started.entry
+    assert entry["PORTGUARD_VERDICT"] == "drain-timeout", entry
+    assert guard_status(sandbox, "myapp.service") == 75
+    waited = int(str(entry["PORTGUARD_WAITED_MS"]))
+    assert 2500 <= waited <= 3900, waited  # 4 s less a second for systemd's own start
+
+
 def test_time_wait_does_not_block_reuseaddr(sandbox: Sandbox) -> None:
     make_time_wait(sandbox, 8080)
     started = guard_start(sandbox, registry_for("myapp.service", "8080/tcp", reuseaddr="true"))
