@@ -903,6 +903,9 @@ def busy_host(runs: int) -> tuple[list[str], list[str]]:
                 "/usr/bin/portguard", "check", *registry, free_unit,
             ],
             "`ss -ltn`": ["ss", "-ltn"],
+            # Every socket on the port, as `why` reads it (no owners): the kernel walks its
+            # table of connections, which `ss -ltn` (listeners only) never visits.
+            f"`ss -tan sport = :{squatted}`": ["ss", "-tan", f"sport = :{squatted}"],
             "`ss -ltnp`": ["ss", "-ltnp"],
             "`ss -ltunp`": ["ss", "-ltunp"],
             f"`lsof -nP -iTCP:{squatted} -sTCP:LISTEN`": [
@@ -975,6 +978,8 @@ def _busy_table(
             beside += (
                 f"; `ss -ltn` {med['`ss -ltn`']:.0f} ms ({med[label] / med['`ss -ltn`']:.1f}x)"
             )
+            every = next(m for m in med if m.startswith("`ss -tan sport"))
+            beside += f"; {every} {med[every]:.0f} ms ({med[label] / med[every]:.1f}x)"
         if label == installed:
             bare_s = med["`python3 -I -S -c pass`"]
             beside += f"; `python3 -I -S -c pass` {bare_s:.1f} ms ({med[label] / bare_s:.2f}x)"
