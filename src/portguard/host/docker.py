@@ -16,6 +16,8 @@ DOCKER_SOCKET = "/run/docker.sock"
 
 @dataclass(frozen=True, slots=True)
 class Container:
+    """A container as its runtime names it."""
+
     id: str
     name: str | None
     image: str | None

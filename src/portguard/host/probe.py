@@ -42,6 +42,8 @@ class Bind:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
+    """One trial bind and how it went."""
+
     bind: Bind
     outcome: Outcome
     errno: int = 0

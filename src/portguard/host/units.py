@@ -33,6 +33,8 @@ class ReloadFailed(Unavailable):
 
 @dataclass(frozen=True, slots=True)
 class UnitFacts:
+    """What systemd says of a loaded unit."""
+
     name: str
     active_state: str
     sub_state: str

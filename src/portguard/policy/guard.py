@@ -32,6 +32,8 @@ _BLIND_RETRY_MS = 200
 
 @dataclass(frozen=True)
 class Effects:
+    """Every outside effect the check policy has: the host, or a test's fakes."""
+
     probe: Callable[[Sequence[Claim]], list[Attempt]]
     census: Callable[[Iterable[tuple[Proto, int]]], list[Occupant]]
     attribute: Callable[[list[Occupant], Sequence[str], float], Attribution]

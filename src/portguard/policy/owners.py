@@ -37,6 +37,8 @@ class OwnerKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Owner:
+    """Who holds a socket: a unit, a session, a container, the kernel (TIME-WAIT)."""
+
     kind: OwnerKind
     unit: str | None = None
     pid: int | None = None
@@ -59,6 +61,8 @@ class Owner:
 
 @dataclass(frozen=True, slots=True)
 class Holding:
+    """A socket and its owner."""
+
     occupant: Occupant
     owner: Owner
     options: SocketOptions | None = None  # read from its holder; None: not known
@@ -66,6 +70,8 @@ class Holding:
 
 @dataclass(frozen=True, slots=True)
 class Attribution:
+    """The census's sockets with their owners, and what could not be found out."""
+
     holdings: tuple[Holding, ...]
     gaps: tuple[str, ...] = ()  # what could not be found out, for the report
     facts: Mapping[str, UnitFacts] = field(default_factory=dict)  # every unit systemd told of

@@ -72,6 +72,8 @@ PRIORITY = {
 
 @dataclass(frozen=True, slots=True)
 class Report:
+    """One verdict, as the journal entry, the stderr line and the exit code tell it."""
+
     verdict: Verdict
     unit: str | None
     summary: str  # what happened, one line, without the fix

@@ -43,6 +43,8 @@ class Runtime(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ContainerScope:
+    """A container's own cgroup, by its runtime."""
+
     runtime: Runtime
     id: str
 

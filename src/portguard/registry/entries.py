@@ -79,6 +79,8 @@ class Listen:
 
 @dataclass(frozen=True, slots=True)
 class UnitEntry:
+    """One unit of the registry: its claims and how it is guarded."""
+
     name: str
     location: Location
     listen: tuple[Listen, ...]
@@ -91,6 +93,8 @@ class UnitEntry:
 
 @dataclass(frozen=True)
 class Registry:
+    """The registry's units, and the files they were read from."""
+
     units: Mapping[str, UnitEntry] = field(default_factory=dict)
     files: tuple[str, ...] = ()
 
@@ -148,6 +152,8 @@ class RegistrySource:
 
 @dataclass(frozen=True, slots=True)
 class LoadResult:
+    """A registry as read, with what lint found in it."""
+
     registry: Registry
     findings: tuple[Finding, ...]
 

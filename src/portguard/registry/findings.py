@@ -11,6 +11,8 @@ class Severity(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Location:
+    """Where in a registry file: file:line:col."""
+
     path: str
     line: int = 0  # 1-based; 0 when the problem is the file as a whole
     column: int = 0
@@ -30,6 +32,8 @@ class Member:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
+    """One problem lint found, where, and how bad."""
+
     severity: Severity
     location: Location
     message: str
