@@ -241,19 +241,23 @@ def leftover_service(linger: float) -> str:
 LEFTOVER_CASES = [(1.0, "10s", "released"), (30.0, "2s", "drain-timeout")]
 
 
-@pytest.mark.parametrize(("linger", "wait", "verdict"), LEFTOVER_CASES)
-def test_own_leftover_process_is_waited_for(
-    sandbox: Sandbox, linger: float, wait: str, verdict: str
-) -> None:
+def leave_a_leftover(sandbox: Sandbox, linger: float, *, wait: str, extra: str = "") -> None:
+    """myapp.service started and stopped, its child left holding 8080 for LINGER seconds."""
     write_registry(sandbox, registry_for("myapp.service", "8080/tcp", wait=wait))
     guarded_unit(sandbox, "myapp.service", exec_start=leftover_service(linger),
-                 extra="KillMode=process\n")  # fmt: skip
+                 extra="KillMode=process\n" + extra)  # fmt: skip
     sandbox.daemon_reload()
     assert start_guarded(sandbox, "myapp.service").result.active
     wait_listening(sandbox, 8080)
     sandbox.stop("myapp.service")
     wait_listening(sandbox, 8080)  # the child still holds it
 
+
+@pytest.mark.parametrize(("linger", "wait", "verdict"), LEFTOVER_CASES)
+def test_own_leftover_process_is_waited_for(
+    sandbox: Sandbox, linger: float, wait: str, verdict: str
+) -> None:
+    leave_a_leftover(sandbox, linger, wait=wait)
     began = time.monotonic()
     started = start_guarded(sandbox, "myapp.service")
     took = time.monotonic() - began
@@ -278,15 +282,7 @@ def test_the_wait_stays_below_the_units_start_timeout(sandbox: Sandbox) -> None:
     """`wait: 60s`, but TimeoutStartSec=4s: the guard reads the start's timeout of its unit,
     which is starting (systemd is asked it of an activating unit only), and gives up at 3 s,
     so the verdict logged is the guard's (75), not systemd's timeout."""
-    write_registry(sandbox, registry_for("myapp.service", "8080/tcp", wait="60s"))
-    guarded_unit(sandbox, "myapp.service", exec_start=leftover_service(30.0),
-                 extra="KillMode=process\nTimeoutStartSec=4s\n")  # fmt: skip
-    sandbox.daemon_reload()
-    assert start_guarded(sandbox, "myapp.service").result.active
-    wait_listening(sandbox, 8080)
-    sandbox.stop("myapp.service")
-    wait_listening(sandbox, 8080)  # the child still holds it
-
+    leave_a_leftover(sandbox, 30.0, wait="60s", extra="TimeoutStartSec=4s\n")
     started = start_guarded(sandbox, "myapp.service")
     entry = started.entry
     assert entry["PORTGUARD_VERDICT"] == "drain-timeout", entry
