@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from portguard.host import prefetch
-from portguard.host.sockets import census
+from portguard.host.sockets import census, listening_census
 from portguard.registry.claims import Proto
 
 
@@ -84,3 +84,16 @@ def test_the_census_child_loads_no_dataclasses() -> None:
     for heavy in ("dataclasses", "ipaddress", "portguard.host.occupants",
                   "portguard.registry.claims"):  # fmt: skip
         assert heavy not in modules, heavy
+
+
+def test_a_listening_census_reads_the_listeners_alone(ports: tuple[int, int]) -> None:
+    """What a held check looks at first (issue 29): the TCP listener, not its connection;
+    every UDP socket on the port."""
+    tcp, udp = ports
+    asked = [(Proto.TCP, tcp), (Proto.UDP, udp)]
+    with prefetch.Early([("tcp", tcp), ("udp", udp)], listening=True) as child:
+        early = child.census(asked, timeout=10)
+    assert early is not None
+    assert {o.state for o in early if o.port == tcp} == {"LISTEN"}
+    assert {o.state for o in early if o.port == udp} == {"UNCONN"}
+    assert sorted(early, key=str) == sorted(listening_census(asked), key=str)
