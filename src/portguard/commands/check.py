@@ -98,8 +98,10 @@ def real_effects(
         if facts is not None:
             facts.start()
         ports = list(ports)
-        begun = early is not None and early.listening is listening
-        found = early.census(ports, _EARLY_CENSUS_S) if early is not None and begun else None
+        # The census the child began, when it is of the same kind (listeners, or all).
+        found = None
+        if early is not None and early.listening is listening:
+            found = early.census(ports, _EARLY_CENSUS_S)
         if found is not None:
             return found
         from portguard.host import sockets  # noqa: PLC0415
